@@ -149,6 +149,7 @@ export class GraphBuilder {
   }
 
   build(): ModelProto {
+    for (const node of this.nodes) this.toOpset(node)
     return new onnx.ModelProto({
       irVersion: 8,
       producerName: 'lcm-lookahead',
@@ -162,4 +163,26 @@ export class GraphBuilder {
       }),
     })
   }
+
+  /**
+   * Brings a node written for another opset to this builder's opset where the signature changed in between,
+   * so fragments and embedded models (opset 14 exports next to opset 18 ones) compose into one graph.
+   */
+  private toOpset(node: NodeProto): void {
+    if (this.opset < 18) return
+    const axes = node.attribute?.find(a => a.name === 'axes')
+    if (axesToInputAt18.has(node.opType ?? '') && axes) {
+      node.attribute = node.attribute!.filter(a => a !== axes)
+      node.input = [node.input![0], this.ints((axes.ints ?? []).map(i => Number(i)))]
+    }
+    if (node.opType === 'Split' && !node.input?.[1] && !node.attribute?.some(a => a.name === 'num_outputs')) {
+      node.attribute = [...(node.attribute ?? []), attribute('num_outputs', node.output!.length)]
+    }
+  }
 }
+
+/** Reduce ops whose `axes` moved from an attribute to an input at opset 18 (ReduceSum moved at 13). */
+const axesToInputAt18 = new Set([
+  'ReduceMean', 'ReduceMax', 'ReduceMin', 'ReduceProd', 'ReduceL1', 'ReduceL2',
+  'ReduceLogSum', 'ReduceLogSumExp', 'ReduceSumSquare',
+])
