@@ -1,10 +1,46 @@
 // The programmatic API: scripts import the toolkit from the package root.
 import { cudaInstalled, ort } from './onnx/session.js'
 
-export { UserError } from './errors.js'
-export * from './onnx/builder.js'
+export { UserError, check } from './errors.js'
+export { writeFileAtomic } from './fsutil.js'
+
+// ONNX: model I/O, graph building, composition, autodiff, sessions
 export * from './onnx/proto.js'
+export * from './onnx/builder.js'
+export * from './onnx/compose.js'
 export * from './onnx/session.js'
+export { differentiate, type DifferentiateOptions } from './onnx/autodiff.js'
+export { gradcheck, type GradCheckOptions, type GradCheckResult } from './onnx/gradcheck.js'
+export { inferShapes } from './onnx/shapes.js'
+export * as layers from './onnx/layers.js'
+
+// images
+export * from './image/image.js'
+
+// SDXL on onnxruntime
+export * from './diffusion/tokenizer.js'
+export * from './diffusion/schedulers.js'
+export * from './diffusion/conditioning.js'
+export * from './diffusion/pipeline.js'
+export * from './diffusion/decoders.js'
+export * from './diffusion/lora.js'
+export * from './diffusion/safetensors.js'
+export * from './diffusion/models-folder.js'
+export { writeTinyModels, GENERATIONS, type Generation } from './diffusion/tiny/index.js'
+
+// the lookahead guidance engine
+export * from './guidance/guide.js'
+export * from './guidance/preview.js'
+export * from './guidance/update.js'
+export * from './guidance/engine.js'
+export * from './guidance/estimate.js'
+export * from './guidance/figure.js'
+
+// the demo world
+export * from './world/world.js'
+export * from './world/models.js'
+export * from './world/mixture.js'
+export * from './world/codec.js'
 
 /** What this installation can run on. */
 export function runtimeInfo() {

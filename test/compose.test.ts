@@ -41,4 +41,35 @@ describe('compose', () => {
     assert.deepEqual(Array.from(result.first.data as Float32Array), Array.from(reference.y.data as Float32Array))
     for (const v of result.zero.data as Float32Array) assert.ok(Math.abs(v) < 1e-5)
   })
+
+  it('brings opset-11 attribute forms (Unsqueeze, ReduceSum, Squeeze axes; Split sizes) to an opset-17 graph', async () => {
+    const old = new GraphBuilder('old', 11)
+    const x = old.input('x', 'float32', [2, 6])
+    const [left, right] = old.node('Split', [x], { axis: 1, split: [2, 4] }, 2)
+    const summed = old.op('ReduceSum', [old.op('Unsqueeze', [right], { axes: [0] })], { axes: [2], keepdims: 1 })
+    old.outputAs(old.op('Squeeze', [summed], { axes: [0, 2] }), 'y', 'float32', [2])
+    old.outputAs(left, 'left', 'float32', [2, 2])
+    const part = join(dir, 'old', 'model.onnx')
+    await writeModel({ model: old.build(), dir }, part)
+
+    const g = new GraphBuilder('new', 17)
+    const a = g.input('a', 'float32', [2, 6])
+    const out = embedModel(g, await readModel(part), { x: a }, 'old/')
+    g.outputAs(out.y, 'y', 'float32', [2])
+    const path = join(dir, 'new', 'model.onnx')
+    await writeModel({ model: g.build(), dir }, path)
+
+    const x6 = Float32Array.from({ length: 12 }, (_, i) => i)
+    const result = await (await openSession(path)).run({ a: new ort.Tensor('float32', x6, [2, 6]) })
+    assert.deepEqual(Array.from(result.y.data as Float32Array), [2 + 3 + 4 + 5, 8 + 9 + 10 + 11])
+  })
+
+  it('refuses an opset-12 Softmax, whose meaning changed at opset 13', async () => {
+    const old = new GraphBuilder('softmax', 12)
+    old.outputAs(old.op('Softmax', [old.input('x', 'float32', [2, 3, 4])], { axis: 1 }), 'y')
+    const part = join(dir, 'softmax', 'model.onnx')
+    await writeModel({ model: old.build(), dir }, part)
+    const g = new GraphBuilder('new', 17)
+    assert.throws(() => embedModel(g, { model: old.build(), dir }, {}, 'p/'), /Softmax before opset 13 flattens its input/)
+  })
 })

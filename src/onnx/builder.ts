@@ -169,19 +169,27 @@ export class GraphBuilder {
    * so fragments and embedded models (opset 14 exports next to opset 18 ones) compose into one graph.
    */
   private toOpset(node: NodeProto): void {
-    if (this.opset < 18) return
-    const axes = node.attribute?.find(a => a.name === 'axes')
-    if (axesToInputAt18.has(node.opType ?? '') && axes) {
-      node.attribute = node.attribute!.filter(a => a !== axes)
-      node.input = [node.input![0], this.ints((axes.ints ?? []).map(i => Number(i)))]
-    }
-    if (node.opType === 'Split' && !node.input?.[1] && !node.attribute?.some(a => a.name === 'num_outputs')) {
+    const op = node.opType ?? ''
+    const moved = (this.opset >= 13 && axesToInputAt13.has(op)) || (this.opset >= 18 && axesToInputAt18.has(op))
+    if (moved) this.attributeToInput(node, op === 'Split' ? 'split' : 'axes')
+    if (this.opset >= 18 && op === 'Split' && !node.input?.[1] && !node.attribute?.some(a => a.name === 'num_outputs')) {
       node.attribute = [...(node.attribute ?? []), attribute('num_outputs', node.output!.length)]
     }
   }
+
+  /** Moves an ints attribute to the node's second input (as opset 13/18 want it), where the node has it. */
+  private attributeToInput(node: NodeProto, name: string): void {
+    const found = node.attribute?.find(a => a.name === name)
+    if (!found) return
+    node.attribute = node.attribute!.filter(a => a !== found)
+    node.input = [node.input![0], this.ints((found.ints ?? []).map(i => Number(i)))]
+  }
 }
 
-/** Reduce ops whose `axes` moved from an attribute to an input at opset 18 (ReduceSum moved at 13). */
+/** Ops whose `axes` (Split: `split`) moved from an attribute to an input at opset 13. */
+const axesToInputAt13 = new Set(['ReduceSum', 'Squeeze', 'Unsqueeze', 'Split'])
+
+/** Reduce ops whose `axes` moved from an attribute to an input at opset 18. */
 const axesToInputAt18 = new Set([
   'ReduceMean', 'ReduceMax', 'ReduceMin', 'ReduceProd', 'ReduceL1', 'ReduceL2',
   'ReduceLogSum', 'ReduceLogSumExp', 'ReduceSumSquare',

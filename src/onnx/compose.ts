@@ -26,7 +26,7 @@ export function embedModel(
   const graph = graphOf(model.model)
   const from = opsetOf(model.model)
   if (from > g.opset) throw new UserError(`cannot embed an opset-${from} model into an opset-${g.opset} graph`)
-  if (from < 13) throw new UserError(`models older than opset 13 are not supported (this one is opset ${from})`)
+  if (from < 11) throw new UserError(`models older than opset 11 are not supported (this one is opset ${from}); re-export it`)
   const initializerNames = new Set(graph.initializer.map(t => t.name))
   const rename = (name: string) => {
     if (name === '') return ''
@@ -44,6 +44,9 @@ export function embedModel(
   }
   for (const node of graph.node as NodeProto[]) {
     if (node.domain && node.domain !== 'ai.onnx') throw new UserError(`node ${node.name} uses custom domain ${node.domain}`)
+    if (from < 13 && softmaxLike.has(node.opType) && softmaxAxis(node) !== -1) {
+      throw new UserError(`node ${node.name}: ${node.opType} before opset 13 flattens its input; re-export the model with opset 13 or later`)
+    }
     const copy = new onnx.NodeProto({
       ...node,
       name: `${prefix}${node.name}`,
@@ -62,3 +65,7 @@ function absoluteExternal(tensor: TensorProto, dir: string): TensorProto {
   )
   return tensor
 }
+
+/** Ops whose meaning changed at opset 13 (they flattened to 2-D before), except along the last axis. */
+const softmaxLike = new Set(['Softmax', 'LogSoftmax', 'Hardmax'])
+const softmaxAxis = (node: NodeProto) => toNumber(node.attribute.find(a => a.name === 'axis')?.i ?? 1)

@@ -1,0 +1,67 @@
+import { Flags } from '@oclif/core'
+import chalk from 'chalk'
+import { exitOnInterrupt, LookaheadCommand } from '../src/cli/base.js'
+import { check } from '../src/errors.js'
+import { guidanceFlags, jobFromFlags, modelFlags, numberFlag, promptArg, samplingFlags } from '../src/cli/flags.js'
+import { METHODS, type Method } from '../src/guidance/engine.js'
+import { saveImage } from '../src/image/image.js'
+import { dryRunJob, resolveModels, runGuideJob, type GuideJob } from '../guides/jobs.js'
+
+export default class Guide extends LookaheadCommand {
+  static description = 'Generate an image guided by an image-space loss through a lookahead preview (LCM, or the naive x0 estimate)'
+
+  static examples = [
+    '<%= config.bin %> guide --world demo --loss id --ref face.png -o out.png',
+    '<%= config.bin %> guide "an astronaut" --models sdxl/ --loss id --ref face.jpg --preview lcm --guide-step 10 --iters 10 -o out.png',
+  ]
+
+  static args = { prompt: promptArg }
+
+  static flags = {
+    ...modelFlags,
+    ...samplingFlags,
+    ...guidanceFlags,
+    preview: Flags.string({ description: 'the lookahead preview the loss sees; none: no guidance (baseline)', options: METHODS, default: 'lcm' }),
+    output: Flags.string({ char: 'o', description: 'output PNG (not needed with --dry-run)' }),
+    'dry-run': Flags.boolean({ description: 'print the cost (UNet evaluations, gradient passes, peak memory of the gradient pass) and stop' }),
+    'memory-limit': Flags.string({ description: 'GPU memory in GB the gradient pass must fit, for --dry-run\'s advice', default: '80' }),
+  }
+
+  async run() {
+    const { args, flags } = await this.parse(Guide)
+    exitOnInterrupt()
+    const models = await resolveModels(flags)
+    const job = jobFromFlags(args.prompt, flags, await resolveModels(flags), this.device(flags))
+    job.preview = flags.preview as Method
+    if (flags['dry-run']) return this.dryRun(job, numberFlag(flags['memory-limit'], 'memory-limit', { positive: true }))
+    check(flags.output, 'say where to write the image: -o out.png')
+    const spinner = this.spinner('preparing')
+    job.onStep = (done, total) => { spinner.text = `sampling: step ${done}/${total}` }
+    job.onIteration = it => { spinner.text = `guiding at step ${it.step}: iteration ${it.iter + 1}/${job.iters}, loss ${it.loss.toFixed(4)}` }
+    job.warn = message => { spinner.clear(); this.warning(message); spinner.render() }
+    const result = await runGuideJob(job).finally(() => spinner.stop())
+    await saveImage(result.image, flags.output!)
+
+    const losses = result.iterations.map(i => i.loss)
+    if (losses.length > 0) this.note(`loss ${losses[0].toFixed(4)} → ${losses[losses.length - 1].toFixed(4)} over ${losses.length} iterations (${result.guide})`)
+    const { identity, world, clip } = result.metrics
+    if (identity) this.note(`identity to the reference (held-apart metric): cosine ${identity.similarity.toFixed(3)}, distance ${identity.distance.toFixed(3)}`)
+    if (world) this.note(`demo world: nearest identity ${world.name}, Mahalanobis ${world.mahalanobis.toFixed(2)}${world.typical ? '' : chalk.yellow(' (off the data distribution)')}`)
+    if (clip !== undefined) this.note(`CLIP score to the prompt: ${clip.toFixed(2)}`)
+    this.note(`${chalk.green('wrote')} ${flags.output}`)
+    const { onStep, onIteration, warn, session, ...settings } = job
+    return { output: flags.output, settings: { ...settings, device: session.device }, iterations: result.iterations, metrics: result.metrics, timings: result.timings, guide: result.guide }
+  }
+
+  private async dryRun(job: GuideJob, limitGb: number) {
+    const cost = await dryRunJob(job)
+    const gb = (bytes: number) => `${(bytes / 1e9).toFixed(2)} GB`
+    this.note(`latent ${cost.latentShape.join('×')}: sampling ${cost.samplingEvaluations} UNet evaluations, guidance ${cost.guidanceEvaluations} more (${cost.gradientPasses} gradient passes): ${cost.ratio.toFixed(2)}× an unguided image`)
+    if (cost.gradientPasses > 0) {
+      this.note(`gradient pass: weights ${gb(cost.memory.weights)} + activations kept for backward ≤ ${gb(cost.memory.activations)} = ${gb(cost.peakBytes)} (UNet and decoder; the guide network adds its own)` +
+        (cost.memory.unknown > 0 ? `; ${cost.memory.unknown} values of unknown size not counted` : ''))
+      if (cost.peakBytes > limitGb * 1e9) this.warning(`this exceeds ${limitGb} GB: guide at a smaller size (e.g. --size 768), use --preview-decoder taesd, or an fp16 UNet export`)
+    }
+    return cost
+  }
+}

@@ -1,0 +1,138 @@
+// The guide contract, weighted combinations (`--loss id=1,clip=0.5`), and the graph pieces guides share.
+import { mkdtemp, rm } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { UserError } from '../src/errors.js'
+import { loadImage, type ImageTensor } from '../src/image/image.js'
+import { GraphBuilder } from '../src/onnx/builder.js'
+import { graphOf, toNumber, writeModel, type LoadedModel } from '../src/onnx/proto.js'
+import { ort, type Device } from '../src/onnx/session.js'
+import type { Guide, GuideReference, Size } from '../src/guidance/guide.js'
+
+export type { Guide, GuideReference, Size } from '../src/guidance/guide.js'
+
+export interface GuideSettings {
+  /** the models folder (`--models`); guide networks live in DIR/guides/ */
+  models?: string
+  device?: Device
+  /** called with a one-line message when a guide falls back (e.g. no face found on a preview) */
+  warn?: (message: string) => void
+}
+
+/** Reads a reference image from a path (UserError naming it when unreadable) or passes a tensor through. */
+export async function referenceImage(reference: GuideReference, guide: string): Promise<ImageTensor> {
+  if (!reference.image) throw new UserError(`the ${guide} guide needs a reference image (--ref IMAGE)`)
+  return typeof reference.image === 'string' ? loadImage(reference.image) : reference.image
+}
+
+/** One term of a `--loss` spec. */
+export interface LossTerm {
+  name: string
+  weight: number
+}
+
+/** Parses 'id=1,clip=0.5' (a bare name has weight 1). Names are checked against `known`. */
+export function parseLossSpec(spec: string, known: readonly string[]): LossTerm[] {
+  const terms = spec.split(',').map(s => s.trim()).filter(Boolean).map(part => {
+    const match = /^([a-z0-9_-]+)(?:=([-+]?(?:\d+\.?\d*|\.\d+)(?:e[-+]?\d+)?))?$/i.exec(part)
+    if (!match) throw new UserError(`--loss: cannot read "${part}" (write NAME or NAME=WEIGHT, e.g. id=1,clip=0.5)`)
+    const name = match[1].toLowerCase()
+    if (!known.includes(name)) throw new UserError(`--loss: unknown guide "${name}" (known: ${known.join(', ')})`)
+    const weight = match[2] === undefined ? 1 : Number(match[2])
+    if (!Number.isFinite(weight) || weight <= 0) throw new UserError(`--loss: the weight of ${name} must be a positive number`)
+    return { name, weight }
+  })
+  if (terms.length === 0) throw new UserError('--loss is empty (e.g. --loss id or --loss id=1,clip=0.5)')
+  const names = terms.map(t => t.name)
+  const twice = names.find((n, i) => names.indexOf(n) !== i)
+  if (twice) throw new UserError(`--loss names ${twice} twice`)
+  return terms
+}
+
+/** Σ weight·loss over the guides; each guide prepares with the same reference. */
+export function combineGuides(terms: { guide: Guide; weight: number }[]): Guide {
+  if (terms.length === 1 && terms[0].weight === 1) return terms[0].guide
+  return {
+    name: terms.map(t => `${t.guide.name}=${t.weight}`).join(','),
+    description: terms.map(t => `${t.weight}·(${t.guide.description})`).join(' + '),
+    async prepare(reference) {
+      for (const { guide } of terms) await guide.prepare(reference)
+    },
+    lossFragment(g, image, size) {
+      const weighted = terms.map(({ guide, weight }) => g.op('Mul', [guide.lossFragment(g, image, size), g.constant([weight], [], 'float32', 'loss_weight')]))
+      return weighted.length === 1 ? weighted[0] : g.op('Sum', weighted)
+    },
+    async feeds(preview) {
+      return Object.assign({}, ...(await Promise.all(terms.map(t => t.guide.feeds(preview)))))
+    },
+  }
+}
+
+/** 1 − cos(embedding, target): `embedding` is a [1, D] value, `target` a constant vector. */
+export function cosineLoss(g: GraphBuilder, embedding: string, target: Float32Array): string {
+  const norm = Math.hypot(...target)
+  const unit = g.constant(target.map(v => v / norm), [1, target.length], 'float32', 'target_embedding')
+  const dot = g.op('ReduceSum', [g.op('Mul', [embedding, unit]), g.ints([1])], { keepdims: 0 })
+  const length = g.op('Sqrt', [g.op('Add', [g.op('ReduceSum', [g.op('Mul', [embedding, embedding]), g.ints([1])], { keepdims: 0 }), g.constant([1e-12], [], 'float32', 'eps')])])
+  const cos = g.op('Reshape', [g.op('Div', [dot, length]), g.ints([])])
+  return g.op('Sub', [g.constant([1], [], 'float32', 'one'), cos])
+}
+
+/** A fragment compiled into a session of its own: run it on images of the size it was built for. */
+export interface CompiledFragment {
+  run(image: ImageTensor, feeds?: Record<string, ort.Tensor>): Promise<Float32Array[]>
+  release(): Promise<void>
+}
+
+/**
+ * Builds a model whose input `image` is [1,3,H,W] and whose outputs are the values `build` returns, and opens
+ * it. For reference embeddings and feature maps, and metrics run outside any bigger graph.
+ */
+export async function compileFragment(size: Size, build: (g: GraphBuilder, image: string, size: Size) => string[]): Promise<CompiledFragment> {
+  const g = new GraphBuilder('fragment')
+  const input = g.input('image', 'float32', [1, 3, size.height, size.width])
+  const outputs = build(g, input, size).map((value, i) => g.outputAs(value, `out_${i}`))
+  // through a file, so that embedded models' external data (absolute locations) is linked beside it
+  const dir = await mkdtemp(join(tmpdir(), 'lookahead-fragment-'))
+  try {
+    const path = join(dir, 'fragment.onnx')
+    await writeModel({ model: g.build(), dir }, path)
+    const session = await ort.InferenceSession.create(path)
+    return {
+      async run(image, feeds = {}) {
+        const result = await session.run({ image: new ort.Tensor('float32', image.data, [1, 3, image.height, image.width]), ...feeds })
+        return outputs.map(name => result[name].data as Float32Array)
+      },
+      release: () => session.release(),
+    }
+  } finally {
+    await rm(dir, { recursive: true, force: true })
+  }
+}
+
+/** Builds, runs once on `image` and releases a fragment (see compileFragment). */
+export async function evaluateFragment(
+  image: ImageTensor,
+  build: (g: GraphBuilder, image: string, size: Size) => string[],
+  feeds: Record<string, ort.Tensor> = {},
+): Promise<Float32Array[]> {
+  const fragment = await compileFragment(image, build)
+  try {
+    return await fragment.run(image, feeds)
+  } finally {
+    await fragment.release()
+  }
+}
+
+/** The graph's non-initializer inputs with their static spatial size where it has one. */
+export function dataInputs(model: LoadedModel): { name: string; size?: Size }[] {
+  const graph = graphOf(model.model)
+  const initializers = new Set(graph.initializer.map(t => t.name))
+  return graph.input
+    .filter(i => !initializers.has(i.name ?? ''))
+    .map(i => {
+      const dims = i.type?.tensorType?.shape?.dim ?? []
+      const [h, w] = dims.slice(2).map(d => (d.dimValue !== undefined && d.dimValue !== null && toNumber(d.dimValue) > 0 ? toNumber(d.dimValue) : undefined))
+      return { name: i.name ?? '', size: h && w ? { height: h, width: w } : undefined }
+    })
+}

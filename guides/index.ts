@@ -1,0 +1,43 @@
+// The guides by name, and `--loss` specs such as 'id=1,clip=0.5' turned into one guide.
+import { ClipGuide } from './clip.js'
+import { combineGuides, parseLossSpec, type Guide, type GuideSettings } from './guide.js'
+import { IdentityGuide, type IdNetwork } from './id.js'
+import { LpipsGuide, type LpipsNet } from './lpips.js'
+import { PerceptualGuide } from './perceptual.js'
+
+export interface AllGuideSettings extends GuideSettings {
+  /** the id guide's recognizer (default 'auto': ArcFace where the models folder has it, else face-api's network) */
+  idNetwork?: IdNetwork
+  /** the lpips trunk (default: vgg where present, else alex) */
+  lpipsNet?: LpipsNet
+}
+
+const makers: Record<string, (settings: AllGuideSettings) => Guide> = {
+  id: s => new IdentityGuide({ ...s, network: s.idNetwork }),
+  lpips: s => new LpipsGuide({ ...s, net: s.lpipsNet }),
+  clip: s => new ClipGuide(s),
+  perceptual: s => new PerceptualGuide(s),
+}
+
+export const GUIDE_NAMES = Object.keys(makers)
+
+/** One guide for a `--loss` spec: a name, or weighted names ('id=1,clip=0.5'). Call prepare() on it next. */
+export function guideFromSpec(spec: string, settings: AllGuideSettings = {}): Guide {
+  return combineGuides(parseLossSpec(spec, GUIDE_NAMES).map(({ name, weight }) => ({ guide: makers[name](settings), weight })))
+}
+
+// The guides' public API, for the package root (src/index.ts re-exports this file).
+export { ClipGuide, clipTextEmbedding } from './clip.js'
+export { combineGuides, compileFragment, evaluateFragment, parseLossSpec } from './guide.js'
+export type { CompiledFragment, Guide, GuideReference, GuideSettings, LossTerm, Size } from './guide.js'
+export { IdentityGuide } from './id.js'
+export type { IdNetwork } from './id.js'
+export { LpipsGuide } from './lpips.js'
+export type { LpipsNet } from './lpips.js'
+export { PerceptualGuide } from './perceptual.js'
+export { IdentityMetric, clipTextScore } from './metric.js'
+export type { IdentityScore, Similarity } from './metric.js'
+export { detectFaces, fivePoints } from './face.js'
+export type { DetectOptions, Face, Point } from './face.js'
+export { ARCFACE_TEMPLATE, arcfaceTransform, faceApiTransform, similarityTransform, invertAffine, warpAffine, resizeFragment } from './align.js'
+export type { Affine } from './align.js'

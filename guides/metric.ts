@@ -1,0 +1,106 @@
+// Evaluation metrics held apart from the loss. The paper scores identity with a network other than its loss
+// network; ours is Human's FaceRes (an HSE MobileNet trained on VGGFace2, npm weights): another architecture,
+// training set and objective than both loss recognizers (face-api's dlib ResNet, insightface's ArcFace), on
+// its own alignment (5-point similarity at 224) and with faces detected afresh on every scored image. Beside
+// it, the loss network's own score, so that a gap between the two can show guidance fooling its loss network.
+// Plus CLIP text alignment where a CLIP export is present.
+import { existsSync } from 'node:fs'
+import { join } from 'node:path'
+import { UserError } from '../src/errors.js'
+import type { ImageTensor } from '../src/image/image.js'
+import { readModel } from '../src/onnx/proto.js'
+import { ort } from '../src/onnx/session.js'
+import { invertAffine, warpAffine } from './align.js'
+import { clipDir, clipImageEmbedding, clipTextEmbedding } from './clip.js'
+import type { DetectOptions } from './face.js'
+import { compileFragment, evaluateFragment, type CompiledFragment, type GuideSettings } from './guide.js'
+import { chooseRecognizer, detectOptions, mainFace, type IdNetwork } from './id.js'
+import { faceresRecognizer, type Recognizer } from './recognizers.js'
+
+export interface Similarity {
+  /** cosine similarity of the two embeddings */
+  similarity: number
+  /** Euclidean distance of the two embeddings as the network gives them (face-api calls < 0.6 the same person for its ResNet) */
+  distance: number
+}
+
+/** The held-apart score, and the loss network's own where it was asked for. */
+export interface IdentityScore extends Similarity {
+  loss?: Similarity
+}
+
+/** One recognizer's comparison of images with the reference; one session per image size, kept. */
+class FaceScorer {
+  private readonly compiled = new Map<string, Promise<CompiledFragment>>()
+  private reference?: Float32Array
+
+  private constructor(readonly recognizer: Recognizer, private readonly detect: DetectOptions) {}
+
+  static async create(recognizer: Recognizer, reference: ImageTensor, detect: DetectOptions): Promise<FaceScorer> {
+    const scorer = new FaceScorer(recognizer, detect)
+    scorer.reference = await scorer.embedding(reference)
+    if (!scorer.reference) throw new UserError('no face found in the reference image for the identity metric')
+    return scorer
+  }
+
+  /** The embedding of the main face in `image`, or undefined when it has none. */
+  private async embedding(image: ImageTensor): Promise<Float32Array | undefined> {
+    const face = await mainFace(image, this.detect)
+    if (!face) return undefined
+    const key = `${image.width}x${image.height}`
+    let fragment = this.compiled.get(key)
+    if (!fragment) {
+      const side = this.recognizer.cropSize
+      fragment = compileFragment(image, (g, x, size) => {
+        const crop = warpAffine(g, x, size, g.input('crop_matrix', 'float32', [2, 3]), { height: side, width: side })
+        return [this.recognizer.embed(g, crop)]
+      })
+      this.compiled.set(key, fragment)
+    }
+    const matrix = new ort.Tensor('float32', Float32Array.from(invertAffine(this.recognizer.cropTransform(face))), [2, 3])
+    const [embedding] = await (await fragment).run(image, { crop_matrix: matrix })
+    return embedding
+  }
+
+  async score(image: ImageTensor): Promise<Similarity | undefined> {
+    const e = await this.embedding(image)
+    const r = this.reference
+    if (!e || !r) return undefined
+    const dot = e.reduce((s, v, i) => s + v * r[i], 0)
+    return { similarity: dot / (Math.hypot(...e) * Math.hypot(...r)), distance: Math.hypot(...e.map((v, i) => v - r[i])) }
+  }
+}
+
+export class IdentityMetric {
+  private constructor(readonly description: string, private readonly heldApart: FaceScorer, private readonly loss?: FaceScorer) {}
+
+  /** The held-apart metric; with `lossNetwork`, also the score of that id network (as the id guide resolves it). */
+  static async create(reference: ImageTensor, settings: GuideSettings & { lossNetwork?: IdNetwork } = {}): Promise<IdentityMetric> {
+    const detect = detectOptions(settings.models)
+    const heldApart = await FaceScorer.create(await faceresRecognizer(), reference, detect)
+    const loss = settings.lossNetwork ? await FaceScorer.create(await chooseRecognizer(settings.lossNetwork, settings.models), reference, detect) : undefined
+    const description = `identity metric: ${heldApart.recognizer.description}${loss ? `; loss network: ${loss.recognizer.description}` : ''}`
+    return new IdentityMetric(description, heldApart, loss)
+  }
+
+  /** The scores of `image` against the reference; undefined when no face is found in it. */
+  async measure(image: ImageTensor): Promise<IdentityScore | undefined> {
+    const held = await this.heldApart.score(image)
+    if (!held) return undefined
+    const loss = await this.loss?.score(image)
+    return loss ? { ...held, loss } : held
+  }
+}
+
+/** CLIP score: 100 · cos(image, text), or undefined when the models folder has no CLIP export. */
+export async function clipTextScore(models: string | undefined, image: ImageTensor, text: string): Promise<number | undefined> {
+  if (!models) return undefined
+  const dir = clipDir(models)
+  const visionPath = join(dir, 'onnx', 'vision_model.onnx')
+  if (!existsSync(visionPath) || !existsSync(join(dir, 'onnx', 'text_model.onnx'))) return undefined
+  const vision = await readModel(visionPath)
+  const [imageEmbedding] = await evaluateFragment(image, (g, x, size) => [clipImageEmbedding(g, vision, visionPath, x, size)])
+  const textEmbedding = await clipTextEmbedding(dir, text)
+  const dot = imageEmbedding.reduce((s, v, i) => s + v * textEmbedding[i], 0)
+  return (100 * dot) / (Math.hypot(...imageEmbedding) * Math.hypot(...textEmbedding))
+}

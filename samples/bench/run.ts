@@ -1,0 +1,100 @@
+// `npm run bench`: a small UNet-shaped network (diffusers-style blocks, built in PyTorch and exported with
+// torch.onnx so both sides run identical weights) at two sizes. For each: onnxruntime forward vs
+// forward+gradient (our autodiff), and PyTorch forward vs forward+backward (autograd w.r.t. the sample),
+// time (median of RUNS) and peak memory (VmHWM of a child process per measurement), printed as ratios.
+// Options: --threads N (default 1, the same for both), --runs N (default 5), --python PATH.
+import { execFile } from 'node:child_process'
+import { mkdtemp, readFile, rm } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { dirname, join, resolve } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { promisify } from 'node:util'
+import { writeGradientModel } from '../../src/onnx/autodiff.js'
+import { ort } from '../../src/onnx/session.js'
+
+const run = promisify(execFile)
+const here = dirname(fileURLToPath(import.meta.url))
+const repo = resolve(here, '../..')
+const option = (name: string, fallback: string) => {
+  const i = process.argv.indexOf(`--${name}`)
+  return i >= 0 ? process.argv[i + 1] : fallback
+}
+const threads = option('threads', '1')
+const runs = option('runs', '5')
+const python = option('python', process.env.PYTHON ?? '/usr/bin/python3')
+const SIZES = [{ channels: 32, size: 32 }, { channels: 64, size: 64 }]
+
+interface Measurement { median_ms: number; baseline_kb: number; peak_kb: number }
+
+async function json(command: string, args: string[]): Promise<Measurement> {
+  // BLAS and OpenMP pools sized like onnxruntime's intra-op pool
+  const env = { ...process.env, OMP_NUM_THREADS: threads, OPENBLAS_NUM_THREADS: threads, MKL_NUM_THREADS: threads }
+  const { stdout } = await run(command, args, { cwd: repo, env, maxBuffer: 1 << 24 })
+  return JSON.parse(stdout.trim().split('\n').pop()!)
+}
+
+const ortMeasure = (model: string, dir: string, size: number) =>
+  json(process.execPath, ['--import', 'tsx', join(here, 'measure.ts'), model, dir, String(size), runs, threads])
+const torchMeasure = (mode: string, channels: number, size: number) =>
+  json(python, [join(here, 'torch_unet.py'), 'measure', '--channels', String(channels), '--size', String(size), '--mode', mode, '--runs', runs, '--threads', threads])
+
+async function floats(path: string): Promise<Float32Array> {
+  const bytes = await readFile(path)
+  return new Float32Array(bytes.buffer, bytes.byteOffset, bytes.byteLength / 4)
+}
+
+/** max |ours − torch| / max |torch| for d loss / d sample on the same inputs. */
+async function agreement(dir: string, size: number): Promise<number> {
+  const session = await ort.InferenceSession.create(join(dir, 'grad.onnx'))
+  const out = await session.run({
+    sample: new ort.Tensor('float32', await floats(join(dir, 'sample.bin')), [1, 4, size, size]),
+    encoder_hidden_states: new ort.Tensor('float32', await floats(join(dir, 'context.bin')), [1, 8, 32]),
+  })
+  await session.release()
+  const ours = out.sample_grad.data as Float32Array
+  const reference = await floats(join(dir, 'grad.bin'))
+  let difference = 0, scale = 0
+  reference.forEach((r, i) => { difference = Math.max(difference, Math.abs(ours[i] - r)); scale = Math.max(scale, Math.abs(r)) })
+  return difference / scale
+}
+
+const mb = (kb: number) => `${(kb / 1024).toFixed(0)} MB`
+const working = (m: Measurement) => m.peak_kb - m.baseline_kb
+
+async function main() {
+  try {
+    await run(python, ['-c', 'import torch'])
+  } catch {
+    console.error(`PyTorch is not importable with ${python}; install Debian's python3-torch or pass --python`)
+    process.exit(1)
+  }
+  const root = await mkdtemp(join(tmpdir(), 'lookahead-bench-'))
+  console.log(`threads ${threads}, median of ${runs} runs; memory: peak RSS of a process per measurement, and the peak above the RSS after loading ("working")\n`)
+  try {
+    for (const { channels, size } of SIZES) {
+      const dir = join(root, `c${channels}-s${size}`)
+      await run('mkdir', ['-p', dir])
+      await run(python, [join(here, 'torch_unet.py'), 'export', '--channels', String(channels), '--size', String(size), '--dir', dir], { cwd: repo })
+      const start = performance.now()
+      const summary = await writeGradientModel(join(dir, 'model.onnx'), join(dir, 'grad.onnx'), { wrt: ['sample'] })
+      const differentiateMs = performance.now() - start
+      const error = await agreement(dir, size)
+      const ortForward = await ortMeasure(join(dir, 'model.onnx'), dir, size)
+      const ortGradient = await ortMeasure(join(dir, 'grad.onnx'), dir, size)
+      const torchForward = await torchMeasure('forward', channels, size)
+      const torchBackward = await torchMeasure('backward', channels, size)
+      console.log(`UNet-shaped, ${channels} channels, latent ${size}×${size} (${summary.nodes.forward} exported nodes → ${summary.nodes.gradient} with the gradient, differentiated in ${differentiateMs.toFixed(0)} ms; gradient vs torch autograd: max rel. difference ${error.toExponential(1)})`)
+      const row = (name: string, m: Measurement) => console.log(`  ${name.padEnd(30)} ${m.median_ms.toFixed(1).padStart(9)} ms   peak ${mb(m.peak_kb).padStart(8)}   working ${mb(working(m)).padStart(8)}`)
+      row('onnxruntime forward', ortForward)
+      row('onnxruntime forward+gradient', ortGradient)
+      row('PyTorch forward', torchForward)
+      row('PyTorch forward+backward', torchBackward)
+      console.log(`  gradient step / our forward:          time ${(ortGradient.median_ms / ortForward.median_ms).toFixed(2)}×  (goal ≤ 3)`)
+      console.log(`  gradient step / PyTorch fwd+bwd:      time ${(ortGradient.median_ms / torchBackward.median_ms).toFixed(2)}×  working memory ${(working(ortGradient) / working(torchBackward)).toFixed(2)}×  peak ${(ortGradient.peak_kb / torchBackward.peak_kb).toFixed(2)}×  (goal ≤ 1)\n`)
+    }
+  } finally {
+    await rm(root, { recursive: true, force: true })
+  }
+}
+
+await main()

@@ -1,0 +1,216 @@
+// The lookahead guidance engine (Gal et al. 2024, §5.1): DDIM to the guide step; there, K times: preview the
+// clean image in one step (LCM UNet, or the naive x0 estimate), decode it, score it with the guide, and move
+// x_t down the loss gradient; then plain DDIM to the end. Guidance wraps the sampler through its hooks.
+import { createHash } from 'node:crypto'
+import { existsSync } from 'node:fs'
+import { stat } from 'node:fs/promises'
+import { join } from 'node:path'
+import { check } from '../errors.js'
+import { cacheRoot } from '../fsutil.js'
+import { differentiate } from '../onnx/autodiff.js'
+import { encodeModel, externalDataFiles, graphOf, readModel, toNumber, writeModel, type LoadedModel } from '../onnx/proto.js'
+import { openSession, ort, type Session, type SessionSettings } from '../onnx/session.js'
+import { conditioning, conditioningFeeds, inputTensor, type Conditioning, type Tensor } from '../diffusion/conditioning.js'
+import { decode, decoderScales, DECODER_FOLDERS, finalDecoderKind, openDecoder, type Decoder, type DecoderKind } from '../diffusion/decoders.js'
+import { lcmUnetPath } from '../diffusion/models-folder.js'
+import { ddimLoop, initialNoise, latentDims, loadSdxl, unetEpsModel, type GenerateSettings, type LoopHooks, type StepState } from '../diffusion/pipeline.js'
+import { lcmPreviewCoefficients, naiveX0Coefficients, type Linear } from '../diffusion/schedulers.js'
+import { imageFromTensor } from '../image/image.js'
+import type { Guide } from './guide.js'
+import { buildPreviewGraph, COEF_A, COEF_B, IMAGE, LATENT, LOSS, type PreviewKind } from './preview.js'
+import { graphMemory, runCost, type GraphMemory, type RunCost } from './estimate.js'
+import { defaultUpdate, makeUpdater, type Skip, type UpdateSettings } from './update.js'
+
+export type Method = PreviewKind | 'none'
+export const METHODS: Method[] = ['none', 'x0', 'lcm']
+
+export interface LookaheadSettings extends GenerateSettings {
+  /** which preview the loss is taken on; 'none' samples without guidance (the baseline) */
+  preview: Method
+  guide?: Guide
+  /** indices in the N-step schedule where x_t is updated (e.g. [10] of 50) */
+  guideSteps: number[]
+  /** update iterations per guide step (K) */
+  iters: number
+  update?: UpdateSettings
+  /** CFG inside the preview; default: the sampler's for x0, none (1) for lcm, as the paper does */
+  previewCfg?: number
+  /** the decoder inside the preview; default TAESDXL where the folder has one */
+  previewDecoder?: DecoderKind
+  /** where gradient models are cached; default $LOOKAHEAD_CACHE or ~/.cache/lcm-lookahead */
+  cacheDir?: string
+  onIteration?: (iteration: Iteration) => void
+  warn?: (message: string) => void
+}
+
+export interface Iteration {
+  step: number
+  t: number
+  iter: number
+  /** the loss of the preview before this iteration's update */
+  loss: number
+  skipped?: Skip
+}
+
+export interface LookaheadResult {
+  latents: Tensor
+  image: Tensor
+  iterations: Iteration[]
+  timings: { gradientModelMs: number; samplingMs: number; guidanceMs: number }
+}
+
+
+/** The preview's coefficients at timestep t: x̂ = a·x_t + b·ε. */
+export const previewCoefficients = (kind: PreviewKind, t: number): Linear => (kind === 'lcm' ? lcmPreviewCoefficients(t) : naiveX0Coefficients(t))
+
+/** A key for a model built from other models: its graph bytes plus the size and mtime of each weight file. */
+async function modelKey(model: LoadedModel, extra: string): Promise<string> {
+  const hash = createHash('sha256').update(encodeModel(model.model)).update(extra)
+  for (const file of externalDataFiles(model).sort()) {
+    const { size, mtimeMs } = await stat(file)
+    hash.update(`${file}|${size}|${mtimeMs}`)
+  }
+  return hash.digest('hex').slice(0, 24)
+}
+
+export interface PreviewModels {
+  unet: LoadedModel
+  decoder: LoadedModel
+  /** how the decoder's input and output are scaled (see diffusion/decoders.ts) */
+  scales: Pick<Decoder, 'inputScale' | 'outputScale' | 'outputShift'>
+}
+
+/** The ε model and decoder a preview runs through. */
+export async function previewModels(models: string, kind: PreviewKind, decoder?: DecoderKind): Promise<PreviewModels> {
+  const unetPath = kind === 'lcm' ? await lcmUnetPath(models) : join(models, 'unet', 'model.onnx')
+  const decoderKind = decoder ?? (existsSync(join(models, DECODER_FOLDERS.taesd, 'model.onnx')) ? 'taesd' : 'vae')
+  const decoderModel = await readModel(join(models, DECODER_FOLDERS[decoderKind], 'model.onnx'))
+  return { unet: await readModel(unetPath), decoder: decoderModel, scales: decoderScales(decoderKind, decoderModel.model) }
+}
+
+/** A model derived from `forward` (itself, or its gradient), written once under the cache and opened. */
+async function cachedSession(forward: LoadedModel, derive: (m: LoadedModel) => LoadedModel, tag: string, settings: CacheSettings): Promise<Session> {
+  const path = join(settings.cacheDir ?? cacheRoot(), `${tag}-${await modelKey(forward, tag)}`, 'model.onnx')
+  if (!existsSync(path)) await writeModel(derive(forward), path)
+  return openSession(path, settings.session)
+}
+
+interface CacheSettings {
+  cacheDir?: string
+  session?: SessionSettings
+}
+
+/** The preview's forward graph: with a guide it outputs `loss` (and `image`), without one only `image`. */
+function previewForward(parts: PreviewModels, cfg: number, latentShape: number[], guide?: Guide): LoadedModel {
+  const imageSize = { height: latentShape[2] * 8, width: latentShape[3] * 8 }
+  const g = buildPreviewGraph({ unet: parts.unet, decoder: parts.decoder, decoderScales: parts.scales, cfg, latentShape, imageSize, guide })
+  return { model: g.build(), dir: parts.unet.dir }
+}
+
+/** The decoded preview of x_t (the paper's fig. 2), as a session: inputs as the preview graph's, output `image`. */
+export const previewImageSession = (parts: PreviewModels, cfg: number, latentShape: number[], settings: CacheSettings) =>
+  cachedSession(previewForward(parts, cfg, latentShape), m => m, 'preview', settings)
+
+/**
+ * The gradient of the preview's loss w.r.t. the latent, built once and cached on disk, keyed by the forward
+ * graph (which holds the guide's target) and its weight files.
+ */
+export const gradientSession = (parts: PreviewModels, guide: Guide, cfg: number, latentShape: number[], settings: CacheSettings) =>
+  cachedSession(previewForward(parts, cfg, latentShape, guide), m => differentiate(m, { wrt: [LATENT], of: LOSS }), 'grad', settings)
+
+/** Feeds for a preview or gradient session at latent x, timestep t. */
+export function previewFeeds(session: Session, kind: PreviewKind, x: Tensor, t: number, cond: Conditioning): Record<string, ort.Tensor> {
+  const { a, b } = previewCoefficients(kind, t)
+  return {
+    ...conditioningFeeds(session, t, cond),
+    [LATENT]: inputTensor(session.input(LATENT), x.data, x.dims),
+    [COEF_A]: new ort.Tensor('float32', Float32Array.of(a), []),
+    [COEF_B]: new ort.Tensor('float32', Float32Array.of(b), []),
+  }
+}
+
+/** Text → image with lookahead guidance at the chosen steps. */
+export async function lookahead(settings: LookaheadSettings): Promise<LookaheadResult> {
+  const started = performance.now()
+  check(Number.isInteger(settings.steps) && settings.steps >= 1, `--steps ${settings.steps}: expected a positive integer`)
+  check(Number.isInteger(settings.iters) && settings.iters >= 0, `--iters ${settings.iters}: expected a non-negative integer`)
+  for (const s of settings.guideSteps) check(Number.isInteger(s) && s >= 0 && s < settings.steps, `guide step ${s} is outside 0…${settings.steps - 1}`)
+  check(settings.preview === 'none' || settings.guide, `--preview ${settings.preview} needs a loss (--loss) and its reference`)
+  const update = settings.update ?? defaultUpdate
+  const models = await loadSdxl(settings.models, settings.session)
+  const cond = await conditioning(settings, models.unet, models.text)
+  const eps = unetEpsModel(models.unet, cond, settings.cfg)
+  const dims = latentDims(models.unet, settings.size)
+
+  const iterations: Iteration[] = []
+  let gradientModelMs = 0
+  let guidanceMs = 0
+  let beforeStep: LoopHooks['beforeStep']
+  if (settings.preview !== 'none' && settings.iters > 0 && settings.guideSteps.length > 0) {
+    const kind = settings.preview
+    const guide = settings.guide!
+    const previewCfg = settings.previewCfg ?? (kind === 'x0' ? settings.cfg : 1)
+    const parts = await previewModels(settings.models, kind, settings.previewDecoder)
+    const built = performance.now()
+    const gradient = await gradientSession(parts, guide, previewCfg, dims, settings)
+    gradientModelMs = performance.now() - built
+    const previewCond = previewCfg === settings.cfg ? cond : await conditioning({ ...settings, cfg: previewCfg }, models.unet, models.text)
+    const previewImage = await previewImageSession(parts, previewCfg, dims, settings)
+
+    beforeStep = async ({ index, t, x }: StepState) => {
+      if (!settings.guideSteps.includes(index)) return
+      const began = performance.now()
+      const step = makeUpdater(update)
+      let latent = x
+      // inputs the guide computes outside the gradient (the face alignment) come from this step's first preview
+      const shown = await previewImage.run(previewFeeds(previewImage, kind, latent, t, previewCond), [IMAGE])
+      const guideFeeds = await guide.feeds(imageFromTensor(shown[IMAGE].data as Float32Array, shown[IMAGE].dims))
+      for (let iter = 0; iter < settings.iters; iter++) {
+        const out = await gradient.run({ ...previewFeeds(gradient, kind, latent, t, previewCond), ...guideFeeds })
+        const record: Iteration = { step: index, t, iter, loss: Number((out[LOSS].data as Float32Array)[0]) }
+        const next = step(latent.data, out[`${LATENT}_grad`].data as Float32Array)
+        if ('skipped' in next) {
+          record.skipped = next.skipped
+          settings.warn?.(`step ${index}, iteration ${iter}: ${next.skipped} gradient, update skipped`)
+        } else latent = { data: next.latent, dims: x.dims }
+        iterations.push(record)
+        settings.onIteration?.(record)
+      }
+      guidanceMs += performance.now() - began
+      return latent
+    }
+  }
+  const noise = initialNoise(settings.seed, dims)
+  const latents = await ddimLoop(noise, settings.steps, eps, {
+    beforeStep,
+    afterStep: ({ index }) => settings.onStep?.(index + 1, settings.steps),
+  })
+  const decoderKind = settings.decoder ?? finalDecoderKind(settings.models)
+  const image = await decode(await openDecoder(settings.models, decoderKind, settings.session), latents)
+  const samplingMs = performance.now() - started - gradientModelMs - guidanceMs
+  return { latents, image, iterations, timings: { gradientModelMs, samplingMs, guidanceMs } }
+}
+
+export interface DryRun extends RunCost {
+  memory: GraphMemory
+  /** weights + activations, in bytes */
+  peakBytes: number
+  latentShape: number[]
+}
+
+/**
+ * What `lookahead` would cost with these settings, from the graphs alone (no session is opened, no weights
+ * are read): UNet evaluations, gradient passes, and the gradient pass's peak memory.
+ */
+export async function dryRun(settings: LookaheadSettings): Promise<DryRun> {
+  const guided = settings.preview !== 'none' && settings.iters > 0 && settings.guideSteps.length > 0
+  const previewCfg = settings.previewCfg ?? (settings.preview === 'x0' ? settings.cfg : 1)
+  const base = await readModel(join(settings.models, 'unet', 'model.onnx'))
+  const channels = graphOf(base.model).input.find(i => i.name === 'sample')?.type?.tensorType?.shape?.dim?.[1]?.dimValue
+  const latentShape = [1, channels ? toNumber(channels) : 4, settings.size.height / 8, settings.size.width / 8]
+  const cost = runCost({ ...settings, previewCfg, guided })
+  if (!guided) return { ...cost, memory: { weights: 0, activations: 0, unknown: 0 }, peakBytes: 0, latentShape }
+  const parts = await previewModels(settings.models, settings.preview as PreviewKind, settings.previewDecoder)
+  const memory = await graphMemory(previewForward(parts, previewCfg, latentShape, settings.guide), { batch_size: previewCfg > 1 ? 2 : 1 })
+  return { ...cost, memory, peakBytes: memory.weights + memory.activations, latentShape }
+}

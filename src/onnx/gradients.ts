@@ -1,0 +1,605 @@
+// One gradient rule per ONNX op (tinygrad gradient.py style): each maps the gradient flowing into a node's
+// outputs (c.g, c.dy) to its inputs' gradients, emitting standard ONNX ops only. Gradients are never taken
+// w.r.t. weights; a rule asked for one throws a UserError naming the node.
+import { UserError } from '../errors.js'
+import type { Emitter, GradContext, GradRule } from './autodiff.js'
+import { attribute, dtypeOf, float, tensor, type AttrValue } from './builder.js'
+import { DataType, type AttributeProto } from './proto.js'
+import { axesOf, floatAttr, intAttr, intsAttr, stringAttr, type Dim } from './shapes.js'
+
+const INT_MAX = 2 ** 62
+
+function refuse(c: GradContext, what: string): never {
+  throw new UserError(`autodiff: ${c.node.opType} node ${c.node.name} would need a gradient w.r.t. ${what}, which is not supported`)
+}
+
+/** Gradients only for the inputs listed; the others must not need one (weights, exponents, masks). */
+function only(c: GradContext, indices: number[], what: string): void {
+  c.needs.forEach((need, i) => { if (need && !indices.includes(i)) refuse(c, `its ${what} (input ${i})`) })
+}
+
+const normalise = (axis: number, rank: number) => (axis < 0 ? axis + rank : axis)
+
+/** Known integer values of a value (constants and folded shape subgraphs), or undefined. */
+function known(e: Emitter, value: string | undefined): number[] | undefined {
+  if (!value) return undefined
+  const v = e.info(value).value
+  return v && v.every(d => typeof d === 'number') ? (v as number[]) : undefined
+}
+
+/** Records the static shape of an emitted value (for later broadcast decisions). */
+function shaped(e: Emitter, value: string, shape: Dim[] | undefined, dtype?: number): string {
+  e.infos.set(value, { dtype, shape })
+  return value
+}
+
+const swapLast = (rank: number) => [...Array(rank - 2).keys(), rank - 1, rank - 2]
+
+/** The elementwise rule g · f(x, y). */
+const chain = (factor: (e: Emitter, x: string, y: string) => string): GradRule => c => [c.e.op('Mul', [c.g, factor(c.e, c.x[0], c.y[0])])]
+
+/** (1/σ)(ĝ − mean ĝ − x̂·mean(ĝ·x̂)) over `axes`: the input gradient of a normalisation of x with gradient ĝ on x̂. */
+function normalisationBackward(e: Emitter, gHat: string, x: string, axes: number[], epsilon: number, xHat?: string): string {
+  const mean = e.reduceMean(x, axes)
+  const centred = e.op('Sub', [x, mean])
+  const variance = e.reduceMean(e.op('Mul', [centred, centred]), axes)
+  const inverseStd = e.op('Reciprocal', [e.op('Sqrt', [e.op('Add', [variance, e.scalar(epsilon, x)])])])
+  const normalised = xHat ?? e.op('Mul', [centred, inverseStd])
+  const projection = e.op('Mul', [normalised, e.reduceMean(e.op('Mul', [gHat, normalised]), axes)])
+  return e.op('Mul', [inverseStd, e.op('Sub', [e.op('Sub', [gHat, e.reduceMean(gHat, axes)]), projection])])
+}
+
+/** g reshaped so it broadcasts against the reduced input: the reduced axes put back when keepdims=0. */
+function unreduce(c: GradContext, g: string): string {
+  const axes = axesOf(c.node, c.e.infos)
+  if (axes === 'dynamic') throw new UserError(`autodiff: ${c.node.opType} node ${c.node.name} has axes computed at run time`)
+  if (intAttr(c.node, 'keepdims', 1) === 1 || !axes || axes.length === 0) return g
+  // negative axes count from the end of the unsqueezed result, which has the input's rank
+  return c.e.op('Unsqueeze', [g, c.e.ints(axes)])
+}
+
+/** Whether a Reduce node is the identity (empty axes with noop_with_empty_axes). */
+const reduceIsIdentity = (c: GradContext) => {
+  const axes = axesOf(c.node, c.e.infos)
+  return intAttr(c.node, 'noop_with_empty_axes', 0) === 1 && Array.isArray(axes) && axes.length === 0 || (intAttr(c.node, 'noop_with_empty_axes', 0) === 1 && axes === undefined)
+}
+
+/** 1 / (elements reduced), as a scalar of x's dtype: static where the dims are known. */
+function reducedFraction(e: Emitter, x: string, y: string): string {
+  const sx = e.info(x).shape, sy = e.info(y).shape
+  const count = (s?: Dim[]) => (s && s.every(d => typeof d === 'number') ? (s as number[]).reduce((a, b) => a * b, 1) : undefined)
+  const nx = count(sx), ny = count(sy)
+  if (nx !== undefined && ny !== undefined) return e.scalar(ny / nx, x)
+  const size = (v: string) => e.op('Cast', [e.op('Size', [v]), ], { to: e.dtype(x) })
+  return e.op('Div', [size(y), size(x)])
+}
+
+/** A flat zero tensor of x's dtype with x's element count, and x's shape. */
+function flatZeros(e: Emitter, x: string): string {
+  const count = e.op('Reshape', [e.op('Size', [x]), e.ints([1])])
+  return e.op('ConstantOfShape', [count], { value: tensor('zero', dtypeName(e.dtype(x)), [1], [0]) })
+}
+
+const dtypeName = (dtype: number) => dtypeOf[dtype] ?? 'float32'
+
+/**
+ * The gradient of a gather-like op (Slice with steps, Gather, GatherElements): apply the same selection to
+ * a tensor of flat indices of x, then scatter-add g into zeros at those indices.
+ */
+function scatterBack(c: GradContext, select: (indices: string) => string, duplicates: boolean): string {
+  const { e } = c
+  const x = c.x[0]
+  const flat = e.op('Reshape', [e.op('Range', [e.typed(0, DataType.INT64), e.op('Size', [x]), e.typed(1, DataType.INT64)]), e.shape(x)])
+  const picked = e.op('Reshape', [select(flat), e.ints([-1])])
+  const attrs: Record<string, AttrValue> = duplicates && e.opset >= 16 ? { axis: 0, reduction: 'add' } : { axis: 0 }
+  const scattered = e.op('ScatterElements', [flatZeros(e, x), picked, e.op('Reshape', [c.g, e.ints([-1])])], attrs)
+  return e.op('Reshape', [scattered, e.shape(x)])
+}
+
+/**
+ * Pads g back to x's shape for a step-1 slice of x: statically where bounds and dims are known, else
+ * from Shape(x) with the bounds clamped as Slice clamps them.
+ */
+function padBack(c: GradContext, g: string, starts: string, ends: string, axes: number[]): string {
+  const { e } = c
+  const x = c.x[0]
+  const rank = e.needRank(x, c.node)
+  const norm = axes.map(a => normalise(a, rank))
+  const s = known(e, starts), en = known(e, ends), dims = e.info(x).shape
+  const clamp = (v: number, dim: number) => Math.min(Math.max(v < 0 ? v + dim : v, 0), dim)
+  if (s && en && dims && norm.every(a => typeof dims[a] === 'number')) {
+    const pads = Array(2 * rank).fill(0)
+    norm.forEach((a, j) => {
+      const dim = dims[a] as number
+      pads[a] = clamp(s[j], dim)
+      pads[a + rank] = dim - Math.max(clamp(en[j], dim), pads[a])
+    })
+    return pads.every(p => p === 0) ? g : e.op('Pad', [g, e.ints(pads)])
+  }
+  const dimsOf = e.op('Gather', [e.cached('Shape', [x]), e.ints(norm)], { axis: 0 })
+  const bound = (value: string) => {
+    const v = e.op('Cast', [value], { to: DataType.INT64 })
+    const wrapped = e.op('Where', [e.op('Less', [v, e.typed(0, DataType.INT64)]), e.op('Add', [v, dimsOf]), v])
+    return e.op('Min', [e.op('Max', [wrapped, e.typed(0, DataType.INT64)]), dimsOf])
+  }
+  const begin = bound(starts)
+  const after = e.op('Sub', [dimsOf, e.op('Max', [bound(ends), begin])])
+  const piece = (values: string, axis: number) => {
+    const j = norm.indexOf(axis)
+    return j < 0 ? e.ints([0]) : e.op('Gather', [values, e.ints([j])], { axis: 0 })
+  }
+  const pads = e.op('Concat', [...Array.from({ length: rank }, (_, a) => piece(begin, a)), ...Array.from({ length: rank }, (_, a) => piece(after, a))], { axis: 0 })
+  return e.op('Pad', [g, pads])
+}
+
+/** Explicit begin/end pads of a Conv, resolving auto_pad from static dims. */
+function convPads(c: GradContext, spatial: number, kernel: number[], strides: number[], dilations: number[]): number[] {
+  const autoPad = stringAttr(c.node, 'auto_pad', 'NOTSET')
+  if (autoPad === 'NOTSET') return intsAttr(c.node, 'pads') ?? Array(2 * spatial).fill(0)
+  if (autoPad === 'VALID') return Array(2 * spatial).fill(0)
+  const dims = c.e.info(c.x[0]).shape?.slice(2)
+  if (!dims || !dims.every(d => typeof d === 'number')) throw new UserError(`autodiff: Conv node ${c.node.name} uses auto_pad ${autoPad} with unknown input dims; give them values (--dim)`)
+  const pads = Array(2 * spatial).fill(0)
+  ;(dims as number[]).forEach((d, i) => {
+    const total = Math.max((Math.ceil(d / strides[i]) - 1) * strides[i] + (kernel[i] - 1) * dilations[i] + 1 - d, 0)
+    const small = Math.floor(total / 2)
+    pads[i] = autoPad === 'SAME_UPPER' ? small : total - small
+    pads[i + spatial] = total - pads[i]
+  })
+  return pads
+}
+
+/**
+ * ConvTranspose(g, w) inverting the geometry of c.node (a Conv or a pool):
+ * output padding restores the sizes the stride floored; with symbolic sizes, the largest output padding and
+ * a Slice back to x's spatial size.
+ */
+function transposedConv(c: GradContext, g: string, w: string, kernel: number[], group: number): string {
+  const { e } = c
+  const x = c.x[0]
+  const rank = e.needRank(x, c.node)
+  const spatial = rank - 2
+  const strides = intsAttr(c.node, 'strides') ?? Array(spatial).fill(1)
+  const dilations = intsAttr(c.node, 'dilations') ?? Array(spatial).fill(1)
+  const pads = convPads(c, spatial, kernel, strides, dilations)
+  const dims = [...(e.info(x).shape ?? []).slice(2), ...(e.info(c.y[0]).shape ?? []).slice(2)]
+  const staticDims = dims.length === 2 * spatial && dims.every(d => typeof d === 'number')
+  // the part of x the windows did not reach (negative: ceil_mode windows reached past x)
+  const missed = strides.map((s, i) => {
+    if (!staticDims) return s - 1
+    const span = dilations[i] * (kernel[i] - 1) + 1
+    return (dims[i] as number) - (s * ((dims[i + spatial] as number) - 1) + span - pads[i] - pads[i + spatial])
+  })
+  const outputPadding = missed.map((m, i) => (m >= 0 && m < strides[i] ? m : strides[i] - 1))
+  const dx = e.op('ConvTranspose', [g, w], { strides, pads, dilations, group, kernel_shape: kernel, output_padding: outputPadding })
+  const exact = staticDims ? missed.every((m, i) => m >= 0 && m < strides[i]) : strides.every(s => s === 1) && intAttr(c.node, 'ceil_mode', 0) === 0
+  if (exact) return dx
+  const ends = e.op('Slice', [e.cached('Shape', [x]), e.ints([2]), e.ints([rank])])
+  return e.op('Slice', [dx, e.ints(Array(spatial).fill(0)), ends, e.ints([...Array(spatial).keys()].map(i => i + 2))])
+}
+
+/** Separable resize as a matrix along one axis: resize an identity the same way and read off [in, out]. */
+function resizeMatrix(c: GradContext, axis: 2 | 3): string {
+  const { e, node } = c
+  const [x, roi, scales, sizes] = c.x
+  const n = e.op('Gather', [e.cached('Shape', [x]), e.ints([axis])], { axis: 0 })
+  const eye = e.op('EyeLike', [e.op('ConstantOfShape', [e.op('Concat', [n, n], { axis: 0 })], { value: tensor('zero', dtypeName(e.dtype(x)), [1], [0]) })])
+  const one = e.ints([1])
+  const layout = axis === 2 ? [n, one, n, one] : [n, one, one, n]
+  const basis = e.op('Reshape', [eye, e.op('Concat', layout, { axis: 0 })])
+  const attrs = (node.attribute ?? []).filter(a => a.name !== 'axes') as AttributeProto[]
+  let resized: string
+  if (sizes) {
+    const out = e.op('Gather', [sizes, e.ints([axis])], { axis: 0 })
+    resized = e.nodeWith('Resize', [basis, roi ?? '', '', e.op('Concat', axis === 2 ? [n, one, out, one] : [n, one, one, out], { axis: 0 })], attrs)[0]
+  } else {
+    const factor = e.op('Gather', [scales, e.ints([axis])], { axis: 0 })
+    const unit = e.typed([1], DataType.FLOAT)
+    resized = e.nodeWith('Resize', [basis, roi ?? '', e.op('Concat', axis === 2 ? [unit, unit, factor, unit] : [unit, unit, unit, factor], { axis: 0 })], attrs)[0]
+  }
+  return e.op('Reshape', [resized, e.op('Concat', [n, e.ints([-1])], { axis: 0 })])
+}
+
+/**
+ * The softmax backward of attention, O = softmax(S)·V over the last axis, where g = dO·Vᵀ: the row sums
+ * Σ_j y·g equal Σ_d dO·O (a sum over the head dim, as FlashAttention's backward computes them), and
+ * g − rowsums comes out of one matmul of augmented operands, [dO, −rowsums]·[V, 1]ᵀ: no full-size Sub,
+ * one full-size temporary fewer. Undefined where the pattern does not hold.
+ */
+function attentionSoftmaxBackward(c: GradContext): string | undefined {
+  const { e } = c
+  const y = c.y[0]
+  const axis = intAttr(c.node, 'axis', -1)
+  const readers = c.readers(y)
+  if (readers.length !== 1 || readers[0].opType !== 'MatMul' || readers[0].input[0] !== y || readers[0].input[1] === y) return undefined
+  const [, v] = readers[0].input
+  const o = readers[0].output[0]
+  const rank = e.rank(v)
+  const rows = (value: string) => e.info(value).shape?.slice(0, -1)
+  const [rowsY, rowsO] = [rows(y), rows(o)]
+  const sameRows = !!rowsY && !!rowsO && rowsY.length === rowsO.length && rowsY.every((d, i) => d !== undefined && d === rowsO[i])
+  const dO = c.gradientOf(o)
+  if (!(axis === -1 || axis === (e.rank(y) ?? 0) - 1) || !sameRows || rank === undefined || rank < 2 || !dO) return undefined
+  const rowSums = e.reduceSum(e.op('Mul', [dO, o]), [-1], true)
+  const onesShape = e.op('Concat', [e.op('Slice', [e.cached('Shape', [v]), e.ints([0]), e.ints([-1])]), e.ints([1])], { axis: 0 })
+  const ones = e.op('ConstantOfShape', [onesShape], { value: tensor('one', dtypeName(e.dtype(v)), [1], [1]) })
+  const vAugmented = e.op('Transpose', [e.op('Concat', [v, ones], { axis: -1 })], { perm: swapLast(rank) })
+  const shifted = e.op('MatMul', [e.op('Concat', [dO, e.op('Neg', [rowSums])], { axis: -1 }), vAugmented])
+  return e.op('Mul', [shifted, y])
+}
+
+export const gradients: Record<string, GradRule> = {
+  Identity: c => [c.g],
+  Dropout: c => [c.g],
+  Cast: c => [c.e.op('Cast', [c.g], { to: c.e.dtype(c.x[0]) })],
+  CastLike: c => [c.e.op('Cast', [c.g], { to: c.e.dtype(c.x[0]) })],
+  Neg: c => [c.e.op('Neg', [c.g])],
+  Abs: chain((e, x) => e.op('Sign', [x])),
+  Relu: c => [c.e.op('Where', [c.e.op('Greater', [c.y[0], c.e.scalar(0, c.x[0])]), c.g, c.e.scalar(0, c.x[0])])],
+  LeakyRelu: c => [c.e.op('Where', [c.e.op('Greater', [c.x[0], c.e.scalar(0, c.x[0])]), c.g, c.e.op('Mul', [c.g, c.e.scalar(floatAttr(c.node, 'alpha', 0.01), c.x[0])])])],
+  PRelu: c => {
+    only(c, [0], 'slope')
+    return [c.e.op('Where', [c.e.op('Greater', [c.x[0], c.e.scalar(0, c.x[0])]), c.g, c.e.op('Mul', [c.g, c.x[1]])])]
+  },
+  Sigmoid: chain((e, _, y) => e.op('Mul', [y, e.op('Sub', [e.scalar(1, y), y])])),
+  Tanh: chain((e, _, y) => e.op('Sub', [e.scalar(1, y), e.op('Mul', [y, y])])),
+  Exp: chain((_, __, y) => y),
+  Log: c => [c.e.op('Div', [c.g, c.x[0]])],
+  Sqrt: c => [c.e.op('Div', [c.e.op('Mul', [c.g, c.e.scalar(0.5, c.x[0])]), c.y[0]])],
+  Reciprocal: c => [c.e.op('Neg', [c.e.op('Mul', [c.g, c.e.op('Mul', [c.y[0], c.y[0]])])])],
+  Sin: chain((e, x) => e.op('Cos', [x])),
+  Cos: chain((e, x) => e.op('Neg', [e.op('Sin', [x])])),
+  Erf: chain((e, x) => e.op('Mul', [e.scalar(2 / Math.sqrt(Math.PI), x), e.op('Exp', [e.op('Neg', [e.op('Mul', [x, x])])])])),
+  Softplus: chain((e, x) => e.op('Sigmoid', [x])),
+  // exact GELU: Φ(x) + x·φ(x)
+  Gelu: c => {
+    if (stringAttr(c.node, 'approximate', 'none') !== 'none') refuse(c, 'its input with approximate=tanh')
+    return chain((e, x) => {
+      const cdf = e.op('Mul', [e.scalar(0.5, x), e.op('Add', [e.scalar(1, x), e.op('Erf', [e.op('Mul', [x, e.scalar(Math.SQRT1_2, x)])])])])
+      const pdf = e.op('Mul', [e.scalar(1 / Math.sqrt(2 * Math.PI), x), e.op('Exp', [e.op('Mul', [e.op('Mul', [x, x]), e.scalar(-0.5, x)])])])
+      return e.op('Add', [cdf, e.op('Mul', [x, pdf])])
+    })(c)
+  },
+  Clip: c => {
+    only(c, [0], 'bounds')
+    const [x, low, high] = c.x
+    const inside = [low && c.e.op('GreaterOrEqual', [x, low]), high && c.e.op('LessOrEqual', [x, high])].filter(Boolean) as string[]
+    const mask = inside.length === 2 ? c.e.op('And', inside) : inside[0]
+    return [mask ? c.e.op('Where', [mask, c.g, c.e.scalar(0, x)]) : c.g]
+  },
+
+  // broadcasting arithmetic: each operand's gradient summed over the axes it was broadcast along
+  Add: c => c.x.map(x => c.e.unbroadcast(c.g, x, c.y[0])),
+  Sub: c => [c.e.unbroadcast(c.g, c.x[0], c.y[0]), c.needs[1] ? c.e.unbroadcast(c.e.op('Neg', [c.g]), c.x[1], c.y[0]) : undefined],
+  Mul: c => [
+    c.needs[0] ? c.e.unbroadcast(c.e.op('Mul', [c.g, c.x[1]]), c.x[0], c.y[0]) : undefined,
+    c.needs[1] ? c.e.unbroadcast(c.e.op('Mul', [c.g, c.x[0]]), c.x[1], c.y[0]) : undefined,
+  ],
+  Div: c => [
+    c.needs[0] ? c.e.unbroadcast(c.e.op('Div', [c.g, c.x[1]]), c.x[0], c.y[0]) : undefined,
+    c.needs[1] ? c.e.unbroadcast(c.e.op('Neg', [c.e.op('Div', [c.e.op('Mul', [c.g, c.y[0]]), c.x[1]])]), c.x[1], c.y[0]) : undefined,
+  ],
+  Pow: c => {
+    const { e } = c
+    const [x, p] = c.x
+    return [
+      c.needs[0] ? e.unbroadcast(e.op('Mul', [c.g, e.op('Mul', [p, e.op('Pow', [x, e.op('Sub', [p, e.scalar(1, p)])])])]), x, c.y[0]) : undefined,
+      c.needs[1] ? e.unbroadcast(e.op('Mul', [c.g, e.op('Mul', [c.y[0], e.op('Log', [x])])]), p, c.y[0]) : undefined,
+    ]
+  },
+  Sum: c => c.x.map(x => c.e.unbroadcast(c.g, x, c.y[0])),
+  Mean: c => c.x.map(x => c.e.unbroadcast(c.e.op('Mul', [c.g, c.e.scalar(1 / c.x.length, x)]), x, c.y[0])),
+  Max: c => c.x.map(x => c.e.unbroadcast(c.e.op('Where', [c.e.op('Equal', [x, c.y[0]]), c.g, c.e.scalar(0, x)]), x, c.y[0])),
+  Min: c => c.x.map(x => c.e.unbroadcast(c.e.op('Where', [c.e.op('Equal', [x, c.y[0]]), c.g, c.e.scalar(0, x)]), x, c.y[0])),
+  Where: c => [
+    undefined,
+    c.needs[1] ? c.e.unbroadcast(c.e.op('Where', [c.x[0], c.g, c.e.scalar(0, c.x[1])]), c.x[1], c.y[0]) : undefined,
+    c.needs[2] ? c.e.unbroadcast(c.e.op('Where', [c.x[0], c.e.scalar(0, c.x[2]), c.g]), c.x[2], c.y[0]) : undefined,
+  ],
+  Expand: c => [c.e.unbroadcast(c.g, c.x[0], c.y[0])],
+
+  // Y = A·B: dA = dY·Bᵀ, dB = Aᵀ·dY, each summed over broadcast batch axes
+  MatMul: c => {
+    const { e } = c
+    const [a, b] = c.x
+    const ra = e.needRank(a, c.node), rb = e.needRank(b, c.node)
+    if (ra < 2 || rb < 2) throw new UserError(`autodiff: MatMul node ${c.node.name} has a 1-D operand, which is not supported`)
+    const sy = e.info(c.y[0]).shape
+    const batch = sy?.slice(0, -2)
+    const transposed = (v: string, rank: number) => e.op('Transpose', [v], { perm: swapLast(rank) })
+    const dA = c.needs[0] ? shaped(e, e.op('MatMul', [c.g, transposed(b, rb)]), batch && [...batch, ...(e.info(a).shape ?? [undefined, undefined]).slice(-2)]) : undefined
+    const dB = c.needs[1] ? shaped(e, e.op('MatMul', [transposed(a, ra), c.g]), batch && [...batch, ...(e.info(b).shape ?? [undefined, undefined]).slice(-2)]) : undefined
+    return [dA && e.unbroadcast(dA, a, dA), dB && e.unbroadcast(dB, b, dB)]
+  },
+  // Y = α·op(A)·op(B) + β·C
+  Gemm: c => {
+    const { e } = c
+    const [a, b, cc] = c.x
+    const alpha = floatAttr(c.node, 'alpha', 1), beta = floatAttr(c.node, 'beta', 1)
+    const tA = intAttr(c.node, 'transA', 0), tB = intAttr(c.node, 'transB', 0)
+    const gemm = (p: string, q: string, transA: number, transB: number) => e.op('Gemm', [p, q], { transA, transB, alpha: float(alpha) })
+    const dA = !c.needs[0] ? undefined : tA ? gemm(b, c.g, tB, 1) : gemm(c.g, b, 0, tB ? 0 : 1)
+    const dB = !c.needs[1] ? undefined : tB ? gemm(c.g, a, 1, tA) : gemm(a, c.g, tA ? 0 : 1, 0)
+    const dC = cc && c.needs[2] ? e.unbroadcast(beta === 1 ? c.g : e.op('Mul', [c.g, e.scalar(beta, cc)]), cc, c.y[0]) : undefined
+    return [dA, dB, dC]
+  },
+  // dX = ConvTranspose(dY, W) with the forward conv's geometry
+  Conv: c => {
+    only(c, [0], 'weights')
+    const kernel = intsAttr(c.node, 'kernel_shape') ?? (c.e.info(c.x[1]).shape?.slice(2) as number[])
+    return [transposedConv(c, c.g, c.x[1], kernel, intAttr(c.node, 'group', 1))]
+  },
+  // the transposed conv of g / (window count) with a ones kernel, one channel at a time
+  AveragePool: c => {
+    const { e } = c
+    const x = c.x[0]
+    const rank = e.needRank(x, c.node)
+    const kernel = intsAttr(c.node, 'kernel_shape')!
+    const area = kernel.reduce((a, b) => a * b, 1)
+    const padded = (intsAttr(c.node, 'pads') ?? []).some(p => p > 0) || stringAttr(c.node, 'auto_pad', 'NOTSET') !== 'NOTSET' || intAttr(c.node, 'ceil_mode', 0) === 1
+    const counts = padded && intAttr(c.node, 'count_include_pad', 0) === 0
+      ? e.op('Mul', [e.nodeWith('AveragePool', [e.op('Expand', [e.scalar(1, x), e.shape(x)])], [...(c.node.attribute ?? []) as AttributeProto[]].filter(a => a.name !== 'count_include_pad').concat([attribute('count_include_pad', 1)]))[0], e.scalar(area, x)])
+      : e.scalar(area, x)
+    const perChannel = e.op('Reshape', [e.op('Div', [c.g, counts]), e.ints([-1, 1, ...Array(rank - 2).fill(0)])])
+    const ones = e.typed(Array(area).fill(1), e.dtype(x), [1, 1, ...kernel])
+    const spread = transposedConv(c, perChannel, ones, kernel, 1)
+    return [e.op('Reshape', [spread, e.shape(x)])]
+  },
+  ConvTranspose: c => {
+    only(c, [0], 'weights')
+    if (intsAttr(c.node, 'output_shape') || stringAttr(c.node, 'auto_pad', 'NOTSET') !== 'NOTSET') refuse(c, 'its input with output_shape or auto_pad')
+    const spatial = c.e.needRank(c.x[0], c.node) - 2
+    const attrs = {
+      strides: intsAttr(c.node, 'strides') ?? Array(spatial).fill(1),
+      pads: intsAttr(c.node, 'pads') ?? Array(2 * spatial).fill(0),
+      dilations: intsAttr(c.node, 'dilations') ?? Array(spatial).fill(1),
+      group: intAttr(c.node, 'group', 1),
+    }
+    return [c.e.op('Conv', [c.g, c.x[1]], attrs)]
+  },
+
+  // softmax: y·(g − Σ y·g)
+  Softmax: c => {
+    const { e } = c
+    const y = c.y[0]
+    const axis = intAttr(c.node, 'axis', -1)
+    return [attentionSoftmaxBackward(c) ?? e.op('Mul', [e.op('Sub', [c.g, e.reduceSum(e.op('Mul', [y, c.g]), [axis], true)]), y])]
+  },
+  LogSoftmax: c => {
+    const { e } = c
+    const axis = intAttr(c.node, 'axis', -1)
+    return [e.op('Sub', [c.g, e.op('Mul', [e.op('Exp', [c.y[0]]), e.reduceSum(c.g, [axis], true)])])]
+  },
+
+  ReduceSum: c => [reduceIsIdentity(c) ? c.g : c.e.op('Expand', [unreduce(c, c.g), c.e.shape(c.x[0])])],
+  ReduceMean: c => [reduceIsIdentity(c) ? c.g : c.e.op('Expand', [c.e.op('Mul', [unreduce(c, c.g), reducedFraction(c.e, c.x[0], c.y[0])]), c.e.shape(c.x[0])])],
+  ReduceSumSquare: c => [c.e.op('Mul', [unreduce(c, c.g), c.e.op('Mul', [c.x[0], c.e.scalar(2, c.x[0])])])],
+  ReduceL2: c => [c.e.op('Mul', [c.e.op('Div', [unreduce(c, c.g), unreduce(c, c.y[0])]), c.x[0]])],
+  ReduceMax: c => [c.e.op('Where', [c.e.op('Equal', [c.x[0], unreduce(c, c.y[0])]), unreduce(c, c.g), c.e.scalar(0, c.x[0])])],
+  ReduceMin: c => [c.e.op('Where', [c.e.op('Equal', [c.x[0], unreduce(c, c.y[0])]), unreduce(c, c.g), c.e.scalar(0, c.x[0])])],
+  GlobalAveragePool: c => [c.e.op('Expand', [c.e.op('Mul', [c.g, reducedFraction(c.e, c.x[0], c.y[0])]), c.e.shape(c.x[0])])],
+
+  // pure data movement
+  Reshape: c => [c.e.op('Reshape', [c.g, c.e.shape(c.x[0])])],
+  Flatten: c => [c.e.op('Reshape', [c.g, c.e.shape(c.x[0])])],
+  Squeeze: c => [c.e.op('Reshape', [c.g, c.e.shape(c.x[0])])],
+  Unsqueeze: c => [c.e.op('Reshape', [c.g, c.e.shape(c.x[0])])],
+  Transpose: c => {
+    const perm = intsAttr(c.node, 'perm')
+    if (!perm) return [c.e.op('Transpose', [c.g])]
+    const inverse = Array<number>(perm.length)
+    perm.forEach((p, i) => (inverse[p] = i))
+    return [c.e.op('Transpose', [c.g], { perm: inverse })]
+  },
+  Concat: c => {
+    const { e } = c
+    const axis = intAttr(c.node, 'axis', 0)
+    const sizes = c.x.map(x => {
+      const shape = e.info(x).shape
+      const dim = shape?.[normalise(axis, shape.length)]
+      return dim
+    })
+    const split = sizes.every(d => typeof d === 'number')
+      ? e.ints(sizes as number[])
+      : e.op('Concat', c.x.map(x => e.op('Gather', [e.cached('Shape', [x]), e.ints([axis])], { axis: 0 })), { axis: 0 })
+    return e.node('Split', [c.g, split], { axis }, c.x.length)
+  },
+  Split: c => [c.e.op('Concat', c.y.map((y, i) => c.dy[i] ?? c.e.zerosLike(y)), { axis: intAttr(c.node, 'axis', 0) })],
+  Slice: c => {
+    only(c, [0], 'its bounds')
+    const { e } = c
+    const [x, starts, ends, axesInput, stepsInput] = c.x
+    const rank = e.needRank(x, c.node)
+    const steps = stepsInput ? known(e, stepsInput) : undefined
+    const axes = axesInput ? known(e, axesInput) : known(e, starts)?.map((_, i) => i) ?? (typeof e.info(starts).shape?.[0] === 'number' ? [...Array(e.info(starts).shape![0] as number).keys()] : undefined)
+    if (axes && (!stepsInput || (steps && steps.every(s => s === 1)))) return [padBack(c, c.g, starts, ends, axes)]
+    void rank
+    return [scatterBack(c, flat => e.op('Slice', [flat, ...c.x.slice(1)]), false)]
+  },
+  Gather: c => {
+    only(c, [0], 'its indices')
+    const { e } = c
+    const axis = intAttr(c.node, 'axis', 0)
+    const index = known(e, c.x[1])
+    if (index && index.length === 1 && e.info(c.x[1]).shape?.length === 0) {
+      // one index (the class token): put the axis back and pad around it
+      const rank = e.needRank(c.x[0], c.node)
+      const i = index[0]
+      const end = i === -1 ? INT_MAX : i + 1
+      return [padBack(c, e.op('Unsqueeze', [c.g, e.ints([axis])]), e.ints([i]), e.ints([end]), [normalise(axis, rank)])]
+    }
+    return [scatterBack(c, flat => e.op('Gather', [flat, c.x[1]], { axis }), true)]
+  },
+  GatherElements: c => {
+    only(c, [0], 'its indices')
+    return [scatterBack(c, flat => c.e.op('GatherElements', [flat, c.x[1]], { axis: intAttr(c.node, 'axis', 0) }), true)]
+  },
+  Pad: c => {
+    only(c, [0], 'its pads or value')
+    if (stringAttr(c.node, 'mode', 'constant') !== 'constant') refuse(c, `its input in ${stringAttr(c.node, 'mode', '')} mode`)
+    const { e } = c
+    const [x, pads, , axesInput] = c.x
+    const rank = e.needRank(x, c.node)
+    const count = axesInput ? known(e, axesInput)?.length : rank
+    if (count === undefined) throw new UserError(`autodiff: Pad node ${c.node.name} has axes computed at run time`)
+    const begin = e.op('Slice', [pads, e.ints([0]), e.ints([count])])
+    const dims = axesInput ? e.op('Gather', [e.cached('Shape', [x]), axesInput], { axis: 0 }) : e.cached('Shape', [x])
+    return [e.op('Slice', [c.g, begin, e.op('Add', [begin, dims]), ...(axesInput ? [axesInput] : [])])]
+  },
+
+  // normalisations: recompute the statistics, then the usual backward formula
+  InstanceNormalization: c => {
+    only(c, [0], 'scale or bias')
+    const { e } = c
+    const [x, scale, bias] = c.x
+    const rank = e.needRank(x, c.node)
+    const axes = [...Array(rank - 2).keys()].map(i => i + 2)
+    const epsilon = floatAttr(c.node, 'epsilon', 1e-5)
+    // torch's GroupNorm export has scale 1 and bias 0: then y is x̂ itself
+    const identity = e.isConstant(scale, 1) && e.isConstant(bias, 0)
+    const gHat = identity ? c.g : e.op('Mul', [c.g, e.op('Reshape', [scale, e.ints([-1, ...Array(rank - 2).fill(1)])])])
+    return [normalisationBackward(e, gHat, x, axes, epsilon, identity ? c.y[0] : undefined)]
+  },
+  LayerNormalization: c => {
+    only(c, [0], 'scale or bias')
+    if (c.dy[1] || c.dy[2]) refuse(c, 'its mean or inverse std outputs')
+    const { e } = c
+    const x = c.x[0]
+    const axis = intAttr(c.node, 'axis', -1)
+    const rank = axis < 0 ? -axis : e.needRank(x, c.node) - axis
+    const axes = [...Array(rank).keys()].map(i => (axis < 0 ? axis + i : axis + i))
+    return [normalisationBackward(e, e.op('Mul', [c.g, c.x[1]]), x, axes, floatAttr(c.node, 'epsilon', 1e-5))]
+  },
+  GroupNormalization: c => {
+    only(c, [0], 'scale or bias')
+    const { e } = c
+    const [x, scale] = c.x
+    const rank = e.needRank(x, c.node)
+    const groups = intAttr(c.node, 'num_groups', 1)
+    const grouped = (v: string) => e.op('Reshape', [v, e.ints([0, groups, -1])])
+    // opset 18 scales per group, opset 21 per channel
+    const gHat = e.opset >= 21
+      ? grouped(e.op('Mul', [c.g, e.op('Reshape', [scale, e.ints([-1, ...Array(rank - 2).fill(1)])])]))
+      : e.op('Mul', [grouped(c.g), e.op('Reshape', [scale, e.ints([-1, 1])])])
+    const dx = normalisationBackward(e, gHat, grouped(x), [2], floatAttr(c.node, 'epsilon', 1e-5))
+    return [e.op('Reshape', [dx, e.shape(x)])]
+  },
+  // inference form: y = (x − mean)·scale/√(var + ε) + bias
+  BatchNormalization: c => {
+    only(c, [0], 'scale, bias or statistics')
+    if (intAttr(c.node, 'training_mode', 0) === 1) refuse(c, 'its input in training mode')
+    const { e } = c
+    const [x, scale, , , variance] = c.x
+    const rank = e.needRank(x, c.node)
+    const factor = e.op('Div', [scale, e.op('Sqrt', [e.op('Add', [variance, e.scalar(floatAttr(c.node, 'epsilon', 1e-5), x)])])])
+    return [e.op('Mul', [c.g, e.op('Reshape', [factor, e.ints([-1, ...Array(rank - 2).fill(1)])])])]
+  },
+
+  // nearest ×s (asymmetric, floor): sum each s×s block; any other resize: the transposed per-axis matrices
+  Resize: c => {
+    only(c, [0], 'roi, scales or sizes')
+    const { e } = c
+    const x = c.x[0]
+    if (e.needRank(x, c.node) !== 4 || intsAttr(c.node, 'axes')) refuse(c, 'its input (only NCHW resizes without axes are supported)')
+    const scales = e.floatValues(c.x[2])
+    const sizes = known(e, c.x[3])
+    const dims = e.info(x).shape!
+    const factors = scales ?? (sizes && dims.every(d => typeof d === 'number') ? sizes.map((s, i) => s / (dims[i] as number)) : undefined)
+    if (factors && (factors[0] !== 1 || factors[1] !== 1)) refuse(c, 'its input (batch or channel resizing)')
+    const nearestBlocks = stringAttr(c.node, 'mode', 'nearest') === 'nearest' && stringAttr(c.node, 'coordinate_transformation_mode', 'half_pixel') === 'asymmetric' &&
+      stringAttr(c.node, 'nearest_mode', 'round_prefer_floor') === 'floor' && factors && factors.every(f => Number.isInteger(f) && f >= 1)
+    if (nearestBlocks) {
+      const [sh, sw] = factors!.slice(2)
+      if (sh === 1 && sw === 1) return [c.g]
+      const pooled = e.op('AveragePool', [c.g], { kernel_shape: [sh, sw], strides: [sh, sw] })
+      return [e.op('Mul', [pooled, e.scalar(sh * sw, x)])]
+    }
+    let g = c.g
+    if (!factors || factors[2] !== 1) g = e.op('MatMul', [resizeMatrix(c, 2), g])
+    if (!factors || factors[3] !== 1) g = e.op('MatMul', [g, e.op('Transpose', [resizeMatrix(c, 3)], { perm: [1, 0] })])
+    return [g]
+  },
+  // max pooling: recompute with indices, scatter-add g to the argmax positions
+  MaxPool: c => {
+    const { e } = c
+    const x = c.x[0]
+    const kernel = intsAttr(c.node, 'kernel_shape')!
+    const strides = intsAttr(c.node, 'strides') ?? kernel.map(() => 1)
+    if (e.opset < 16 && kernel.some((k, i) => k > strides[i])) refuse(c, 'its input with overlapping windows before opset 16 (ScatterElements has no add reduction)')
+    const [, indices] = e.nodeWith('MaxPool', [x], (c.node.attribute ?? []) as AttributeProto[], 2)
+    const scattered = e.op('ScatterElements', [flatZeros(e, x), e.op('Reshape', [indices, e.ints([-1])]), e.op('Reshape', [c.g, e.ints([-1])])],
+      e.opset >= 16 ? { axis: 0, reduction: 'add' } : { axis: 0 })
+    return [e.op('Reshape', [scattered, e.shape(x)])]
+  },
+
+  // bilinear GridSample (the face-alignment warp): scatter-add g·(corner weight) into the four corners of each sample
+  GridSample: c => {
+    only(c, [0], 'its grid')
+    const mode = stringAttr(c.node, 'mode', 'bilinear'), padding = stringAttr(c.node, 'padding_mode', 'zeros')
+    if (!['bilinear', 'linear'].includes(mode) || !['zeros', 'border'].includes(padding)) refuse(c, `its input with mode ${mode} and padding_mode ${padding}`)
+    const { e } = c
+    const [x, grid] = c.x
+    const alignCorners = intAttr(c.node, 'align_corners', 0) === 1
+    const dtype = e.dtype(x)
+    const f = (v: number) => e.scalar(v, x)
+    const shape = e.cached('Shape', [x])
+    const dim = (i: number) => e.op('Cast', [e.op('Gather', [shape, e.ints([i])], { axis: 0 })], { to: dtype })
+    const flatGrid = e.op('Reshape', [grid, e.ints([0, 1, -1, 2])])
+    const coordinate = (axis: 0 | 1, size: string) => {
+      const g = e.op('Squeeze', [e.op('Slice', [flatGrid, e.ints([axis]), e.ints([axis + 1]), e.ints([3])]), e.ints([3])])
+      const unit = e.op('Div', [e.op('Add', [g, f(1)]), f(2)])
+      const position = alignCorners ? e.op('Mul', [unit, e.op('Sub', [size, f(1)])]) : e.op('Sub', [e.op('Mul', [unit, size]), f(0.5)])
+      return padding === 'border' ? e.op('Max', [e.op('Min', [position, e.op('Sub', [size, f(1)])]), f(0)]) : position
+    }
+    const [width, height] = [dim(3), dim(2)]
+    const [px, py] = [coordinate(0, width), coordinate(1, height)]
+    const [x0, y0] = [e.op('Floor', [px]), e.op('Floor', [py])]
+    const [fx, fy] = [e.op('Sub', [px, x0]), e.op('Sub', [py, y0])]
+    const corners = [[0, 0], [1, 0], [0, 1], [1, 1]].map(([dx, dy]) => {
+      const cx = dx ? e.op('Add', [x0, f(1)]) : x0, cy = dy ? e.op('Add', [y0, f(1)]) : y0
+      const inside = e.op('And', [
+        e.op('And', [e.op('GreaterOrEqual', [cx, f(0)]), e.op('LessOrEqual', [cx, e.op('Sub', [width, f(1)])])]),
+        e.op('And', [e.op('GreaterOrEqual', [cy, f(0)]), e.op('LessOrEqual', [cy, e.op('Sub', [height, f(1)])])]),
+      ])
+      const weight = e.op('Mul', [dx ? fx : e.op('Sub', [f(1), fx]), dy ? fy : e.op('Sub', [f(1), fy])])
+      const index = e.op('Cast', [e.op('Where', [inside, e.op('Add', [e.op('Mul', [cy, width]), cx]), f(0)])], { to: DataType.INT64 })
+      return { index, weight: e.op('Where', [inside, weight, f(0)]) }
+    })
+    const updates = e.op('Reshape', [c.g, e.ints([0, 0, -1])])
+    const spread = (v: string) => e.op('Expand', [v, e.op('Shape', [updates])])
+    const indices = e.op('Concat', corners.map(k => spread(k.index)), { axis: 2 })
+    const values = e.op('Concat', corners.map(k => e.op('Mul', [updates, k.weight])), { axis: 2 })
+    const area = e.op('Mul', [e.op('Gather', [shape, e.ints([2])], { axis: 0 }), e.op('Gather', [shape, e.ints([3])], { axis: 0 })])
+    const zeros = e.op('ConstantOfShape', [e.op('Concat', [e.op('Slice', [shape, e.ints([0]), e.ints([2])]), area], { axis: 0 })], { value: tensor('zero', dtypeName(dtype), [1], [0]) })
+    const scattered = e.op('ScatterElements', [zeros, indices, values], { axis: 2, reduction: 'add' })
+    return [e.op('Reshape', [scattered, shape]), undefined]
+  },
+
+  // Einsum: the gradient of operand i is the einsum of the output gradient with the other operands
+  Einsum: c => {
+    const { e } = c
+    const equation = stringAttr(c.node, 'equation', '').replace(/\s/g, '')
+    const [lhs, given] = equation.split('->')
+    const terms = lhs.split(',')
+    const rhs = given ?? implicitOutput(terms)
+    return terms.map((term, i) => {
+      if (!c.needs[i]) return undefined
+      const letters = term.replace('...', '')
+      const elsewhere = [...terms.filter((_, j) => j !== i), rhs].join('')
+      if (new Set(letters).size !== letters.length || [...letters].some(l => !elsewhere.includes(l))) refuse(c, `operand ${i} of "${equation}" (repeated or summed-away indices)`)
+      const others = terms.map((t, j) => [t, c.x[j]] as const).filter((_, j) => j !== i)
+      // ellipsis dims the operand lacks are summed over afterwards (onnxruntime wants the ellipsis kept)
+      const ellipsis = !term.includes('...') && rhs.includes('...')
+      const gradient = e.op('Einsum', [c.g, ...others.map(([, name]) => name)], { equation: `${[rhs, ...others.map(([t]) => t)].join(',')}->${ellipsis ? '...' : ''}${term}` })
+      return term.includes('...') || ellipsis ? e.unbroadcast(gradient, c.x[i], gradient) : gradient
+    })
+  },
+}
+
+/** Einsum's implicit output: the letters used once, alphabetically, after any ellipsis. */
+function implicitOutput(terms: string[]): string {
+  const counts = new Map<string, number>()
+  for (const l of terms.join('').replace(/\.\.\./g, '')) counts.set(l, (counts.get(l) ?? 0) + 1)
+  const once = [...counts].filter(([, n]) => n === 1).map(([l]) => l).sort().join('')
+  return terms.some(t => t.includes('...')) ? `...${once}` : once
+}

@@ -1,0 +1,182 @@
+// The demo world as ONNX models with the SDXL contracts, so the real pipeline, the autodiff and the guides run it:
+//   unet        ε of the exact posterior mean:  ε = (x_t − √ᾱ_t·x̂₀)/√(1−ᾱ_t)
+//   lcm_unet    ε whose one-step x0 estimate is the probability-flow endpoint (the world's "LCM"), mixture.ts flowEndpoint
+//   vae_decoder latents/0.13025 → image;  taesdxl_decoder  latents → image;  vae_encoder  image → latent_parameters
+// Everything depending on the timestep alone (ᾱ_t by Gather from a table, σ grids) is off the sample's gradient path.
+import { existsSync } from 'node:fs'
+import { readFile } from 'node:fs/promises'
+import { join } from 'node:path'
+import { alphasCumprod } from '../diffusion/schedulers.js'
+import { writeFileAtomic, cacheRoot } from '../fsutil.js'
+import { GraphBuilder } from '../onnx/builder.js'
+import { DataType, encodeModel, type ModelProto } from '../onnx/proto.js'
+import { LATENT_CHANNELS, VAE_SCALING, decoderFragment, encoderFragment, transpose } from './codec.js'
+import { componentCount } from './mixture.js'
+import { DEFAULT_WORLD_SETTINGS, WORLD_VERSION, buildWorld, drawnFaces, folderFaces, latentShape, worldJson, type DemoWorld, type FaceFinder, type WorldSettings } from './world.js'
+
+const OPSET = 17
+export type UnetKind = 'exact' | 'lcm'
+
+/** A UNet with the SDXL export's inputs (optimum ≥ 1.24: float32 scalar timestep) and output out_sample. */
+export function unetModel(world: DemoWorld, kind: UnetKind): ModelProto {
+  const g = new GraphBuilder(`demo_world_${kind}_unet`, OPSET)
+  const [, n] = latentShape(world)
+  const shape = ['batch', LATENT_CHANNELS, n, n]
+  const sample = g.input('sample', 'float32', shape)
+  const timestep = g.input('timestep', 'float32', [])
+  // Text conditioning is accepted and ignored: the world has no text.
+  g.input('encoder_hidden_states', 'float32', ['batch', 77, 2048])
+  g.input('text_embeds', 'float32', ['batch', 1280])
+  g.input('time_ids', 'float32', ['batch', 6])
+
+  const { dimension: d, rank: r } = world
+  const k = componentCount(world)
+  const c = (values: ArrayLike<number>, dims: number[], hint: string) => g.constant(Float32Array.from(values), dims, 'float32', hint)
+  const scalar = (value: number) => g.constant(value, [], 'float32', 'scalar')
+  const table = alphasCumprod()
+  const alphaBar = g.op('Gather', [c(table, [table.length], 'alphas_cumprod'), g.op('Cast', [timestep], { to: DataType.INT64 })])
+  const oneMinus = g.op('Sub', [scalar(1), alphaBar])
+  const sqrtAlpha = g.op('Sqrt', [alphaBar])
+  const sigma2 = g.op('Div', [oneMinus, alphaBar])
+
+  // p = Uᵀ(x_t/√ᾱ − μ)
+  const flat = g.op('Reshape', [sample, g.ints([-1, d])])
+  const muU = new Float64Array(r)
+  for (let i = 0; i < d; i++) for (let j = 0; j < r; j++) muU[j] += world.mean[i] * world.basis[i * r + j]
+  let p = g.op('Sub', [g.op('MatMul', [g.op('Div', [flat, sqrtAlpha]), c(world.basis, [d, r], 'basis')]), c(muU, [r], 'mean_coords')])
+
+  const s = c(world.variances, [r], 'component_variances')
+  const centres = c(world.coords, [k, r], 'centres')
+  const centresT = c(transpose(world.coords, k, r), [r, k], 'centres_t')
+  const halfSquares = c(transpose(world.coords.map(v => -0.5 * v * v), k, r), [r, k], 'centres_sq_t')
+  /**
+   * E[p₀ | p] = gain⊙p + (1−gain)⊙E_w[m] with w = softmax(p⊙(1/v)·mᵀ − ½(1/v)·m²), v = s + σ²
+   * (the ‖p‖²/v term is the same for every component and cancels in the softmax).
+   */
+  const denoise = (p: string, { inverseVar, bias, gain, rest }: Record<'inverseVar' | 'bias' | 'gain' | 'rest', string>) => {
+    const logits = g.op('Add', [g.op('MatMul', [g.op('Mul', [p, inverseVar]), centresT]), bias])
+    const expected = g.op('MatMul', [g.op('Softmax', [logits], { axis: -1 }), centres])
+    return g.op('Add', [g.op('Mul', [gain, p]), g.op('Mul', [rest, expected])])
+  }
+  /** Per noise level σ² (any leading shape): 1/(s+σ²), the logit bias, the Wiener gain s/(s+σ²) and 1 − gain. */
+  const levelTables = (sigma2s: string) => {
+    const inverseVar = g.op('Div', [scalar(1), g.op('Add', [sigma2s, s])])
+    const gain = g.op('Mul', [s, inverseVar])
+    return { inverseVar, bias: g.op('MatMul', [inverseVar, halfSquares]), gain, rest: g.op('Sub', [scalar(1), gain]) }
+  }
+
+  if (kind === 'exact') {
+    p = denoise(p, levelTables(sigma2))
+  } else {
+    // mixture.ts flowEndpoint (order 2) as a graph: σ_j² = σ_t²·(σ_min²/σ_t²)^{j/steps}, j = 0…steps, one table row
+    // per level; step j: p ← ρ·p + (1−ρ)·(1.5·D_j − 0.5·D_{j−1}) with ρ = σ_{j+1}/σ_j (D_j alone for j = 0);
+    // the last level is the final denoise.
+    const steps = world.settings.lcmSteps
+    const logSigma2 = g.op('Log', [sigma2])
+    const logRange = g.op('Sub', [scalar(2 * Math.log(world.settings.sigmaMin)), logSigma2])
+    const fractions = c(Array.from({ length: steps + 1 }, (_, j) => j / steps), [steps + 1, 1], 'grid')
+    const tables = levelTables(g.op('Exp', [g.op('Add', [logSigma2, g.op('Mul', [fractions, logRange])])]))
+    const rows = (table: string) => g.node('Split', [table, g.ints(Array(steps + 1).fill(1))], { axis: 0 }, steps + 1)
+    const split = { inverseVar: rows(tables.inverseVar), bias: rows(tables.bias), gain: rows(tables.gain), rest: rows(tables.rest) }
+    const ratio = g.op('Exp', [g.op('Mul', [logRange, scalar(0.5 / steps)])])
+    const keep = g.op('Sub', [scalar(1), ratio])
+    const [weightNow, weightBefore] = [g.op('Mul', [keep, scalar(1.5)]), g.op('Mul', [keep, scalar(0.5)])]
+    let previous: string | undefined
+    for (let j = 0; j <= steps; j++) {
+      const denoised = denoise(p, { inverseVar: split.inverseVar[j], bias: split.bias[j], gain: split.gain[j], rest: split.rest[j] })
+      if (j === steps) p = denoised
+      else if (previous === undefined) p = g.op('Add', [g.op('Mul', [ratio, p]), g.op('Mul', [keep, denoised])])
+      else p = g.op('Sub', [g.op('Add', [g.op('Mul', [ratio, p]), g.op('Mul', [weightNow, denoised])]), g.op('Mul', [weightBefore, previous])])
+      previous = denoised
+    }
+  }
+
+  // x̂₀ = μ + U·p;  ε = (x_t − √ᾱ·x̂₀)/√(1−ᾱ)
+  const x0 = g.op('Add', [g.op('MatMul', [p, c(transpose(world.basis, d, r), [r, d], 'basis_t')]), c(world.mean, [d], 'mean')])
+  const eps = g.op('Div', [g.op('Sub', [flat, g.op('Mul', [sqrtAlpha, x0])]), g.op('Sqrt', [oneMinus])])
+  g.outputAs(g.op('Reshape', [eps, g.ints([-1, LATENT_CHANNELS, n, n])]), 'out_sample', 'float32', shape)
+  return g.build()
+}
+
+/** The decoders: vae_decoder takes latents/0.13025 as SDXL's does, taesdxl_decoder the UNet-space latents. */
+export function decoderModel(world: DemoWorld, input: 'vae' | 'taesd'): ModelProto {
+  const g = new GraphBuilder(`demo_world_${input}_decoder`, OPSET)
+  const [, n] = latentShape(world)
+  const size = world.codec.imageSize
+  let latent = g.input('latent_sample', 'float32', ['batch', LATENT_CHANNELS, n, n])
+  if (input === 'vae') latent = g.op('Mul', [latent, g.constant(VAE_SCALING, [])])
+  g.outputAs(decoderFragment(g, world.codec, latent), 'sample', 'float32', ['batch', 3, size, size])
+  return g.build()
+}
+
+/** vae_encoder as SDXL's: latent_parameters = [mean, logvar] with mean = latents/0.13025 and a tiny variance. */
+export function encoderModel(world: DemoWorld): ModelProto {
+  const g = new GraphBuilder('demo_world_vae_encoder', OPSET)
+  const [, n] = latentShape(world)
+  const size = world.codec.imageSize
+  const image = g.input('sample', 'float32', ['batch', 3, size, size])
+  const mean = g.op('Div', [encoderFragment(g, world.codec, image), g.constant(VAE_SCALING, [])])
+  // logvar = −30, the lower clamp of diffusers' DiagonalGaussianDistribution: sampling gives the mean.
+  const logvar = g.op('Sub', [g.op('Mul', [mean, g.constant(0, [])]), g.constant(30, [])])
+  g.outputAs(g.op('Concat', [mean, logvar], { axis: 1 }), 'latent_parameters', 'float32', ['batch', 2 * LATENT_CHANNELS, n, n])
+  return g.build()
+}
+
+/** The files of a demo-world models folder, relative to it. */
+export const WORLD_FILES = {
+  unet: 'unet/model.onnx',
+  lcmUnet: 'lcm_unet/model.onnx',
+  vaeDecoder: 'vae_decoder/model.onnx',
+  taesdDecoder: 'taesdxl_decoder/model.onnx',
+  vaeEncoder: 'vae_encoder/model.onnx',
+  world: 'world.json',
+} as const
+
+/** Writes the world's models folder; each file is written atomically. */
+export async function writeWorld(world: DemoWorld, dir: string): Promise<Record<keyof typeof WORLD_FILES, string>> {
+  const contents: Record<keyof typeof WORLD_FILES, Uint8Array | string> = {
+    unet: encodeModel(unetModel(world, 'exact')),
+    lcmUnet: encodeModel(unetModel(world, 'lcm')),
+    vaeDecoder: encodeModel(decoderModel(world, 'vae')),
+    taesdDecoder: encodeModel(decoderModel(world, 'taesd')),
+    vaeEncoder: encodeModel(encoderModel(world)),
+    world: `${JSON.stringify(worldJson(world), null, 1)}\n`,
+  }
+  const paths = {} as Record<keyof typeof WORLD_FILES, string>
+  for (const key of Object.keys(WORLD_FILES) as (keyof typeof WORLD_FILES)[]) {
+    paths[key] = join(dir, WORLD_FILES[key])
+    await writeFileAtomic(paths[key], contents[key])
+  }
+  return paths
+}
+
+export interface WorldFolderOptions {
+  /** a folder of face images; default: the drawn faces */
+  images?: string
+  /** crop each image about the face this finds (default: centre crop) */
+  findFace?: FaceFinder
+  settings?: Partial<WorldSettings>
+}
+
+/** Builds a demo world (from `images` or the drawn faces) and writes its models folder to `dir`. */
+export async function buildWorldFolder(dir: string, options: WorldFolderOptions = {}) {
+  const settings = { ...DEFAULT_WORLD_SETTINGS, ...options.settings }
+  const faces = options.images ? await folderFaces(options.images, settings.size, options.findFace) : drawnFaces(settings.size)
+  const world = buildWorld(faces, settings, options.images ?? 'drawn')
+  const files = await writeWorld(world, dir)
+  return { world, files }
+}
+
+/**
+ * The default demo world in `dir`, built there first when it is missing or was written by another version
+ * of this code (the embedded default: `--world demo` needs nothing but the project).
+ */
+export async function ensureDefaultWorld(dir: string): Promise<string> {
+  const current = await readFile(join(dir, WORLD_FILES.world), 'utf8').then(text => JSON.parse(text), () => undefined)
+  const complete = Object.values(WORLD_FILES).every(file => existsSync(join(dir, file)))
+  if (!complete || current?.version !== WORLD_VERSION || current?.source !== 'drawn') await buildWorldFolder(dir)
+  return dir
+}
+
+/** Where `--world demo` keeps the default world. */
+export const defaultWorldCache = () => join(cacheRoot(), 'demo-world')

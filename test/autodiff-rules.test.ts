@@ -1,0 +1,170 @@
+// Every gradient rule against central finite differences, on small random graphs with static and symbolic dims.
+import assert from 'node:assert/strict'
+import { differentiate } from '../src/onnx/autodiff.js'
+import { float, GraphBuilder } from '../src/onnx/builder.js'
+import { gradcheck } from '../src/onnx/gradcheck.js'
+import { seededNormal, randomWeight, type Normal } from '../src/onnx/layers.js'
+import { encodeModel } from '../src/onnx/proto.js'
+
+interface Case {
+  name: string
+  inputs: Record<string, number[]>
+  build: (g: GraphBuilder, x: Record<string, string>, rand: Normal) => string
+  opsets?: number[]
+  /** also check with every input dim symbolic */
+  symbolic?: boolean
+  /** finite-difference step: smaller for kinks (Relu-like ops), so fewer inputs straddle one */
+  epsilon?: number
+}
+
+const positive = (g: GraphBuilder, x: string) => g.op('Add', [g.op('Exp', [x]), g.constant(0.5, [])])
+const s = (g: GraphBuilder, v: number) => g.constant(v, [])
+
+const cases: Case[] = [
+  { name: 'Add, Sub, Mul, Div with broadcasting both ways', inputs: { a: [2, 3, 4], b: [3, 1] }, symbolic: true,
+    build: (g, { a, b }) => g.op('Div', [g.op('Mul', [g.op('Sub', [g.op('Add', [a, b]), b]), b]), positive(g, b)]) },
+  { name: 'Pow, Sqrt, Exp, Log, Reciprocal, Neg', inputs: { x: [3, 4] },
+    build: (g, { x }) => g.op('Neg', [g.op('Reciprocal', [g.op('Add', [g.op('Log', [positive(g, x)]), g.op('Sqrt', [g.op('Pow', [positive(g, x), s(g, 3)])])])])]) },
+  { name: 'Pow with a broadcast exponent input', inputs: { x: [2, 3], p: [3] },
+    build: (g, { x, p }) => g.op('Pow', [positive(g, x), g.op('Mul', [p, s(g, 0.5)])]) },
+  { name: 'Sigmoid, Tanh, Erf, Softplus, Sin, Cos', inputs: { x: [2, 5] },
+    build: (g, { x }) => g.op('Sum', [g.op('Sigmoid', [x]), g.op('Tanh', [x]), g.op('Erf', [x]), g.op('Softplus', [x]), g.op('Sin', [x]), g.op('Cos', [x])]) },
+  { name: 'Relu, LeakyRelu, Abs, Clip', inputs: { x: [4, 6] },
+    build: (g, { x }) => g.op('Sum', [g.op('Relu', [x]), g.op('LeakyRelu', [x], { alpha: float(0.1) }), g.op('Abs', [x]), g.op('Clip', [x, s(g, -0.5), s(g, 0.7)])]) },
+  { name: 'PRelu with a per-channel slope', inputs: { x: [2, 3, 4, 4] }, symbolic: true, epsilon: 1e-4,
+    build: (g, { x }, rand) => g.op('PRelu', [x, randomWeight(g, rand, [3, 1, 1], 0.1, 0.25)]) },
+  { name: 'Gelu (opset 20 form)', inputs: { x: [3, 4] }, opsets: [20], build: (g, { x }) => g.op('Gelu', [x]) },
+  { name: 'Max, Min, Mean, Where', inputs: { a: [3, 4], b: [4] },
+    build: (g, { a, b }) => g.op('Add', [g.op('Mean', [g.op('Max', [a, b]), g.op('Min', [a, b])]), g.op('Where', [g.op('Greater', [a, s(g, 0)]), a, g.op('Mul', [b, s(g, 2)])])]) },
+  { name: 'MatMul with a weight, with broadcast batch, and of two activations', inputs: { a: [2, 3, 4], b: [1, 4, 5], c: [5, 3] }, symbolic: true,
+    build: (g, { a, b, c }, rand) => g.op('MatMul', [g.op('MatMul', [g.op('MatMul', [a, randomWeight(g, rand, [4, 4], 0.5)]), b]), c]) },
+  { name: 'MatMul of rank-4 attention operands', inputs: { q: [1, 2, 5, 3], k: [1, 2, 3, 6] }, symbolic: true,
+    build: (g, { q, k }) => g.op('MatMul', [q, k]) },
+  { name: 'attention core: Softmax read only by MatMul(·, V) (row sums from dO·O)', inputs: { q: [2, 5, 3], k: [2, 3, 4], v: [2, 4, 3] }, symbolic: true,
+    build: (g, { q, k, v }) => g.op('MatMul', [g.op('Softmax', [g.op('MatMul', [q, k])], { axis: -1 }), v]) },
+  { name: 'Gemm with transposes, alpha, beta and a broadcast C', inputs: { a: [4, 3], b: [5, 4], c: [4] },
+    build: (g, { a, b, c }) => g.op('Gemm', [g.op('Gemm', [a, b], { transA: 1, transB: 1, alpha: float(0.7) }), b, c], { beta: float(1.5) }) },
+  { name: 'Conv: stride 1 and 2 (even and odd sizes), groups, dilation', inputs: { x: [1, 4, 7, 8] }, symbolic: true,
+    build: (g, { x }, rand) => {
+      const a = g.op('Conv', [x, randomWeight(g, rand, [4, 4, 3, 3], 0.3)], { pads: [1, 1, 1, 1], strides: [2, 2] })
+      const b = g.op('Conv', [x, randomWeight(g, rand, [4, 2, 3, 3], 0.3), randomWeight(g, rand, [4], 0.1)], { pads: [2, 2, 2, 2], dilations: [2, 2], group: 2 })
+      const c = g.op('Conv', [b, randomWeight(g, rand, [2, 4, 3, 2], 0.3)], { strides: [2, 3] })
+      return g.op('Add', [g.op('ReduceSum', [a], { keepdims: 0 }), g.op('ReduceSum', [g.op('Mul', [c, c])], { keepdims: 0 })])
+    } },
+  { name: 'ConvTranspose', inputs: { x: [1, 3, 4, 5] },
+    build: (g, { x }, rand) => g.op('ConvTranspose', [x, randomWeight(g, rand, [3, 2, 3, 3], 0.3)], { strides: [2, 2], pads: [1, 1, 1, 1], output_padding: [1, 0] }) },
+  { name: 'Softmax and LogSoftmax', inputs: { x: [2, 3, 5] }, symbolic: true,
+    build: (g, { x }) => g.op('Add', [g.op('Softmax', [x], { axis: -1 }), g.op('LogSoftmax', [x], { axis: 1 })]) },
+  { name: 'ReduceSum, ReduceMean with and without keepdims (axes as attribute, then input)', inputs: { x: [2, 3, 4] }, opsets: [14, 18], symbolic: true,
+    build: (g, { x }) => {
+      const reduce = (op: string, axes: number[], keepdims: number) => g.opset >= 18 || op === 'ReduceSum' ? g.op(op, [x, g.ints(axes)], { keepdims }) : g.op(op, [x], { axes, keepdims })
+      return g.op('Add', [g.op('Mul', [reduce('ReduceSum', [1], 0), reduce('ReduceMean', [-2], 0)]), g.op('ReduceSum', [g.op('Mul', [reduce('ReduceMean', [0, 2], 1), x])], { keepdims: 0 })])
+    } },
+  { name: 'ReduceL2, ReduceSumSquare, ReduceMax', inputs: { x: [3, 4] },
+    build: (g, { x }) => g.op('Add', [g.op('Mul', [g.op('ReduceL2', [x], { axes: [1] }), g.op('ReduceSumSquare', [x], { axes: [1] })]), g.op('ReduceMax', [x], { axes: [1] })]) },
+  { name: 'Reshape, Flatten, Squeeze, Unsqueeze, Transpose', inputs: { x: [2, 3, 4] }, symbolic: true,
+    build: (g, { x }) => {
+      const r = g.op('Reshape', [g.op('Transpose', [x], { perm: [2, 0, 1] }), g.ints([4, -1, 1])])
+      const f = g.op('Flatten', [g.op('Squeeze', [r, g.ints([2])])], { axis: 1 })
+      return g.op('Mul', [g.op('Unsqueeze', [f, g.ints([0])]), g.op('Transpose', [g.op('Unsqueeze', [f, g.ints([0])])])])
+    } },
+  { name: 'Concat and Split (sizes input)', inputs: { a: [2, 3], b: [2, 2] }, symbolic: true,
+    build: (g, { a, b }) => {
+      const [p, q] = g.node('Split', [g.op('Concat', [a, b, a], { axis: 1 }), g.ints([6, 2])], { axis: 1 }, 2)
+      return g.op('Add', [g.op('ReduceSum', [g.op('Mul', [p, p])], { keepdims: 0 }), g.op('ReduceSum', [q], { keepdims: 0 })])
+    } },
+  { name: 'Split with num_outputs (opset 18), one output unused', inputs: { x: [4, 6] }, opsets: [18],
+    build: (g, { x }) => g.node('Split', [x], { axis: 1, num_outputs: 3 }, 3)[1] },
+  { name: 'Slice: static, negative, from a Shape subgraph, with steps', inputs: { x: [3, 8] }, symbolic: true,
+    build: (g, { x }) => {
+      const a = g.op('Slice', [x, g.ints([1, -6]), g.ints([3, 1000]), g.ints([0, 1])])
+      const half = g.op('Unsqueeze', [g.op('Div', [g.op('Gather', [g.op('Shape', [x]), g.constant([1], [], 'int64')]), g.constant([2], [], 'int64')]), g.ints([0])])
+      const b = g.op('Slice', [x, half, g.ints([1000]), g.ints([-1])])
+      const c = g.op('Slice', [x, g.ints([7]), g.ints([0]), g.ints([1]), g.ints([-2])])
+      return g.op('Add', [g.op('Add', [g.op('ReduceSum', [g.op('Mul', [a, a])], { keepdims: 0 }), g.op('ReduceSum', [g.op('Mul', [b, b])], { keepdims: 0 })]), g.op('ReduceSum', [g.op('Sin', [c])], { keepdims: 0 })])
+    } },
+  { name: 'Gather: the class token, and indices with repeats; GatherElements', inputs: { x: [2, 4, 3] },
+    build: (g, { x }) => {
+      const token = g.op('Gather', [x, g.constant([0], [], 'int64')], { axis: 1 })
+      const last = g.op('Gather', [x, g.constant([-1], [], 'int64')], { axis: -2 })
+      const picked = g.op('Gather', [x, g.constant([2, 0, 2], [3], 'int64')], { axis: 1 })
+      const elements = g.op('GatherElements', [x, g.constant([0, 1, 1, 2, 0, 0], [2, 1, 3], 'int64')], { axis: 1 })
+      return g.op('Add', [g.op('Add', [g.op('ReduceSum', [g.op('Mul', [token, last])], { keepdims: 0 }), g.op('ReduceSum', [g.op('Mul', [picked, picked])], { keepdims: 0 })]), g.op('ReduceSum', [g.op('Exp', [elements])], { keepdims: 0 })])
+    } },
+  { name: 'Expand, Pad, Cast', inputs: { x: [3, 1] },
+    build: (g, { x }) => {
+      const wide = g.op('Expand', [x, g.ints([2, 3, 4])])
+      const padded = g.op('Pad', [wide, g.ints([0, 1, 2, 0, 0, 1])])
+      return g.op('Cast', [g.op('Mul', [g.op('Cast', [padded], { to: 11 }), g.op('Cast', [padded], { to: 11 })])], { to: 1 })
+    } },
+  { name: 'InstanceNormalization (the GroupNorm export) and with scale and bias', inputs: { x: [2, 6, 3, 3] }, symbolic: true,
+    build: (g, { x }, rand) => {
+      const grouped = g.op('Reshape', [x, g.ints([0, 2, -1])])
+      const plain = g.op('InstanceNormalization', [grouped, g.constant([1, 1], [2]), g.constant([0, 0], [2])])
+      const affine = g.op('InstanceNormalization', [x, randomWeight(g, rand, [6], 0.2, 1), randomWeight(g, rand, [6], 0.2)])
+      return g.op('Add', [g.op('Reshape', [plain, g.op('Shape', [x])]), g.op('Mul', [affine, affine])])
+    } },
+  { name: 'LayerNormalization (opset 17) over one and two axes', inputs: { x: [2, 3, 4] }, opsets: [17], symbolic: true,
+    build: (g, { x }, rand) => g.op('Mul', [
+      g.op('LayerNormalization', [x, randomWeight(g, rand, [4], 0.2, 1), randomWeight(g, rand, [4], 0.2)], { axis: -1 }),
+      g.op('LayerNormalization', [x, randomWeight(g, rand, [3, 4], 0.2, 1)], { axis: 1, epsilon: float(1e-3) })]) },
+  { name: 'GroupNormalization (opset 18)', inputs: { x: [2, 6, 2, 2] }, opsets: [18],
+    build: (g, { x }, rand) => g.op('GroupNormalization', [x, randomWeight(g, rand, [3], 0.2, 1), randomWeight(g, rand, [3], 0.2)], { num_groups: 3 }) },
+  { name: 'BatchNormalization (inference)', inputs: { x: [2, 3, 2, 2] },
+    build: (g, { x }, rand) => g.op('BatchNormalization', [x, randomWeight(g, rand, [3], 0.2, 1), randomWeight(g, rand, [3], 0.2), randomWeight(g, rand, [3], 0.2), g.constant([0.5, 1, 2], [3])]) },
+  { name: 'Resize: nearest ×2, bilinear up (half_pixel), bilinear down with sizes, antialias-free', inputs: { x: [1, 2, 4, 6] }, symbolic: true,
+    build: (g, { x }) => {
+      const nearest = g.op('Resize', [x, '', g.constant([1, 1, 2, 2], [4])], { mode: 'nearest', coordinate_transformation_mode: 'asymmetric', nearest_mode: 'floor' })
+      const up = g.op('Resize', [x, '', g.constant([1, 1, 1.5, 2], [4])], { mode: 'linear', coordinate_transformation_mode: 'half_pixel' })
+      const down = g.op('Resize', [nearest, '', '', g.ints([1, 2, 3, 5])], { mode: 'linear', coordinate_transformation_mode: 'align_corners' })
+      const sq = (v: string) => g.op('ReduceSum', [g.op('Mul', [v, g.op('Sin', [v])])], { keepdims: 0 })
+      return g.op('Sum', [sq(nearest), sq(up), sq(down)])
+    } },
+  { name: 'MaxPool (overlapping windows), AveragePool, GlobalAveragePool', inputs: { x: [1, 2, 7, 6] }, symbolic: true,
+    build: (g, { x }) => {
+      const max = g.op('MaxPool', [x], { kernel_shape: [3, 3], strides: [2, 2] })
+      const avg = g.op('AveragePool', [x], { kernel_shape: [3, 2], strides: [2, 2], pads: [1, 0, 1, 0] })
+      const global = g.op('GlobalAveragePool', [g.op('Mul', [x, x])])
+      const total = (v: string) => g.op('ReduceSum', [g.op('Mul', [v, g.op('Sin', [v])])], { keepdims: 0 })
+      return g.op('Sum', [total(max), total(avg), total(global)])
+    } },
+  { name: 'GridSample, bilinear, zeros and border padding, with and without align_corners', inputs: { x: [1, 2, 5, 6] }, opsets: [16, 17],
+    build: (g, { x }, rand) => {
+      // a fixed warp reaching a little outside the image, as a face crop near the border does
+      const grid = g.constant(Float32Array.from({ length: 4 * 3 * 2 }, () => rand() * 0.7), [1, 4, 3, 2])
+      const zeros = g.op('GridSample', [x, grid], { mode: 'bilinear', padding_mode: 'zeros', align_corners: 0 })
+      const border = g.op('GridSample', [x, g.op('Mul', [grid, g.constant(1.4, [])])], { mode: 'bilinear', padding_mode: 'border', align_corners: 1 })
+      return g.op('Add', [zeros, border])
+    } },
+  { name: 'Einsum (attention as einsum, and a batched contraction with ellipsis)', inputs: { q: [2, 3, 4], k: [2, 5, 4], w: [4, 4] },
+    build: (g, { q, k, w }) => g.op('Mul', [g.op('Einsum', [q, k], { equation: 'bik,bjk->bij' }), g.op('Unsqueeze', [g.op('ReduceSum', [g.op('Einsum', [k, w], { equation: '...k,kl->...l' }), g.ints([2])], { keepdims: 0 }), g.ints([1])])]) },
+  { name: 'fan-out: one value read by many nodes', inputs: { x: [3, 3] }, symbolic: true,
+    build: (g, { x }) => { const y = g.op('Sigmoid', [x]); return g.op('Add', [g.op('Mul', [y, x]), g.op('MatMul', [y, g.op('Mul', [x, y])])]) } },
+]
+
+async function check(c: Case, opset: number, symbolic: boolean) {
+  const g = new GraphBuilder('case', opset)
+  const rand = seededNormal(11)
+  const dims: Record<string, number> = {}
+  const inputs = Object.fromEntries(Object.entries(c.inputs).map(([name, shape]) => {
+    const declared = symbolic ? shape.map((d, i) => ((dims[`${name}_${i}`] = d), `${name}_${i}`)) : shape
+    return [name, g.input(name, 'float32', declared)]
+  }))
+  const y = c.build(g, inputs, rand)
+  // a random, non-linear scalar loss so no rule sees a degenerate gradient
+  g.outputAs(g.op('ReduceSum', [g.op('Mul', [y, g.op('Sin', [g.op('Add', [y, s(g, 0.3)])])])], { keepdims: 0 }), 'loss', 'float32', [])
+  const model = g.build()
+  const wrt = Object.keys(c.inputs)
+  const gradient = differentiate({ model, dir: '.' }, { wrt, of: 'loss' })
+  const result = await gradcheck(encodeModel(model), encodeModel(gradient.model), { wrt, of: 'loss', dims, directions: 3, epsilon: c.epsilon })
+  assert.ok(result.worst < 1e-2, `worst relative error ${result.worst}: ${JSON.stringify(result.inputs)}`)
+}
+
+describe('gradient rules vs finite differences', () => {
+  for (const c of cases) {
+    for (const opset of c.opsets ?? [17]) {
+      it(`${c.name} (opset ${opset})`, () => check(c, opset, false))
+      if (c.symbolic) it(`${c.name} (opset ${opset}, symbolic dims)`, () => check(c, opset, true))
+    }
+  }
+})
