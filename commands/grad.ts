@@ -33,7 +33,7 @@ export default class Grad extends LookaheadCommand {
     this.note(`wrote ${summary.output}: ${summary.of} and ${summary.wrt.map(x => `${x}_grad`).join(', ')} (${summary.nodes.forward} forward nodes → ${summary.nodes.gradient} nodes)`)
     if (!flags.check) return summary
     const checking = this.spinner('checking against finite differences')
-    const check = await gradcheck(args.model, flags.output, { wrt: flags.wrt, of: summary.of, dims, directions: flags.directions, device: this.device(flags) })
+    const check = await gradcheck(args.model, flags.output, { wrt: flags.wrt, of: summary.of, dims, directions: flags.directions, device: this.device(flags), threads: flags.threads })
       .finally(() => checking.stop())
     if (!this.jsonEnabled()) {
       for (const input of check.inputs) this.log(`${input.name} [${input.shape.join(', ')}]: relative errors ${input.relativeErrors.map(e => e.toExponential(2)).join(', ')}`)

@@ -26,7 +26,7 @@ export function guideFromSpec(spec: string, settings: AllGuideSettings = {}): Gu
   return combineGuides(parseLossSpec(spec, GUIDE_NAMES).map(({ name, weight }) => ({ guide: makers[name](settings), weight })))
 }
 
-// The guides' public API, for the package root (src/index.ts re-exports this file).
+// The guides' public API: `import … from 'lcm-lookahead/guides'` (the package root is src/index.ts, below this layer).
 export { ClipGuide, clipTextEmbedding } from './clip.js'
 export { combineGuides, compileFragment, evaluateFragment, parseLossSpec } from './guide.js'
 export type { CompiledFragment, Guide, GuideReference, GuideSettings, LossTerm, Size } from './guide.js'
@@ -41,3 +41,4 @@ export { detectFaces, fivePoints } from './face.js'
 export type { DetectOptions, Face, Point } from './face.js'
 export { ARCFACE_TEMPLATE, arcfaceTransform, faceApiTransform, similarityTransform, invertAffine, warpAffine, resizeFragment } from './align.js'
 export type { Affine } from './align.js'
+export * from './jobs.js'

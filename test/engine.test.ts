@@ -7,7 +7,10 @@ import { join } from 'node:path'
 import type { GraphBuilder } from '../src/onnx/builder.js'
 import { gradcheck } from '../src/onnx/gradcheck.js'
 import { closeSessions } from '../src/onnx/session.js'
-import { writeModel } from '../src/onnx/proto.js'
+import { graphOf, readModel, writeModel } from '../src/onnx/proto.js'
+import { GraphBuilder as Builder } from '../src/onnx/builder.js'
+import { embedModel } from '../src/onnx/compose.js'
+import { cp } from 'node:fs/promises'
 import { differentiate } from '../src/onnx/autodiff.js'
 import { lookahead, previewModels, type LookaheadSettings } from '../src/guidance/engine.js'
 import type { Guide } from '../src/guidance/guide.js'
@@ -89,5 +92,30 @@ describe('lookahead engine (demo world)', function () {
     await assert.rejects(lookahead({ ...settings, guideSteps: [20] }), /guide step 20 is outside 0…19/)
     await assert.rejects(lookahead({ ...settings, guide: undefined }), /needs a loss/)
     assert.ok(existsSync(models))
+  })
+
+  it('runs an fp16 UNet export: casts at its boundary, loss and update in float32', async () => {
+    // the world's UNets behind an fp16 interface, as an fp16 optimum export declares its I/O
+    const fp16 = join(dir, 'fp16')
+    await cp(models, fp16, { recursive: true })
+    for (const file of ['unet/model.onnx', 'lcm_unet/model.onnx']) {
+      const source = await readModel(join(models, file))
+      const g = new Builder('fp16_unet', 17)
+      const inputs: Record<string, string> = {}
+      for (const input of graphOf(source.model).input) {
+        const name = input.name!
+        const tensor = input.type!.tensorType!
+        const shape = tensor.shape!.dim!.map(d => d.dimParam || Number(d.dimValue))
+        // float inputs become float16 (cast back inside); the timestep stays as declared
+        inputs[name] = tensor.elemType === 1 && name !== 'timestep' ? g.op('Cast', [g.input(name, 'float16', shape)], { to: 1 }) : g.input(name, 'float32', shape)
+      }
+      const eps = embedModel(g, source, inputs, 'f32/').out_sample
+      g.outputAs(g.op('Cast', [eps], { to: 10 }), 'out_sample', 'float16', ['batch', 4, SIZE / 8, SIZE / 8])
+      await writeModel({ model: g.build(), dir: source.dir }, join(fp16, file))
+    }
+    const result = await lookahead({ ...settings, models: fp16, cacheDir: join(dir, 'cache16') })
+    const losses = result.iterations.map(i => i.loss)
+    assert.ok(losses[5] < losses[0], `fp16 loss ${losses[0]} → ${losses[5]}`)
+    assert.ok(result.image.data.every(Number.isFinite))
   })
 })

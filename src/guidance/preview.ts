@@ -1,7 +1,7 @@
 // The lookahead's forward graph: x_t → ε (UNet) → preview latent → decoder → image → Σ wᵢ·lossᵢ(image).
 // The engine differentiates it with respect to `latent` (through the UNet and through the preview formula).
 import { UserError } from '../errors.js'
-import { GraphBuilder, dtypeOf, type Dim } from '../onnx/builder.js'
+import { GraphBuilder, dataTypeOf, dtypeOf, type Dim, type DType } from '../onnx/builder.js'
 import { embedModel, opsetOf } from '../onnx/compose.js'
 import { graphOf, toNumber, type LoadedModel } from '../onnx/proto.js'
 import type { Guide } from './guide.js'
@@ -30,12 +30,23 @@ export const COEF_B = 'coef_b'
 export const LOSS = 'loss'
 export const IMAGE = 'image'
 
-function declaredShape(model: LoadedModel, name: string): { dtype: string; shape: Dim[] } {
+function declaredShape(model: LoadedModel, name: string): { dtype: DType; shape: Dim[] } {
   const input = graphOf(model.model).input.find(i => i.name === name)
   const tensor = input?.type?.tensorType
-  if (!tensor) throw new UserError(`the UNet has no tensor input named ${name}`)
+  if (!tensor) throw new UserError(`${model.dir}: the model has no tensor input named ${name}`)
   const shape = (tensor.shape?.dim ?? []).map(d => (d.dimParam ? d.dimParam : toNumber(d.dimValue)))
   return { dtype: dtypeOf[tensor.elemType ?? 1] ?? 'float32', shape }
+}
+
+/** The element type a model declares for its output `name` (float32 when it does not say). */
+function outputType(model: LoadedModel, name: string): DType {
+  const output = graphOf(model.model).output.find(o => o.name === name)
+  return dtypeOf[output?.type?.tensorType?.elemType ?? 1] ?? 'float32'
+}
+
+/** `value` of type `from` as type `to`: a Cast where they differ (fp16 exports inside a float32 loss). */
+function cast(g: GraphBuilder, value: string, from: DType, to: DType): string {
+  return from === to ? value : g.op('Cast', [value], { to: dataTypeOf[to] })
 }
 
 /**
@@ -55,12 +66,15 @@ export function buildPreviewGraph(p: PreviewGraph): GraphBuilder {
     const name = input.name ?? ''
     if (name === 'sample' || graphOf(p.unet.model).initializer.some(t => t.name === name)) continue
     const { dtype, shape } = declaredShape(p.unet, name)
-    unetInputs[name] = g.input(name, dtype as never, shape)
+    unetInputs[name] = g.input(name, dtype, shape)
   }
   const withCfg = p.cfg > 1
-  unetInputs.sample = withCfg ? g.op('Concat', [latent, latent], { axis: 0 }) : latent
-  let eps = embedModel(g, p.unet, unetInputs, 'unet/').out_sample
-  if (!eps) throw new UserError('the UNet has no output named out_sample')
+  const sample = withCfg ? g.op('Concat', [latent, latent], { axis: 0 }) : latent
+  unetInputs.sample = cast(g, sample, 'float32', declaredShape(p.unet, 'sample').dtype)
+  const unetOutput = embedModel(g, p.unet, unetInputs, 'unet/').out_sample
+  if (!unetOutput) throw new UserError('the UNet has no output named out_sample')
+  // the preview, the loss and the update stay float32 whatever the UNet's precision
+  let eps = cast(g, unetOutput, outputType(p.unet, 'out_sample'), 'float32')
   if (withCfg) {
     // ε = ε_u + g·(ε_c − ε_u), eq. 6 of Ho & Salimans 2022
     const [uncond, text] = g.node('Split', [eps, g.ints([1, 1])], { axis: 0 }, 2)
@@ -70,7 +84,9 @@ export function buildPreviewGraph(p: PreviewGraph): GraphBuilder {
   const decoderInput = graphOf(p.decoder.model).input[0].name ?? 'latent_sample'
   const { inputScale, outputScale, outputShift } = p.decoderScales
   const scaled = inputScale === 1 ? preview : g.op('Mul', [preview, g.constant(inputScale)])
-  let decoded = Object.values(embedModel(g, p.decoder, { [decoderInput]: scaled }, 'decoder/'))[0]
+  const decoderOutput = graphOf(p.decoder.model).output[0].name ?? 'sample'
+  const decoderFeed = cast(g, scaled, 'float32', declaredShape(p.decoder, decoderInput).dtype)
+  let decoded = cast(g, embedModel(g, p.decoder, { [decoderInput]: decoderFeed }, 'decoder/')[decoderOutput], outputType(p.decoder, decoderOutput), 'float32')
   if (outputScale !== 1 || outputShift !== 0) decoded = g.op('Add', [g.op('Mul', [decoded, g.constant(outputScale)]), g.constant(outputShift)])
   g.outputAs(decoded, IMAGE, 'float32', [1, 3, p.imageSize.height, p.imageSize.width])
 

@@ -356,7 +356,11 @@ export function differentiate(loaded: LoadedModel, options: DifferentiateOptions
     graph: new onnx.GraphProto({
       name: graph.name,
       node: kept,
-      initializer: [...graph.initializer.filter(t => needed.has(t.name!)), ...e.initializers.filter(t => needed.has(t.name!))],
+      // external tensors are copied (they are small): writing the result rewrites their locations
+      initializer: [
+        ...(graph.initializer as TensorProto[]).filter(t => needed.has(t.name!)).map(t => (isExternal(t) ? onnx.TensorProto.fromObject(onnx.TensorProto.toObject(t)) : t)),
+        ...e.initializers.filter(t => needed.has(t.name!)),
+      ],
       input: options.dims ? graph.input.map(i => specialise(i as ValueInfoProto, options.dims!)) : graph.input,
       output: [output, ...gradOutputs],
       valueInfo: graph.valueInfo.filter(v => needed.has(v.name!)),

@@ -15,6 +15,8 @@ export interface GradCheckOptions {
   epsilon?: number
   seed?: number
   device?: Device
+  /** intra-op threads (0: onnxruntime decides) */
+  threads?: number
 }
 
 export interface GradCheckResult {
@@ -25,8 +27,9 @@ export interface GradCheckResult {
 
 type ModelSource = string | Uint8Array
 
-async function open(model: ModelSource, device: Device): Promise<ort.InferenceSession> {
-  const options: ort.InferenceSession.SessionOptions = { executionProviders: [device], graphOptimizationLevel: 'all' }
+async function open(model: ModelSource, device: Device, threads: number): Promise<ort.InferenceSession> {
+  const options: ort.InferenceSession.SessionOptions = { executionProviders: [device], graphOptimizationLevel: 'all', intraOpNumThreads: threads }
+  // one create() overload per source type
   return typeof model === 'string' ? ort.InferenceSession.create(model, options) : ort.InferenceSession.create(model, options)
 }
 
@@ -72,9 +75,9 @@ const sum = (data: ArrayLike<number>) => {
  * `of` output (summed when it is not a scalar).
  */
 export async function gradcheck(forward: ModelSource, gradient: ModelSource, options: GradCheckOptions): Promise<GradCheckResult> {
-  const { wrt, of, dims = {}, directions = 3, epsilon = 1e-3, seed = 0, device = 'cpu' } = options
-  const forwardSession = await open(forward, device)
-  const gradientSession = await open(gradient, device)
+  const { wrt, of, dims = {}, directions = 3, epsilon = 1e-3, seed = 0, device = 'cpu', threads = 0 } = options
+  const forwardSession = await open(forward, device, threads)
+  const gradientSession = await open(gradient, device, threads)
   try {
     const feeds = randomFeeds(forwardSession, dims, seed)
     const value = async (inputs: Record<string, ort.Tensor>) => sum((await forwardSession.run(inputs, [of]))[of].data as Float32Array)

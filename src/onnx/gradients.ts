@@ -5,7 +5,7 @@ import { UserError } from '../errors.js'
 import type { Emitter, GradContext, GradRule } from './autodiff.js'
 import { attribute, dtypeOf, float, tensor, type AttrValue } from './builder.js'
 import { DataType, type AttributeProto } from './proto.js'
-import { axesOf, floatAttr, intAttr, intsAttr, stringAttr, type Dim } from './shapes.js'
+import { axesOf, dimRatio, floatAttr, intAttr, intsAttr, stringAttr, type Dim } from './shapes.js'
 
 const INT_MAX = 2 ** 62
 
@@ -28,8 +28,8 @@ function known(e: Emitter, value: string | undefined): number[] | undefined {
 }
 
 /** Records the static shape of an emitted value (for later broadcast decisions). */
-function shaped(e: Emitter, value: string, shape: Dim[] | undefined, dtype?: number): string {
-  e.infos.set(value, { dtype, shape })
+function shaped(e: Emitter, value: string, shape: Dim[] | undefined): string {
+  e.infos.set(value, { dtype: e.dtype(value), shape })
   return value
 }
 
@@ -61,7 +61,7 @@ function unreduce(c: GradContext, g: string): string {
 /** Whether a Reduce node is the identity (empty axes with noop_with_empty_axes). */
 const reduceIsIdentity = (c: GradContext) => {
   const axes = axesOf(c.node, c.e.infos)
-  return intAttr(c.node, 'noop_with_empty_axes', 0) === 1 && Array.isArray(axes) && axes.length === 0 || (intAttr(c.node, 'noop_with_empty_axes', 0) === 1 && axes === undefined)
+  return intAttr(c.node, 'noop_with_empty_axes', 0) === 1 && (axes === undefined || (Array.isArray(axes) && axes.length === 0))
 }
 
 /** 1 / (elements reduced), as a scalar of x's dtype: static where the dims are known. */
@@ -70,11 +70,11 @@ function reducedFraction(e: Emitter, x: string, y: string): string {
   const count = (s?: Dim[]) => (s && s.every(d => typeof d === 'number') ? (s as number[]).reduce((a, b) => a * b, 1) : undefined)
   const nx = count(sx), ny = count(sy)
   if (nx !== undefined && ny !== undefined) return e.scalar(ny / nx, x)
-  const size = (v: string) => e.op('Cast', [e.op('Size', [v]), ], { to: e.dtype(x) })
+  const size = (v: string) => e.op('Cast', [e.op('Size', [v])], { to: e.dtype(x) })
   return e.op('Div', [size(y), size(x)])
 }
 
-/** A flat zero tensor of x's dtype with x's element count, and x's shape. */
+/** A 1-D zero tensor of x's dtype with x's element count. */
 function flatZeros(e: Emitter, x: string): string {
   const count = e.op('Reshape', [e.op('Size', [x]), e.ints([1])])
   return e.op('ConstantOfShape', [count], { value: tensor('zero', dtypeName(e.dtype(x)), [1], [0]) })
@@ -408,12 +408,12 @@ export const gradients: Record<string, GradRule> = {
   Slice: c => {
     only(c, [0], 'its bounds')
     const { e } = c
-    const [x, starts, ends, axesInput, stepsInput] = c.x
-    const rank = e.needRank(x, c.node)
+    const [, starts, ends, axesInput, stepsInput] = c.x
     const steps = stepsInput ? known(e, stepsInput) : undefined
-    const axes = axesInput ? known(e, axesInput) : known(e, starts)?.map((_, i) => i) ?? (typeof e.info(starts).shape?.[0] === 'number' ? [...Array(e.info(starts).shape![0] as number).keys()] : undefined)
-    if (axes && (!stepsInput || (steps && steps.every(s => s === 1)))) return [padBack(c, c.g, starts, ends, axes)]
-    void rank
+    // without an axes input the bounds cover the first axes, one per element
+    const count = e.info(starts).shape?.[0]
+    const axes = axesInput ? known(e, axesInput) : typeof count === 'number' ? [...Array(count).keys()] : undefined
+    if (axes && (!stepsInput || steps?.every(step => step === 1))) return [padBack(c, c.g, starts, ends, axes)]
     return [scatterBack(c, flat => e.op('Slice', [flat, ...c.x.slice(1)]), false)]
   },
   Gather: c => {
@@ -502,9 +502,11 @@ export const gradients: Record<string, GradRule> = {
     const x = c.x[0]
     if (e.needRank(x, c.node) !== 4 || intsAttr(c.node, 'axes')) refuse(c, 'its input (only NCHW resizes without axes are supported)')
     const scales = e.floatValues(c.x[2])
-    const sizes = known(e, c.x[3])
+    // sizes from a Shape subgraph (2·h, 2·w) give factors even where h and w are symbolic
+    const sizes = e.info(c.x[3] ?? '').value
     const dims = e.info(x).shape!
-    const factors = scales ?? (sizes && dims.every(d => typeof d === 'number') ? sizes.map((s, i) => s / (dims[i] as number)) : undefined)
+    const ratios = sizes?.map((s, i) => dimRatio(s, dims[i]))
+    const factors = scales ?? (ratios?.every(r => r !== undefined) ? (ratios as number[]) : undefined)
     if (factors && (factors[0] !== 1 || factors[1] !== 1)) refuse(c, 'its input (batch or channel resizing)')
     const nearestBlocks = stringAttr(c.node, 'mode', 'nearest') === 'nearest' && stringAttr(c.node, 'coordinate_transformation_mode', 'half_pixel') === 'asymmetric' &&
       stringAttr(c.node, 'nearest_mode', 'round_prefer_floor') === 'floor' && factors && factors.every(f => Number.isInteger(f) && f >= 1)

@@ -79,6 +79,15 @@ function arith(a: Dim, b: Dim, op: '+' | '-' | '*' | '/'): Dim {
   return `(${a}${op}${b})`
 }
 
+/** a / b as a number where it is one (equal symbols cancel), else undefined. */
+export function dimRatio(a: Dim, b: Dim): number | undefined {
+  if (a === undefined || b === undefined) return undefined
+  if (typeof a === 'number' && typeof b === 'number') return a / b
+  const [x, y] = [monomial(a), monomial(b)]
+  const same = x.atoms.length === y.atoms.length && x.atoms.every((atom, i) => atom === y.atoms[i])
+  return same ? x.coefficient / y.coefficient : undefined
+}
+
 export function attrOf(node: NodeProto, name: string): AttributeProto | undefined {
   return node.attribute?.find(a => a.name === name) as AttributeProto | undefined
 }

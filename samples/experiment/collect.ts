@@ -1,0 +1,119 @@
+// Collects the issue-7 experiment's `lookahead compare` outputs into one markdown file: per configuration, the
+// metrics per method (mean ± standard error over seeds) and the paired lcm − x0 differences per seed, plus a
+// check of how well each recognizer tells the reference's identity from the others on this world's images.
+// Usage: tsx samples/experiment/collect.ts RUNS_DIR > tables.md
+// RUNS_DIR holds one folder per configuration (summary.json from `compare`, wall_s.txt from run.sh).
+import { existsSync, readdirSync, readFileSync } from 'node:fs'
+import { join } from 'node:path'
+
+interface Similarity { similarity: number; distance: number }
+interface Run {
+  seed: number
+  method: 'none' | 'x0' | 'lcm'
+  metrics: {
+    identity?: Similarity & { loss?: Similarity }
+    world?: { name: string; mahalanobis: number; typical: boolean; offSubspace: number }
+  }
+  iterations: { loss: number }[]
+  timings: { gradientModelMs: number; samplingMs: number; guidanceMs: number }
+}
+interface Summary {
+  settings: { loss: string; guideSteps: number[]; iters: number; steps: number; cfg: number; update: { lr: number; optimizer: string } }
+  referenceIdentity?: string
+  runs: Run[]
+}
+
+/** mean ± standard error of the mean, and n; '–' when there are no values. */
+function stat(values: number[]): { text: string; mean: number; se: number; n: number } {
+  const n = values.length
+  if (n === 0) return { text: '–', mean: NaN, se: NaN, n }
+  const mean = values.reduce((a, b) => a + b, 0) / n
+  const se = n > 1 ? Math.sqrt(values.reduce((s, v) => s + (v - mean) ** 2, 0) / (n - 1) / n) : 0
+  return { text: `${mean.toFixed(3)} ± ${se.toFixed(3)}`, mean, se, n }
+}
+
+const defined = (values: (number | undefined)[]) => values.filter((v): v is number => v !== undefined)
+
+/** Every per-run quantity the tables report; undefined where a run lacks it (e.g. no face found). */
+const QUANTITIES: [string, (r: Run, reference?: string) => number | undefined][] = [
+  ['face found (held-apart)', r => Number(r.metrics.identity !== undefined)],
+  ['held-apart id distance ↓', r => r.metrics.identity?.distance],
+  ['held-apart id cosine ↑', r => r.metrics.identity?.similarity],
+  ['face-api distance ↓', r => r.metrics.identity?.loss?.distance],
+  ['final guide loss ↓', r => r.iterations.at(-1)?.loss],
+  ['ref identity ↑', (r, ref) => (r.metrics.world && ref ? Number(r.metrics.world.name === ref) : undefined)],
+  ['off-distribution ↓', r => (r.metrics.world ? Number(!r.metrics.world.typical) : undefined)],
+  ['Mahalanobis', r => r.metrics.world?.mahalanobis],
+]
+
+const row = (cells: string[]) => `| ${cells.join(' | ')} |`
+const header = (cells: string[]) => [row(cells), row(cells.map(() => '---'))]
+
+function configurationTables(name: string, summary: Summary, wall?: string): string[] {
+  const s = summary.settings
+  const methods = [...new Set(summary.runs.map(r => r.method))]
+  const seeds = new Set(summary.runs.map(r => r.seed)).size
+  const lines = [`### ${name}`, '',
+    `loss \`${s.loss}\`, guide step(s) ${s.guideSteps.join(',')} of ${s.steps}, K=${s.iters}, ${s.update.optimizer} lr ${s.update.lr}, cfg ${s.cfg}, ${seeds} seeds` +
+    `${wall ? `; wall time ${wall} s` : ''}; reference identity in the world: ${summary.referenceIdentity ?? '?'}`, '']
+  lines.push(...header(['method', ...QUANTITIES.map(([label]) => label)]))
+  for (const method of methods) {
+    const runs = summary.runs.filter(r => r.method === method)
+    lines.push(row([method, ...QUANTITIES.map(([, pick]) => {
+      const st = stat(defined(runs.map(r => pick(r, summary.referenceIdentity))))
+      return st.n === runs.length ? st.text : `${st.text} (n=${st.n})`
+    })]))
+  }
+  if (methods.includes('x0') && methods.includes('lcm')) {
+    // paired by seed: the same initial noise under both previews
+    const bySeed = (method: string) => new Map(summary.runs.filter(r => r.method === method).map(r => [r.seed, r]))
+    const [x0, lcm] = [bySeed('x0'), bySeed('lcm')]
+    lines.push(row(['lcm − x0 (paired)', ...QUANTITIES.map(([, pick]) => {
+      const diffs: number[] = []
+      for (const [seed, a] of x0) {
+        const [va, vb] = [pick(a, summary.referenceIdentity), lcm.get(seed) && pick(lcm.get(seed)!, summary.referenceIdentity)]
+        if (va !== undefined && vb !== undefined) diffs.push(vb - va)
+      }
+      const st = stat(diffs)
+      return st.n === x0.size ? st.text : `${st.text} (n=${st.n})`
+    })]))
+  }
+  const guided = summary.runs.filter(r => r.method !== 'none')
+  if (guided.length) lines.push('', `guidance time per guided run: ${stat(guided.map(r => r.timings.guidanceMs / 1000)).text} s`)
+  return [...lines, '']
+}
+
+/** How well each recognizer separates final images of the reference's identity from the others' (unguided runs). */
+function metricCheck(summaries: Summary[]): string[] {
+  const reference = summaries.find(s => s.referenceIdentity)?.referenceIdentity
+  const unguided = new Map<number, Run>()
+  for (const s of summaries) for (const r of s.runs) if (r.method === 'none') unguided.set(r.seed, r)
+  const runs = [...unguided.values()]
+  const groups: [string, Run[]][] = [
+    [`nearest component = ${reference}`, runs.filter(r => r.metrics.world?.name === reference)],
+    ['nearest component = another identity', runs.filter(r => r.metrics.world && r.metrics.world.name !== reference)],
+  ]
+  const lines = ['### Does the metric see identity here? (unguided runs, by the identity of their nearest world component)', '']
+  lines.push(...header(['group', 'runs', 'face found', 'held-apart id distance', 'held-apart id cosine', 'face-api distance', 'face-api cosine']))
+  for (const [label, group] of groups) {
+    lines.push(row([label, String(group.length),
+      stat(group.map(r => Number(r.metrics.identity !== undefined))).text,
+      stat(defined(group.map(r => r.metrics.identity?.distance))).text,
+      stat(defined(group.map(r => r.metrics.identity?.similarity))).text,
+      stat(defined(group.map(r => r.metrics.identity?.loss?.distance))).text,
+      stat(defined(group.map(r => r.metrics.identity?.loss?.similarity))).text]))
+  }
+  return [...lines, '']
+}
+
+const dir = process.argv[2]
+if (!dir) throw new Error('usage: tsx samples/experiment/collect.ts RUNS_DIR')
+const names = readdirSync(dir).filter(n => existsSync(join(dir, n, 'summary.json'))).sort()
+const summaries = names.map(n => JSON.parse(readFileSync(join(dir, n, 'summary.json'), 'utf8')) as Summary)
+const out: string[] = []
+names.forEach((name, i) => {
+  const wallPath = join(dir, name, 'wall_s.txt')
+  out.push(...configurationTables(name, summaries[i], existsSync(wallPath) ? readFileSync(wallPath, 'utf8').trim() : undefined))
+})
+out.push(...metricCheck(summaries))
+console.log(out.join('\n'))
