@@ -30,6 +30,7 @@ export default class Grad extends LookaheadCommand {
     const dims = parseDims(flags.dim ?? [])
     const spinner = this.spinner(`differentiating ${args.model}`)
     const summary = await writeGradientModel(args.model, flags.output, { wrt: flags.wrt, of: flags.of }).finally(() => spinner.stop())
+    if (!summary.scalar) this.warning(`${summary.of} is not a scalar: the gradients are those of the sum of its elements`)
     this.note(`wrote ${summary.output}: ${summary.of} and ${summary.wrt.map(x => `${x}_grad`).join(', ')} (${summary.nodes.forward} forward nodes → ${summary.nodes.gradient} nodes)`)
     if (!flags.check) return summary
     const checking = this.spinner('checking against finite differences')

@@ -83,6 +83,14 @@ const cases: Case[] = [
       const c = g.op('Slice', [x, g.ints([7]), g.ints([0]), g.ints([1]), g.ints([-2])])
       return g.op('Add', [g.op('Add', [g.op('ReduceSum', [g.op('Mul', [a, a])], { keepdims: 0 }), g.op('ReduceSum', [g.op('Mul', [b, b])], { keepdims: 0 })]), g.op('ReduceSum', [g.op('Sin', [c])], { keepdims: 0 })])
     } },
+  { name: 'Slices tiling a tensor (GEGLU halves, three parts, one unused) beside a slice along another axis', inputs: { x: [3, 8] }, symbolic: true,
+    build: (g, { x }) => {
+      const part = (start: number, end: number, axis = 1) => g.op('Slice', [x, g.ints([start]), g.ints([end]), g.ints([axis])])
+      const [a, b, unused, rows] = [part(0, 3), part(3, 7), part(7, 8), part(1, 3, 0)]
+      void unused
+      const late = g.op('Sin', [a])
+      return g.op('Add', [g.op('ReduceSum', [g.op('Mul', [b, b])], { keepdims: 0 }), g.op('Add', [g.op('ReduceSum', [late], { keepdims: 0 }), g.op('ReduceSum', [g.op('Exp', [rows])], { keepdims: 0 })])])
+    } },
   { name: 'Gather: the class token, and indices with repeats; GatherElements', inputs: { x: [2, 4, 3] },
     build: (g, { x }) => {
       const token = g.op('Gather', [x, g.constant([0], [], 'int64')], { axis: 1 })

@@ -4,11 +4,11 @@ import assert from 'node:assert/strict'
 import { mkdtemp, readFile, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { differentiate } from '../src/onnx/autodiff.js'
+import { differentiate, writeGradientModel } from '../src/onnx/autodiff.js'
 import { GraphBuilder } from '../src/onnx/builder.js'
 import { gradcheck } from '../src/onnx/gradcheck.js'
 import * as L from '../src/onnx/layers.js'
-import { encodeModel, graphOf, readModel, writeModel, writeModelWithExternalData, type ModelProto } from '../src/onnx/proto.js'
+import { encodeModel, graphOf, writeModelWithExternalData, type ModelProto } from '../src/onnx/proto.js'
 import { ort } from '../src/onnx/session.js'
 
 /** 1 − cos(e, t) against a random target, as the identity and CLIP guides score. */
@@ -113,6 +113,21 @@ describe('autodiff end to end', () => {
   it('IResNet-shaped identity network (PRelu, BatchNormalization, Flatten, Gemm)', () => check(iresnetShaped(), ['image']))
   it('ViT-shaped CLIP vision tower (LayerNorm, Erf GELU, attention, class-token Gather)', () => check(vitShaped(), ['pixel_values'], { batch: 2 }))
 
+  it('differentiates an fp16 body between Casts, as an fp16 UNet with an fp32 loss (fp16 constants in the gradient)', async () => {
+    const g = new GraphBuilder('half', 17)
+    const x = g.input('x', 'float32', [2, 3, 4])
+    const h = g.op('Cast', [x], { to: 10 })
+    const y = g.op('Mul', [g.op('Sigmoid', [h]), g.op('Add', [h, g.op('Cast', [g.constant(0.5, [])], { to: 10 })])])
+    const s = g.op('Cast', [g.op('Softmax', [y], { axis: -1 })], { to: 1 })
+    g.outputAs(g.op('ReduceSum', [g.op('Mul', [s, x])], { keepdims: 0 }), 'loss', 'float32', [])
+    const model = g.build()
+    const gradient = differentiate({ model, dir: '.' }, { wrt: ['x'] })
+    assert.ok(graphOf(gradient.model).initializer.some(t => t.dataType === 10), 'no fp16 constants in the gradient graph')
+    // fp16 rounding (~1e-3) limits the agreement: a larger step, a looser bound
+    const result = await gradcheck(encodeModel(model), encodeModel(gradient.model), { wrt: ['x'], of: 'loss', epsilon: 3e-2 })
+    assert.ok(result.worst < 3e-2, `worst relative error ${result.worst}`)
+  })
+
   it('keeps only the path to the loss: no other outputs, no gradients of weights, shape subgraphs untouched', () => {
     const model = unetShaped(17)
     const gradient = differentiate({ model, dir: '.' }, { wrt: ['sample'], of: 'loss' })
@@ -155,11 +170,13 @@ describe('autodiff end to end', () => {
     try {
       const source = join(dir, 'model', 'model.onnx')
       await writeModelWithExternalData(taesdShaped(), source)
-      const loaded = await readModel(source)
-      const gradient = differentiate(loaded, { wrt: ['latent_sample'] })
       const target = join(dir, 'grad', 'model.onnx')
-      await writeModel(gradient, target)
+      // what `lookahead grad model.onnx --wrt latent_sample -o grad/model.onnx --check` runs
+      const summary = await writeGradientModel(source, target, { wrt: ['latent_sample'] })
+      assert.deepEqual([summary.of, summary.nodes.forward < summary.nodes.gradient], ['loss', true])
       assert.ok((await readFile(target)).length < 40000, 'weights were copied into the gradient model')
+      const check = await gradcheck(source, target, { wrt: ['latent_sample'], of: 'loss', dims: { h: 4, w: 4 }, epsilon: 1e-4 })
+      assert.ok(check.worst < 1e-2, `worst relative error ${check.worst}`)
       const session = await ort.InferenceSession.create(target)
       const latent = new ort.Tensor('float32', Float32Array.from({ length: 4 * 4 * 4 }, L.seededNormal(5)), [1, 4, 4, 4])
       const out = await session.run({ latent_sample: latent })

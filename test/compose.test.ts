@@ -72,4 +72,23 @@ describe('compose', () => {
     const g = new GraphBuilder('new', 17)
     assert.throws(() => embedModel(g, { model: old.build(), dir }, {}, 'p/'), /Softmax before opset 13 flattens its input/)
   })
+
+  it('writes a graph composed of two models whose weight files have the same name', async () => {
+    const first = join(dir, 'a', 'model.onnx')
+    const second = join(dir, 'b', 'model.onnx')
+    await writeModelWithExternalData(meanOfProjection(), first)
+    await writeModelWithExternalData(meanOfProjection(), second)
+    const g = new GraphBuilder('two', 17)
+    const x = g.input('x', 'float32', [2, 8])
+    const y1 = embedModel(g, await readModel(first), { x }, 'a/').y
+    const y2 = embedModel(g, await readModel(second), { x }, 'b/').y
+    g.outputAs(g.op('Add', [y1, y2]), 'sum', 'float32', [2])
+    const out = join(dir, 'two', 'model.onnx')
+    const written = await writeModel({ model: g.build(), dir }, out)
+    await writeModel(written, out) // again into the same folder: the links are reused
+    const input = new ort.Tensor('float32', Float32Array.from({ length: 16 }, (_, i) => i), [2, 8])
+    const single = (await (await openSession(first)).run({ x: input })).y.data as Float32Array
+    const both = (await (await openSession(out)).run({ x: input })).sum.data as Float32Array
+    assert.deepEqual(Array.from(both), Array.from(single, v => 2 * v))
+  })
 })

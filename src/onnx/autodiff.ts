@@ -32,16 +32,25 @@ export interface GradContext {
   e: Emitter
   /** the forward nodes reading a value */
   readers: (value: string) => NodeProto[]
-  /** the total gradient of a value read later in the graph (its readers are done), if any flows */
+  /** the total gradient of a value whose readers are all finished, if any flows */
   gradientOf: (value: string) => string | undefined
+  /** where a node stands in the reverse walk: its rule still to run, run, or off the path (no rule runs) */
+  state: (node: NodeProto) => 'pending' | 'done' | 'off'
 }
 
-/** A rule returns the gradient of each input (undefined where none is needed or none exists). */
-export type GradRule = (c: GradContext) => (string | undefined)[]
+/**
+ * A rule returns the gradient of each input: undefined where none is needed, null where another node's rule
+ * already contributed it (slices that partition one tensor give one Concat).
+ */
+export type GradRule = (c: GradContext) => (string | undefined | null)[]
 
 /** Appends gradient nodes and constants with fresh names; knows the forward graph's static shapes. */
 export class Emitter extends GraphBuilder {
   private readonly cache = new Map<string, string>()
+  /** forward nodes whose input gradients another rule has already emitted */
+  readonly covered = new Set<NodeProto>()
+  /** forward nodes' outputs, optional ones added where rules asked for them */
+  readonly forwardOutputs = new Map<NodeProto, string[]>()
 
   constructor(
     opset: number,
@@ -58,6 +67,18 @@ export class Emitter extends GraphBuilder {
     const names = this.node(op, inputs, {}, outputs)
     this.nodes[this.nodes.length - 1].attribute = attributes
     return names
+  }
+
+  /**
+   * Output `index` of a forward node, added to the node where the model does not compute it (LayerNormalization's
+   * mean and inverse std, MaxPool's indices): the backward reuses what the forward computes anyway.
+   */
+  forwardOutput(node: NodeProto, index: number): string {
+    const outputs = this.forwardOutputs.get(node) ?? [...node.output]
+    this.forwardOutputs.set(node, outputs)
+    while (outputs.length <= index) outputs.push('')
+    if (!outputs[index]) outputs[index] = this.fresh(`${node.opType.toLowerCase()}_output${index}`)
+    return outputs[index]
   }
 
   /** The values of a float constant (initializer or Constant node) stored in the model, else undefined. */
@@ -182,7 +203,6 @@ export class Emitter extends GraphBuilder {
         return this.like(lead > 0 ? this.op('Squeeze', [summed, this.ints(axes.slice(0, lead))]) : summed, x)
       }
     }
-    if (process.env.AD_DEBUG) console.error('dynamic unbroadcast', x, JSON.stringify(sx), y, JSON.stringify(sy))
     const shapeX = this.shape(x)
     const shapeG = this.cached('Shape', [g])
     const missing = this.op('Sub', [this.cached('Shape', [shapeG]), this.cached('Shape', [shapeX])])
@@ -312,7 +332,10 @@ export function differentiate(loaded: LoadedModel, options: DifferentiateOptions
     : e.op('Expand', [e.scalar(1, of), e.shape(of)])
   contribute(of, e.like(seed, of))
 
+  const onPath = new Set(path)
+  const done = new Set<NodeProto>()
   for (const node of [...path].reverse()) {
+    done.add(node)
     const dy = node.output.map(name => (active.has(name) ? total(name) : undefined))
     if (dy.every(d => d === undefined)) continue
     const rule = (node.domain ?? '') === '' || node.domain === 'ai.onnx' ? gradients[node.opType] : undefined
@@ -321,13 +344,14 @@ export function differentiate(loaded: LoadedModel, options: DifferentiateOptions
       node, x: [...node.input], y: [...node.output], dy, g: dy[0] ?? e.zerosLike(node.output[0]), needs: node.input.map(name => active.has(name)), e,
       readers: value => readers.get(value) ?? [],
       gradientOf: total,
+      state: other => (!onPath.has(other) ? 'off' : done.has(other) ? 'done' : 'pending'),
     }
     const grads = rule(context)
     node.input.forEach((name, i) => {
       if (!context.needs[i]) return
       const gradient = grads[i]
       if (gradient === undefined) throw new UserError(`autodiff: the ${node.opType} rule gives no gradient for input ${i} (${name}) of node ${node.name}`)
-      contribute(name, e.like(gradient, name))
+      if (gradient !== null) contribute(name, e.like(gradient, name))
     })
   }
 
@@ -339,7 +363,11 @@ export function differentiate(loaded: LoadedModel, options: DifferentiateOptions
   })
 
   // keep only what the new outputs need; the forward nodes come first, in order
-  const allNodes = [...nodes, ...e.nodes]
+  const withOutputs = (node: NodeProto) => {
+    const outputs = e.forwardOutputs.get(node)
+    return outputs ? onnx.NodeProto.fromObject({ ...onnx.NodeProto.toObject(node), output: outputs }) : node
+  }
+  const allNodes = [...nodes.map(withOutputs), ...e.nodes]
   const needed = new Set([of, ...gradOutputs.map(o => o.name!)])
   const kept: NodeProto[] = []
   for (const node of [...allNodes].reverse()) {
@@ -377,6 +405,8 @@ export interface GradientFileSummary {
   wrt: string[]
   /** nodes in the forward model, and in the written model (forward path + gradient) */
   nodes: { forward: number; gradient: number }
+  /** false where `of` is known not to be a scalar (its gradient is then that of the sum of its elements) */
+  scalar: boolean
 }
 
 /** Reads a model file, differentiates it and writes the gradient model (external weights shared, written atomically). */
@@ -386,11 +416,14 @@ export async function writeGradientModel(modelPath: string, outputPath: string, 
   const gradient = differentiate(loaded, options)
   await writeModel(gradient, outputPath)
   const graph = graphOf(gradient.model)
+  const of = graph.output[0].name!
+  const ofShape = inferShapes(graphOf(loaded.model), options.dims).get(of)?.shape
   return {
     model: modelPath,
     output: outputPath,
-    of: graph.output[0].name!,
+    of,
     wrt: options.wrt,
     nodes: { forward: forwardNodes, gradient: graph.node.length },
+    scalar: !ofShape || ofShape.every(d => d === 1 || d === undefined),
   }
 }

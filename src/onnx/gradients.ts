@@ -4,7 +4,7 @@
 import { UserError } from '../errors.js'
 import type { Emitter, GradContext, GradRule } from './autodiff.js'
 import { attribute, dtypeOf, float, tensor, type AttrValue } from './builder.js'
-import { DataType, type AttributeProto } from './proto.js'
+import { DataType, type AttributeProto, type NodeProto } from './proto.js'
 import { axesOf, dimRatio, floatAttr, intAttr, intsAttr, stringAttr, type Dim } from './shapes.js'
 
 const INT_MAX = 2 ** 62
@@ -38,15 +38,29 @@ const swapLast = (rank: number) => [...Array(rank - 2).keys(), rank - 1, rank - 
 /** The elementwise rule g · f(x, y). */
 const chain = (factor: (e: Emitter, x: string, y: string) => string): GradRule => c => [c.e.op('Mul', [c.g, factor(c.e, c.x[0], c.y[0])])]
 
-/** (1/σ)(ĝ − mean ĝ − x̂·mean(ĝ·x̂)) over `axes`: the input gradient of a normalisation of x with gradient ĝ on x̂. */
-function normalisationBackward(e: Emitter, gHat: string, x: string, axes: number[], epsilon: number, xHat?: string): string {
-  const mean = e.reduceMean(x, axes)
-  const centred = e.op('Sub', [x, mean])
-  const variance = e.reduceMean(e.op('Mul', [centred, centred]), axes)
-  const inverseStd = e.op('Reciprocal', [e.op('Sqrt', [e.op('Add', [variance, e.scalar(epsilon, x)])])])
-  const normalised = xHat ?? e.op('Mul', [centred, inverseStd])
+/**
+ * (1/σ)(ĝ − mean ĝ − x̂·mean(ĝ·x̂)) over `axes`: the input gradient of a normalisation of x with gradient ĝ
+ * on x̂, σ = √(var + ε). Statistics from the forward where it has them; given x̂ alone (the output of
+ * torch's GroupNorm export), 1/σ comes from one pass: m = mean(x̂·x) = var/σ, so 1/σ solves
+ * ε/σ² + m/σ = 1, i.e. 1/σ = 2 / (m + √(m² + 4ε)); else both are recomputed from x.
+ */
+function normalisationBackward(e: Emitter, gHat: string, x: string, axes: number[], epsilon: number, forward?: { normalised: string; inverseStd?: string }): string {
+  let inverseStd: string, normalised: string
+  if (forward?.inverseStd) {
+    normalised = forward.normalised
+    inverseStd = forward.inverseStd
+  } else if (forward) {
+    const m = e.reduceMean(e.op('Mul', [forward.normalised, x]), axes)
+    inverseStd = e.op('Div', [e.scalar(2, x), e.op('Add', [m, e.op('Sqrt', [e.op('Add', [e.op('Mul', [m, m]), e.scalar(4 * epsilon, x)])])])])
+    normalised = forward.normalised
+  } else {
+    const centred = e.op('Sub', [x, e.reduceMean(x, axes)])
+    const variance = e.reduceMean(e.op('Mul', [centred, centred]), axes)
+    inverseStd = e.op('Reciprocal', [e.op('Sqrt', [e.op('Add', [variance, e.scalar(epsilon, x)])])])
+    normalised = e.op('Mul', [centred, inverseStd])
+  }
   const projection = e.op('Mul', [normalised, e.reduceMean(e.op('Mul', [gHat, normalised]), axes)])
-  return e.op('Mul', [inverseStd, e.op('Sub', [e.op('Sub', [gHat, e.reduceMean(gHat, axes)]), projection])])
+  return e.op('Mul', [e.op('Sub', [e.op('Sub', [gHat, e.reduceMean(gHat, axes)]), projection]), inverseStd])
 }
 
 /** g reshaped so it broadcasts against the reduced input: the reduced axes put back when keepdims=0. */
@@ -130,6 +144,32 @@ function padBack(c: GradContext, g: string, starts: string, ends: string, axes: 
   }
   const pads = e.op('Concat', [...Array.from({ length: rank }, (_, a) => piece(begin, a)), ...Array.from({ length: rank }, (_, a) => piece(after, a))], { axis: 0 })
   return e.op('Pad', [g, pads])
+}
+
+/**
+ * Step-1 Slices of x along one axis that together cover it exactly, in order (GEGLU's chunk(2) halves):
+ * their gradients concatenate, instead of padding each back to x's size and adding.
+ */
+function slicePartition(c: GradContext): { slices: NodeProto[]; axis: number } | undefined {
+  const { e } = c
+  const x = c.x[0]
+  const rank = e.rank(x)
+  if (rank === undefined) return undefined
+  const slices = c.readers(x).filter(node => node.opType === 'Slice' && node.input[0] === x).map(node => {
+    const [, starts, ends, axesInput, steps] = node.input
+    const s = known(e, starts), en = known(e, ends), axes = axesInput ? known(e, axesInput) : [0]
+    const dim = axes?.length === 1 ? e.info(x).shape?.[normalise(axes[0], rank)] : undefined
+    if (!s || !en || !axes || s.length !== 1 || typeof dim !== 'number' || (steps && known(e, steps)?.[0] !== 1)) return undefined
+    const clamp = (v: number) => Math.min(Math.max(v < 0 ? v + dim : v, 0), dim)
+    return { node, axis: normalise(axes[0], rank), start: clamp(s[0]), end: clamp(en[0]), dim }
+  })
+  const own = slices.find(b => b?.node === c.node)
+  if (!own) return undefined
+  const sorted = slices.filter(b => b?.axis === own.axis).map(b => b!).sort((a, b) => a.start - b.start)
+  const tiles = sorted.length >= 2 && sorted.every((b, i) => b.start === (i === 0 ? 0 : sorted[i - 1].end) && b.end > b.start) && sorted[sorted.length - 1].end === own.dim
+  // each other slice: off the path (zero gradient), or not yet differentiated with all its readers done
+  const ready = (node: NodeProto) => c.state(node) === 'off' || (c.state(node) === 'pending' && c.readers(node.output[0]).every(r => c.state(r) !== 'pending'))
+  return tiles && sorted.every(b => b.node === c.node || ready(b.node)) ? { slices: sorted.map(b => b.node), axis: own.axis } : undefined
 }
 
 /** Explicit begin/end pads of a Conv, resolving auto_pad from static dims. */
@@ -337,9 +377,13 @@ export const gradients: Record<string, GradRule> = {
     const kernel = intsAttr(c.node, 'kernel_shape')!
     const area = kernel.reduce((a, b) => a * b, 1)
     const padded = (intsAttr(c.node, 'pads') ?? []).some(p => p > 0) || stringAttr(c.node, 'auto_pad', 'NOTSET') !== 'NOTSET' || intAttr(c.node, 'ceil_mode', 0) === 1
-    const counts = padded && intAttr(c.node, 'count_include_pad', 0) === 0
-      ? e.op('Mul', [e.nodeWith('AveragePool', [e.op('Expand', [e.scalar(1, x), e.shape(x)])], [...(c.node.attribute ?? []) as AttributeProto[]].filter(a => a.name !== 'count_include_pad').concat([attribute('count_include_pad', 1)]))[0], e.scalar(area, x)])
-      : e.scalar(area, x)
+    let counts = e.scalar(area, x)
+    if (padded && intAttr(c.node, 'count_include_pad', 0) === 0) {
+      // windows at the border average fewer pixels: pooling ones with the padding counted gives the fraction inside
+      const attributes = (c.node.attribute as AttributeProto[]).filter(a => a.name !== 'count_include_pad').concat([attribute('count_include_pad', 1)])
+      const inside = e.nodeWith('AveragePool', [e.op('Expand', [e.scalar(1, x), e.shape(x)])], attributes)[0]
+      counts = e.op('Mul', [inside, counts])
+    }
     const perChannel = e.op('Reshape', [e.op('Div', [c.g, counts]), e.ints([-1, 1, ...Array(rank - 2).fill(0)])])
     const ones = e.typed(Array(area).fill(1), e.dtype(x), [1, 1, ...kernel])
     const spread = transposedConv(c, perChannel, ones, kernel, 1)
@@ -396,8 +440,7 @@ export const gradients: Record<string, GradRule> = {
     const axis = intAttr(c.node, 'axis', 0)
     const sizes = c.x.map(x => {
       const shape = e.info(x).shape
-      const dim = shape?.[normalise(axis, shape.length)]
-      return dim
+      return shape?.[normalise(axis, shape.length)]
     })
     const split = sizes.every(d => typeof d === 'number')
       ? e.ints(sizes as number[])
@@ -408,6 +451,12 @@ export const gradients: Record<string, GradRule> = {
   Slice: c => {
     only(c, [0], 'its bounds')
     const { e } = c
+    if (e.covered.has(c.node)) return [null]
+    const partition = slicePartition(c)
+    if (partition) {
+      partition.slices.forEach(node => e.covered.add(node))
+      return [e.op('Concat', partition.slices.map(node => c.gradientOf(node.output[0]) ?? e.zerosLike(node.output[0])), { axis: partition.axis })]
+    }
     const [, starts, ends, axesInput, stepsInput] = c.x
     const steps = stepsInput ? known(e, stepsInput) : undefined
     // without an axes input the bounds cover the first axes, one per element
@@ -458,8 +507,9 @@ export const gradients: Record<string, GradRule> = {
     // torch's GroupNorm export has scale 1 and bias 0: then y is x̂ itself
     const identity = e.isConstant(scale, 1) && e.isConstant(bias, 0)
     const gHat = identity ? c.g : e.op('Mul', [c.g, e.op('Reshape', [scale, e.ints([-1, ...Array(rank - 2).fill(1)])])])
-    return [normalisationBackward(e, gHat, x, axes, epsilon, identity ? c.y[0] : undefined)]
+    return [normalisationBackward(e, gHat, x, axes, epsilon, identity ? { normalised: c.y[0] } : undefined)]
   },
+  // the statistics come from the forward node's optional outputs (computed in stash_type, float32 by default)
   LayerNormalization: c => {
     only(c, [0], 'scale or bias')
     if (c.dy[1] || c.dy[2]) refuse(c, 'its mean or inverse std outputs')
@@ -467,8 +517,14 @@ export const gradients: Record<string, GradRule> = {
     const x = c.x[0]
     const axis = intAttr(c.node, 'axis', -1)
     const rank = axis < 0 ? -axis : e.needRank(x, c.node) - axis
-    const axes = [...Array(rank).keys()].map(i => (axis < 0 ? axis + i : axis + i))
-    return [normalisationBackward(e, e.op('Mul', [c.g, c.x[1]]), x, axes, floatAttr(c.node, 'epsilon', 1e-5))]
+    const axes = [...Array(rank).keys()].map(i => axis + i)
+    const statistic = (index: number) => {
+      const value = e.forwardOutput(c.node, index)
+      return intAttr(c.node, 'stash_type', 1) === 1 && e.dtype(x) !== DataType.FLOAT ? e.op('Cast', [value], { to: e.dtype(x) }) : value
+    }
+    const inverseStd = statistic(2)
+    const normalised = e.op('Mul', [e.op('Sub', [x, statistic(1)]), inverseStd])
+    return [normalisationBackward(e, e.op('Mul', [c.g, c.x[1]]), x, axes, 0, { normalised, inverseStd })]
   },
   GroupNormalization: c => {
     only(c, [0], 'scale or bias')
@@ -528,7 +584,7 @@ export const gradients: Record<string, GradRule> = {
     const kernel = intsAttr(c.node, 'kernel_shape')!
     const strides = intsAttr(c.node, 'strides') ?? kernel.map(() => 1)
     if (e.opset < 16 && kernel.some((k, i) => k > strides[i])) refuse(c, 'its input with overlapping windows before opset 16 (ScatterElements has no add reduction)')
-    const [, indices] = e.nodeWith('MaxPool', [x], (c.node.attribute ?? []) as AttributeProto[], 2)
+    const indices = e.forwardOutput(c.node, 1)
     const scattered = e.op('ScatterElements', [flatZeros(e, x), e.op('Reshape', [indices, e.ints([-1])]), e.op('Reshape', [c.g, e.ints([-1])])],
       e.opset >= 16 ? { axis: 0, reduction: 'add' } : { axis: 0 })
     return [e.op('Reshape', [scattered, e.shape(x)])]

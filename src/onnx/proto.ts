@@ -1,7 +1,7 @@
 // ONNX ModelProto I/O through the `onnx-proto` package (protobufjs, generated from onnx.proto).
 // External-data tensors stay where they are: we read and rewrite only the graph, never the weights.
 import { link, mkdir, open, readFile, stat, symlink } from 'node:fs/promises'
-import { basename, dirname, isAbsolute, join, relative, resolve } from 'node:path'
+import { basename, dirname, isAbsolute, join, parse, relative, resolve } from 'node:path'
 import onnxProto from 'onnx-proto'
 import { UserError } from '../errors.js'
 import { writeFileAtomic } from '../fsutil.js'
@@ -85,8 +85,9 @@ export function externalDataFiles({ model, dir }: LoadedModel): string[] {
  * Writes `model` to `path` atomically. External-data locations are rewritten relative to the new folder;
  * where the data file lies outside that folder it is hard-linked (or, across file systems, symlinked)
  * beside the new model, because onnxruntime refuses locations that leave the model's folder.
+ * The locations are changed in `model` itself: the returned LoadedModel is the model as written.
  */
-export async function writeModel({ model, dir }: LoadedModel, path: string): Promise<void> {
+export async function writeModel({ model, dir }: LoadedModel, path: string): Promise<LoadedModel> {
   const outDir = dirname(resolve(path))
   const placed = new Map<string, string>()
   for (const tensor of allInitializers(model.graph as GraphProto)) {
@@ -100,26 +101,32 @@ export async function writeModel({ model, dir }: LoadedModel, path: string): Pro
     for (const entry of tensor.externalData) if (entry.key === 'location') entry.value = location
   }
   await writeFileAtomic(path, encodeModel(model))
+  return { model, dir: outDir }
 }
 
 async function placeBeside(source: string, outDir: string): Promise<string> {
   const rel = relative(outDir, source)
   if (!rel.startsWith('..') && !isAbsolute(rel)) return rel
-  const target = join(outDir, basename(source))
-  await mkdir(outDir, { recursive: true })
-  const existing = await stat(target).catch(() => undefined)
   const original = await stat(source).catch(() => undefined)
   if (!original) throw new UserError(`external data file ${source} is missing`)
-  if (existing) {
-    if (existing.ino === original.ino && existing.dev === original.dev) return basename(source)
-    throw new UserError(`${target} exists and is not the external data file ${source}`)
+  await mkdir(outDir, { recursive: true })
+  // composed models hold several files of one name (unet/model.onnx_data, decoder/model.onnx_data): number them
+  const { name, ext } = parse(source)
+  for (let n = 0; ; n++) {
+    const placed = n === 0 ? basename(source) : `${name}.${n}${ext}`
+    const target = join(outDir, placed)
+    const existing = await stat(target).catch(() => undefined)
+    if (existing) {
+      if (existing.ino === original.ino && existing.dev === original.dev) return placed
+      continue
+    }
+    try {
+      await link(source, target)
+    } catch {
+      await symlink(source, target)
+    }
+    return placed
   }
-  try {
-    await link(source, target)
-  } catch {
-    await symlink(source, target)
-  }
-  return basename(source)
 }
 
 const typedArrayOf: Partial<Record<number, (buffer: ArrayBuffer) => ArrayLike<number | bigint>>> = {

@@ -385,12 +385,11 @@ const rules: Record<string, ShapeRule> = {
     if (s) return [{ dtype: x.dtype, shape: x.shape.map((d, i) => (typeof d === 'number' ? Math.floor(d * (s[i] as number)) : Number.isInteger(s[i]) ? arith(d, s[i], '*') : undefined)) }]
     return [{ dtype: x.dtype, shape: x.shape.map(() => undefined) }]
   },
-  Split: (node, [x, splitInfo], infos) => {
+  Split: (node, [x, splitInfo]) => {
     const count = node.output.length
     if (!x.shape) return Array(count).fill({ dtype: x.dtype })
     const axis = normalise(intAttr(node, 'axis', 0), x.shape.length)
     const sizes = intsAttr(node, 'split') ?? splitInfo?.value ?? (typeof x.shape[axis] === 'number' ? Array(count).fill(Math.ceil((x.shape[axis] as number) / count)) : undefined)
-    void infos
     return Array.from({ length: count }, (_, i) => ({ dtype: x.dtype, shape: x.shape!.map((d, j) => (j === axis ? sizes?.[i] : d)) }))
   },
   Einsum: (node, ins) => {

@@ -1,0 +1,61 @@
+// `npm run bench` (part 2): the end-to-end cost of `guide` relative to `generate` with the same settings
+// (50 DDIM steps, CFG 5, K = 10 lookahead iterations at step 10, LCM preview, id guide on face-api's network),
+// on the tiny SDXL-shaped models and in the demo world. Times are the best of --runs runs in this process
+// (the first run, which builds and caches the gradient model, is not counted); ratios come from one run.
+import { mkdtemp, rm } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { guideFromSpec } from '../../guides/index.js'
+import { writeTinyModels } from '../../src/diffusion/tiny/index.js'
+import { lookahead, type LookaheadSettings } from '../../src/guidance/engine.js'
+import { runCost } from '../../src/guidance/estimate.js'
+import { buildWorldFolder } from '../../src/world/models.js'
+import { drawnFaces } from '../../src/world/world.js'
+
+const option = (name: string, fallback: string) => {
+  const i = process.argv.indexOf(`--${name}`)
+  return i >= 0 ? process.argv[i + 1] : fallback
+}
+const runs = Number(option('runs', '3'))
+const threads = Number(option('threads', '1'))
+
+async function best(settings: LookaheadSettings): Promise<{ ms: number; guidanceMs: number }> {
+  let result = { ms: Infinity, guidanceMs: 0 }
+  for (let i = 0; i < runs; i++) {
+    const started = performance.now()
+    const { timings } = await lookahead(settings)
+    const ms = performance.now() - started
+    if (ms < result.ms) result = { ms, guidanceMs: timings.guidanceMs }
+  }
+  return result
+}
+
+async function bench(name: string, models: string, side: number, cache: string) {
+  const reference = drawnFaces(side)[3]
+  const guide = guideFromSpec('id', { models, idNetwork: 'faceapi', warn: () => {} })
+  await guide.prepare({ image: { data: reference.pixels, width: side, height: side } })
+  const base: LookaheadSettings = {
+    prompt: 'a portrait photo', steps: 50, cfg: 5, seed: 0, size: { height: side, width: side }, models,
+    session: { threads }, preview: 'none', guideSteps: [10], iters: 10, cacheDir: cache, guide,
+    update: { optimizer: 'sgd', lr: 0.01, normalize: true, clip: 0, renormalize: false },
+  }
+  await lookahead({ ...base, preview: 'lcm' }) // builds and caches the gradient model
+  const plain = await best(base)
+  const guided = await best({ ...base, preview: 'lcm' })
+  const counted = runCost({ steps: 50, cfg: 5, guideSteps: [10], iters: 10, previewCfg: 1, guided: true })
+  const perIteration = guided.guidanceMs / 10
+  const perUnetEvaluation = plain.ms / counted.samplingEvaluations
+  console.log(`${name} (${side}×${side}): generate ${plain.ms.toFixed(0)} ms, guide ${guided.ms.toFixed(0)} ms → ${(guided.ms / plain.ms).toFixed(2)}× ` +
+    `(UNet-evaluation count: ${counted.ratio.toFixed(2)}×); one lookahead iteration = ${(perIteration / perUnetEvaluation).toFixed(1)} UNet evaluations`)
+}
+
+const dir = await mkdtemp(join(tmpdir(), 'lookahead-bench-'))
+try {
+  console.log(`guide vs generate: 50 steps, CFG 5, K=10 at step 10, LCM preview, id loss; best of ${runs}, ${threads} thread(s)`)
+  await writeTinyModels(join(dir, 'tiny'))
+  await bench('tiny SDXL-shaped models', join(dir, 'tiny'), 128, join(dir, 'cache'))
+  await buildWorldFolder(join(dir, 'world'))
+  await bench('demo world', join(dir, 'world'), 256, join(dir, 'cache'))
+} finally {
+  await rm(dir, { recursive: true, force: true })
+}

@@ -1,0 +1,33 @@
+import assert from 'node:assert/strict'
+import { GraphBuilder } from '../src/onnx/builder.js'
+import { graphMemory, runCost } from '../src/guidance/estimate.js'
+import { LATENT } from '../src/guidance/preview.js'
+
+describe('cost estimates (--dry-run)', () => {
+  it('counts the float values on the latent → loss path, and the inline weights', async () => {
+    const g = new GraphBuilder('small')
+    const latent = g.input(LATENT, 'float32', [1, 4, 8, 8])
+    const other = g.input('text', 'float32', [1, 1000])
+    const weight = g.constant(new Float32Array(4), [1, 4, 1, 1])
+    const scaled = g.op('Mul', [latent, weight]) // 256 floats
+    const relu = g.op('Relu', [scaled]) // 256 floats
+    g.op('Relu', [other]) // off the path: not counted
+    g.outputAs(g.op('ReduceSum', [relu, g.ints([1, 2, 3])], { keepdims: 0 }), 'loss', 'float32', [1]) // 1 float
+    const memory = await graphMemory({ model: g.build(), dir: '.' })
+    assert.equal(memory.weights, 16 + 3 * 8) // the weight and the int64 axes
+    // Mul, Relu, ReduceSum and the Identity naming the output
+    assert.equal(memory.activations, (256 + 256 + 1 + 1) * 4)
+    assert.equal(memory.unknown, 0)
+  })
+
+  it('counts UNet work: K iterations ≈ 3K evaluations, CFG doubles a pass', () => {
+    const plain = runCost({ steps: 50, cfg: 5, guideSteps: [10], iters: 10, previewCfg: 1, guided: false })
+    assert.deepEqual(plain, { samplingEvaluations: 100, guidanceEvaluations: 0, gradientPasses: 0, ratio: 1 })
+    const lcm = runCost({ steps: 50, cfg: 5, guideSteps: [10], iters: 10, previewCfg: 1, guided: true })
+    assert.equal(lcm.guidanceEvaluations, 31)
+    assert.ok(Math.abs(lcm.ratio - 1.31) < 1e-9)
+    const x0 = runCost({ steps: 50, cfg: 5, guideSteps: [8, 10], iters: 10, previewCfg: 5, guided: true })
+    assert.equal(x0.gradientPasses, 20)
+    assert.equal(x0.guidanceEvaluations, (60 + 2) * 2)
+  })
+})
