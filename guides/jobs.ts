@@ -97,6 +97,7 @@ export interface GuideJob {
   preview: Method
   guideSteps: number[]
   iters: number
+  recur?: number
   update: UpdateSettings
   previewCfg?: number
   previewDecoder?: DecoderKind

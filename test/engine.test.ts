@@ -88,6 +88,16 @@ describe('lookahead engine (demo world)', function () {
     assert.ok(toTarget(a.image.data) < toTarget(plain.image.data), 'guided final image is closer to the target')
   })
 
+  it('self-recurrence: R rounds of K updates, each after a step and a re-noise back to t, deterministically', async () => {
+    const recurrent = { ...settings, recur: 2 }
+    const [a, b] = [await lookahead(recurrent), await lookahead(recurrent)]
+    assert.deepEqual(a.iterations.map(i => i.round), [...Array(6).fill(0), ...Array(6).fill(1)])
+    assert.deepEqual(Array.from(a.latents.data), Array.from(b.latents.data))
+    const single = await lookahead(settings)
+    assert.notDeepEqual(Array.from(a.latents.data), Array.from(single.latents.data))
+    assert.ok(a.image.data.every(Number.isFinite))
+  })
+
   it('refuses a guide step outside the schedule and guidance without a loss', async () => {
     await assert.rejects(lookahead({ ...settings, guideSteps: [20] }), /guide step 20 is outside 0…19/)
     await assert.rejects(lookahead({ ...settings, guide: undefined }), /needs a loss/)

@@ -26,6 +26,7 @@ export const guidanceFlags = {
   'guide-step': Flags.integer({ description: 'DDIM step index where the latent is guided', default: 10, min: 0, exclusive: ['guide-steps'] }),
   'guide-steps': Flags.string({ description: 'several guide steps, e.g. 8,10,12', exclusive: ['guide-step'] }),
   iters: Flags.integer({ description: 'update iterations K at each guide step', default: 10, min: 0 }),
+  recur: Flags.integer({ description: 'self-recurrence: rounds of (K updates, a DDIM step, re-noise back) per guide step', default: 1, min: 1 }),
   lr: Flags.string({ description: 'step size, per latent element in units of the gradient\'s RMS (see README: demo-world scale)', default: '0.05' }),
   optimizer: Flags.string({ description: 'update rule', options: ['sgd', 'adam'], default: 'sgd' }),
   clip: Flags.string({ description: 'clip each element of a step to ±CLIP (0: off)', default: '0' }),
@@ -68,7 +69,7 @@ export function seedList(value: string): number[] {
 
 type GuidanceFlagValues = {
   negative?: string; steps: number; cfg: string; seed: number; size?: number; threads: number
-  loss: string; ref?: string; 'ref-text'?: string; 'guide-step': number; 'guide-steps'?: string; iters: number
+  loss: string; ref?: string; 'ref-text'?: string; 'guide-step': number; 'guide-steps'?: string; iters: number; recur: number
   lr: string; optimizer: string; clip: string; 'no-normalize': boolean; renormalize: boolean
   'preview-cfg'?: string; 'preview-decoder'?: string; 'id-network': string
 }
@@ -90,6 +91,7 @@ export function jobFromFlags(prompt: string, flags: GuidanceFlagValues, models: 
     preview: 'none',
     guideSteps: stepList(flags['guide-steps'], flags['guide-step'], flags.steps),
     iters: flags.iters,
+    recur: flags.recur,
     update: {
       optimizer: flags.optimizer as 'sgd' | 'adam',
       lr: numberFlag(flags.lr, 'lr', { positive: true }),

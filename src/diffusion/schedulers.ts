@@ -90,3 +90,12 @@ export const ddimStep = (x: Float32Array, eps: Float32Array, t: number, tPrev: n
 export function guide(uncond: Float32Array, text: Float32Array, scale: number): Float32Array {
   return uncond.map((u, i) => u + scale * (text[i] - u))
 }
+
+/**
+ * Re-noising from timestep s back to a noisier t > s, the forward process q(x_t | x_s):
+ * x_t = √(ᾱ_t/ᾱ_s)·x_s + √(1 − ᾱ_t/ᾱ_s)·ξ, ξ ~ N(0, I) (Universal Guidance's self-recurrence, Bansal et al. 2023).
+ */
+export function renoise(x: Float32Array, noise: Float32Array, s: number, t: number): Float32Array {
+  const ratio = alphaBar(t) / alphaBar(s)
+  return combine({ a: Math.sqrt(ratio), b: Math.sqrt(1 - ratio) }, x, noise)
+}

@@ -14,7 +14,7 @@ import { conditioning, conditioningFeeds, inputTensor, type Conditioning, type T
 import { decode, decoderScales, DECODER_FOLDERS, finalDecoderKind, openDecoder, type Decoder, type DecoderKind } from '../diffusion/decoders.js'
 import { lcmUnetPath } from '../diffusion/models-folder.js'
 import { ddimLoop, initialNoise, latentDims, loadSdxl, unetEpsModel, type GenerateSettings, type LoopHooks, type StepState } from '../diffusion/pipeline.js'
-import { lcmPreviewCoefficients, naiveX0Coefficients, type Linear } from '../diffusion/schedulers.js'
+import { ddimStep, lcmPreviewCoefficients, naiveX0Coefficients, renoise, type Linear } from '../diffusion/schedulers.js'
 import { imageFromTensor } from '../image/image.js'
 import type { Guide } from './guide.js'
 import { buildPreviewGraph, COEF_A, COEF_B, IMAGE, LATENT, LOSS, type PreviewKind } from './preview.js'
@@ -32,6 +32,8 @@ export interface LookaheadSettings extends GenerateSettings {
   guideSteps: number[]
   /** update iterations per guide step (K) */
   iters: number
+  /** self-recurrence: at each guide step, R rounds of (K updates, one DDIM step, re-noise back to t); 1 = off */
+  recur?: number
   update?: UpdateSettings
   /** CFG inside the preview; default: the sampler's for x0, none (1) for lcm, as the paper does */
   previewCfg?: number
@@ -49,6 +51,8 @@ export interface Iteration {
   iter: number
   /** the loss of the preview before this iteration's update */
   loss: number
+  /** the self-recurrence round (with recur > 1) */
+  round?: number
   skipped?: Skip
 }
 
@@ -136,6 +140,8 @@ export async function lookahead(settings: LookaheadSettings): Promise<LookaheadR
   check(Number.isInteger(settings.iters) && settings.iters >= 0, `--iters ${settings.iters}: expected a non-negative integer`)
   for (const s of settings.guideSteps) check(Number.isInteger(s) && s >= 0 && s < settings.steps, `guide step ${s} is outside 0…${settings.steps - 1}`)
   check(settings.preview === 'none' || settings.guide, `--preview ${settings.preview} needs a loss (--loss) and its reference`)
+  const recur = settings.recur ?? 1
+  check(Number.isInteger(recur) && recur >= 1, `--recur ${recur}: expected a positive integer`)
   const update = settings.update ?? defaultUpdate
   const models = await loadSdxl(settings.models, settings.session)
   const cond = await conditioning(settings, models.unet, models.text)
@@ -157,17 +163,16 @@ export async function lookahead(settings: LookaheadSettings): Promise<LookaheadR
     const previewCond = previewCfg === settings.cfg ? cond : await conditioning({ ...settings, cfg: previewCfg }, models.unet, models.text)
     const previewImage = await previewImageSession(parts, previewCfg, dims, settings)
 
-    beforeStep = async ({ index, t, x }: StepState) => {
-      if (!settings.guideSteps.includes(index)) return
-      const began = performance.now()
+    /** K updates of x_t down the gradient of the preview's loss. */
+    const guideAt = async (index: number, t: number, x: Tensor, round: number): Promise<Tensor> => {
       const step = makeUpdater(update)
       let latent = x
-      // inputs the guide computes outside the gradient (the face alignment) come from this step's first preview
+      // inputs the guide computes outside the gradient (the face alignment) come from this round's first preview
       const shown = await previewImage.run(previewFeeds(previewImage, kind, latent, t, previewCond), [IMAGE])
       const guideFeeds = await guide.feeds(imageFromTensor(shown[IMAGE].data as Float32Array, shown[IMAGE].dims))
       for (let iter = 0; iter < settings.iters; iter++) {
         const out = await gradient.run({ ...previewFeeds(gradient, kind, latent, t, previewCond), ...guideFeeds })
-        const record: Iteration = { step: index, t, iter, loss: Number((out[LOSS].data as Float32Array)[0]) }
+        const record: Iteration = { step: index, t, iter, loss: Number((out[LOSS].data as Float32Array)[0]), ...(recur > 1 ? { round } : {}) }
         const next = step(latent.data, out[`${LATENT}_grad`].data as Float32Array)
         if ('skipped' in next) {
           record.skipped = next.skipped
@@ -175,6 +180,19 @@ export async function lookahead(settings: LookaheadSettings): Promise<LookaheadR
         } else latent = { data: next.latent, dims: x.dims }
         iterations.push(record)
         settings.onIteration?.(record)
+      }
+      return latent
+    }
+
+    beforeStep = async ({ index, t, tPrev, x }: StepState) => {
+      if (!settings.guideSteps.includes(index)) return
+      const began = performance.now()
+      let latent = await guideAt(index, t, x, 0)
+      for (let round = 1; round < recur; round++) {
+        // self-recurrence: step to t_prev, then back to t with fresh noise (seeded by seed, step and round)
+        const stepped = ddimStep(latent.data, await eps(latent, t), t, tPrev)
+        const noise = initialNoise(settings.seed * 100003 + index * 101 + round, x.dims).data
+        latent = await guideAt(index, t, { data: renoise(stepped, noise, tPrev, t), dims: x.dims }, round)
       }
       guidanceMs += performance.now() - began
       return latent

@@ -53,11 +53,14 @@ export interface RunCost {
 }
 
 /** Counts UNet work: K lookahead iterations cost about 3K UNet evaluations (times 2 with CFG in the preview). */
-export function runCost(s: { steps: number; cfg: number; guideSteps: number[]; iters: number; previewCfg: number; guided: boolean }): RunCost {
+export function runCost(s: { steps: number; cfg: number; guideSteps: number[]; iters: number; previewCfg: number; guided: boolean; recur?: number }): RunCost {
   const perPass = (cfg: number) => (cfg > 1 ? 2 : 1)
   const samplingEvaluations = s.steps * perPass(s.cfg)
-  const gradientPasses = s.guided ? s.guideSteps.length * s.iters : 0
-  // one extra preview forward per guide step, for the guide's inputs found on the preview (face alignment)
-  const guidanceEvaluations = s.guided ? (gradientPasses * 3 + s.guideSteps.length) * perPass(s.previewCfg) : 0
+  const rounds = s.guided ? s.guideSteps.length * (s.recur ?? 1) : 0
+  const gradientPasses = rounds * s.iters
+  // per round one extra preview forward, for the guide's inputs found on the preview (face alignment); each
+  // recurrence round also takes one sampler step
+  const recurrenceSteps = s.guided ? s.guideSteps.length * ((s.recur ?? 1) - 1) * perPass(s.cfg) : 0
+  const guidanceEvaluations = (gradientPasses * 3 + rounds) * perPass(s.previewCfg) + recurrenceSteps
   return { samplingEvaluations, guidanceEvaluations, gradientPasses, ratio: (samplingEvaluations + guidanceEvaluations) / samplingEvaluations }
 }
