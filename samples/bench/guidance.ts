@@ -9,6 +9,7 @@ import { guideFromSpec } from '../../guides/index.js'
 import { writeTinyModels } from '../../src/diffusion/tiny/index.js'
 import { lookahead, type LookaheadSettings } from '../../src/guidance/engine.js'
 import { runCost } from '../../src/guidance/estimate.js'
+import type { Guide } from '../../src/guidance/guide.js'
 import { buildWorldFolder } from '../../src/world/models.js'
 import { drawnFaces } from '../../src/world/world.js'
 
@@ -39,14 +40,26 @@ async function bench(name: string, models: string, side: number, cache: string) 
     session: { threads }, preview: 'none', guideSteps: [10], iters: 10, cacheDir: cache, guide,
     update: { optimizer: 'sgd', lr: 0.01, normalize: true, clip: 0, renormalize: false },
   }
-  await lookahead({ ...base, preview: 'lcm' }) // builds and caches the gradient model
-  const plain = await best(base)
-  const guided = await best({ ...base, preview: 'lcm' })
+  // the same with a loss that costs nothing (mean squared pixel difference): what the UNet, the decoder and
+  // the engine cost per iteration without the face network
+  const pixels: Guide = {
+    name: 'pixel', description: 'mean squared pixel difference', async prepare() {}, async feeds() { return {} },
+    lossFragment: (g, image) => {
+      const diff = g.op('Sub', [image, g.constant(reference.pixels, [1, 3, side, side])])
+      return g.op('ReduceMean', [g.op('Mul', [diff, diff])], { keepdims: 0 })
+    },
+  }
   const counted = runCost({ steps: 50, cfg: 5, guideSteps: [10], iters: 10, previewCfg: 1, guided: true })
-  const perIteration = guided.guidanceMs / 10
-  const perUnetEvaluation = plain.ms / counted.samplingEvaluations
-  console.log(`${name} (${side}×${side}): generate ${plain.ms.toFixed(0)} ms, guide ${guided.ms.toFixed(0)} ms → ${(guided.ms / plain.ms).toFixed(2)}× ` +
-    `(UNet-evaluation count: ${counted.ratio.toFixed(2)}×); one lookahead iteration = ${(perIteration / perUnetEvaluation).toFixed(1)} UNet evaluations`)
+  const plain = await best(base)
+  const line = async (label: string, settings: LookaheadSettings) => {
+    await lookahead(settings) // builds and caches the gradient model
+    const guided = await best(settings)
+    const perIteration = guided.guidanceMs / 10 / (plain.ms / counted.samplingEvaluations)
+    console.log(`  ${label}: guide ${guided.ms.toFixed(0)} ms → ${(guided.ms / plain.ms).toFixed(2)}× generate; one lookahead iteration = ${perIteration.toFixed(1)} UNet evaluations`)
+  }
+  console.log(`${name} (${side}×${side}): generate ${plain.ms.toFixed(0)} ms (${counted.samplingEvaluations} UNet evaluations); UNet-evaluation count with guidance: ${counted.ratio.toFixed(2)}×`)
+  await line('id loss (face-api network)', { ...base, preview: 'lcm' })
+  await line('pixel loss (no guide network)', { ...base, preview: 'lcm', guide: pixels })
 }
 
 const dir = await mkdtemp(join(tmpdir(), 'lookahead-bench-'))
