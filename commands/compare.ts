@@ -31,7 +31,7 @@ export default class Compare extends LookaheadCommand {
     const methods = flags.previews.split(',').map(m => m.trim()) as Method[]
     for (const m of methods) check(METHODS.includes(m), `--previews: unknown method ${m} (use ${METHODS.join(', ')})`)
     const seeds = seedList(flags.seeds)
-    const job = jobFromFlags(args.prompt, flags, await resolveModels(flags), this.device(flags))
+    const job = await jobFromFlags(args.prompt, flags, await resolveModels(flags), this.device(flags))
     const spinner = this.spinner('preparing')
     job.warn = message => { spinner.clear(); this.warning(message); spinner.render() }
     const comparison = await compareMethods(job, seeds, methods, (done, total, seed, method) => {

@@ -31,7 +31,7 @@ export default class Guide extends LookaheadCommand {
     const { args, flags } = await this.parse(Guide)
     exitOnInterrupt()
     const models = await resolveModels(flags)
-    const job = jobFromFlags(args.prompt, flags, await resolveModels(flags), this.device(flags))
+    const job = await jobFromFlags(args.prompt, flags, await resolveModels(flags), this.device(flags))
     job.preview = flags.preview as Method
     if (flags['dry-run']) return this.dryRun(job, numberFlag(flags['memory-limit'], 'memory-limit', { positive: true }))
     check(flags.output, 'say where to write the image: -o out.png')

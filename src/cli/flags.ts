@@ -3,6 +3,7 @@ import { Args, Flags } from '@oclif/core'
 import type { GuideJob } from '../../guides/jobs.js'
 import { check } from '../errors.js'
 import type { Device } from '../onnx/session.js'
+import { readWorld } from '../diffusion/models-folder.js'
 
 export const promptArg = Args.string({ description: 'the text prompt (a demo world ignores it)', default: 'a portrait photo of a person' })
 
@@ -27,7 +28,7 @@ export const guidanceFlags = {
   'guide-steps': Flags.string({ description: 'several guide steps, e.g. 8,10,12', exclusive: ['guide-step'] }),
   iters: Flags.integer({ description: 'update iterations K at each guide step', default: 10, min: 0 }),
   recur: Flags.integer({ description: 'self-recurrence: rounds of (K updates, a DDIM step, re-noise back) per guide step', default: 1, min: 1 }),
-  lr: Flags.string({ description: 'step size, per latent element in units of the gradient\'s RMS (see README: demo-world scale)', default: '0.05' }),
+  lr: Flags.string({ description: 'step size, per latent element in units of the gradient\'s RMS (default: 0.05; 0.01 in a demo world, whose gradients live in a small subspace)' }),
   optimizer: Flags.string({ description: 'update rule', options: ['sgd', 'adam'], default: 'sgd' }),
   clip: Flags.string({ description: 'clip each element of a step to ±CLIP (0: off)', default: '0' }),
   'no-normalize': Flags.boolean({ description: 'use the raw gradient instead of dividing it by its RMS' }),
@@ -70,12 +71,18 @@ export function seedList(value: string): number[] {
 type GuidanceFlagValues = {
   negative?: string; steps: number; cfg: string; seed: number; size?: number; threads: number
   loss: string; ref?: string; 'ref-text'?: string; 'guide-step': number; 'guide-steps'?: string; iters: number; recur: number
-  lr: string; optimizer: string; clip: string; 'no-normalize': boolean; renormalize: boolean
+  lr?: string; optimizer: string; clip: string; 'no-normalize': boolean; renormalize: boolean
   'preview-cfg'?: string; 'preview-decoder'?: string; 'id-network': string
 }
 
+/** The default step size: 0.05 for SDXL; 0.01 in a demo world (a step normalised over the whole latent is
+ * ~√(4096/r) ≈ 19× larger per data dimension there, and larger steps leave the data distribution). */
+async function defaultLr(models: string): Promise<number> {
+  return (await readWorld(models))?.kind === 'demo' ? 0.01 : 0.05
+}
+
 /** A guidance job from the shared flags (preview 'none' until the command sets it). */
-export function jobFromFlags(prompt: string, flags: GuidanceFlagValues, models: string, device: Device): GuideJob {
+export async function jobFromFlags(prompt: string, flags: GuidanceFlagValues, models: string, device: Device): Promise<GuideJob> {
   return {
     prompt,
     negative: flags.negative,
@@ -94,7 +101,7 @@ export function jobFromFlags(prompt: string, flags: GuidanceFlagValues, models: 
     recur: flags.recur,
     update: {
       optimizer: flags.optimizer as 'sgd' | 'adam',
-      lr: numberFlag(flags.lr, 'lr', { positive: true }),
+      lr: flags.lr === undefined ? await defaultLr(models) : numberFlag(flags.lr, 'lr', { positive: true }),
       clip: numberFlag(flags.clip, 'clip', { min: 0 }),
       normalize: !flags['no-normalize'],
       renormalize: flags.renormalize,
