@@ -54,9 +54,10 @@ export default class Compare extends LookaheadCommand {
     await writeFileAtomic(join(flags.output, 'summary.json'), `${JSON.stringify(report, null, 1)}\n`)
 
     if (!this.jsonEnabled()) {
-      const table = summaryTable(comparison.summary)
+      const table = summaryTable(comparison.summary, seeds.length)
       const widths = table[0].map((_, c) => Math.max(...table.map(row => row[c].length)))
       for (const row of table) this.log(row.map((cell, c) => cell.padEnd(widths[c])).join('  '))
+      this.log(`${seeds.length} seeds; [n]: images with a detected face, where fewer`)
       if (comparison.referenceIdentity) this.log(`reference identity in the world: ${comparison.referenceIdentity}`)
       this.note(`wrote ${join(flags.output, 'grid.png')}, runs.csv, summary.json`)
     }

@@ -45,7 +45,10 @@ export default class Guide extends LookaheadCommand {
     const losses = result.iterations.map(i => i.loss)
     if (losses.length > 0) this.note(`loss ${losses[0].toFixed(4)} → ${losses[losses.length - 1].toFixed(4)} over ${losses.length} iterations (${result.guide})`)
     const { identity, world, clip } = result.metrics
-    if (identity) this.note(`identity to the reference (held-apart metric): cosine ${identity.similarity.toFixed(3)}, distance ${identity.distance.toFixed(3)}`)
+    if (identity) {
+      const byLossNet = identity.loss ? `; by the loss's network: distance ${identity.loss.distance.toFixed(3)}` : ''
+      this.note(`identity to the reference (held-apart metric): cosine ${identity.similarity.toFixed(3)}, distance ${identity.distance.toFixed(3)}${byLossNet}`)
+    }
     if (world) this.note(`demo world: nearest identity ${world.name}, Mahalanobis ${world.mahalanobis.toFixed(2)}${world.typical ? '' : chalk.yellow(' (off the data distribution)')}`)
     if (clip !== undefined) this.note(`CLIP score to the prompt: ${clip.toFixed(2)}`)
     this.note(`${chalk.green('wrote')} ${flags.output}`)

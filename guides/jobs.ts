@@ -169,10 +169,12 @@ export interface Stat {
 
 export interface MethodSummary {
   method: Method
-  /** identity distance of the final images to the reference (held-apart recognizer) */
+  /** identity distance of the final images to the reference (held-apart recognizer; images with a face) */
   identityDistance?: Stat
   identitySimilarity?: Stat
-  /** the guide's own loss at the last iteration (on the preview) */
+  /** the same by the loss's own id network, on the final images */
+  lossNetworkDistance?: Stat
+  /** the guide's loss before the last update, on the method's own preview (not comparable across methods) */
   finalLoss?: Stat
   /** demo world: fraction whose nearest component has the reference's identity */
   matchesReference?: Stat
@@ -224,6 +226,7 @@ export async function compareMethods(
       method,
       identityDistance: values(r => r.metrics.identity?.distance),
       identitySimilarity: values(r => r.metrics.identity?.similarity),
+      lossNetworkDistance: values(r => r.metrics.identity?.loss?.distance),
       finalLoss: values(r => r.iterations.at(-1)?.loss),
       matchesReference: referenceIdentity ? values(r => (r.metrics.world ? Number(r.metrics.world.identity === referenceIdentity.identity) : undefined)) : undefined,
       offDistribution: values(r => (r.metrics.world ? Number(!r.metrics.world.typical) : undefined)),
@@ -234,27 +237,31 @@ export async function compareMethods(
 }
 
 const SUMMARY_COLUMNS: [keyof Omit<MethodSummary, 'method'>, string][] = [
-  ['identityDistance', 'id distance'],
-  ['identitySimilarity', 'id cosine'],
-  ['finalLoss', 'final loss'],
+  ['identityDistance', 'id distance (held-apart)'],
+  ['identitySimilarity', 'id cosine (held-apart)'],
+  ['lossNetworkDistance', 'id distance (loss net)'],
+  ['finalLoss', 'loss on own preview'],
   ['matchesReference', 'ref identity'],
   ['offDistribution', 'off-distribution'],
   ['clip', 'clip'],
 ]
 
-/** The summary as rows of text cells (header first): "mean ± se" per metric that any method has. */
-export function summaryTable(summary: MethodSummary[]): string[][] {
+/**
+ * The summary as rows of text cells (header first): "mean ± se" per metric that any method has, with the
+ * number of images behind it in brackets where that is fewer than the runs (identity needs a detected face).
+ */
+export function summaryTable(summary: MethodSummary[], runs: number): string[][] {
   const columns = SUMMARY_COLUMNS.filter(([key]) => summary.some(s => s[key]))
-  const cell = (s?: Stat) => (s ? `${s.mean.toFixed(3)} ± ${s.se.toFixed(3)}` : '–')
-  return [['method', ...columns.map(([, label]) => label), 'n'], ...summary.map(s => [s.method, ...columns.map(([key]) => cell(s[key])), String(Math.max(0, ...columns.map(([key]) => s[key]?.n ?? 0)))])]
+  const cell = (s?: Stat) => (s ? `${s.mean.toFixed(3)} ± ${s.se.toFixed(3)}${s.n < runs ? ` [${s.n}]` : ''}` : '–')
+  return [['method', ...columns.map(([, label]) => label)], ...summary.map(s => [s.method, ...columns.map(([key]) => cell(s[key]))])]
 }
 
 /** One CSV row per run. */
 export function runsCsv(comparison: Comparison): string {
-  const header = 'seed,method,id_distance,id_cosine,final_loss,nearest_identity,matches_reference,mahalanobis,off_distribution,clip'
+  const header = 'seed,method,id_distance,id_cosine,loss_net_distance,own_preview_loss,nearest_identity,matches_reference,mahalanobis,off_distribution,clip'
   const rows = comparison.runs.map(({ seed, method, result: r }) => {
     const w = r.metrics.world
-    return [seed, method, r.metrics.identity?.distance, r.metrics.identity?.similarity, r.iterations.at(-1)?.loss, w?.name,
+    return [seed, method, r.metrics.identity?.distance, r.metrics.identity?.similarity, r.metrics.identity?.loss?.distance, r.iterations.at(-1)?.loss, w?.name,
       w && comparison.referenceIdentity !== undefined ? Number(w.name === comparison.referenceIdentity) : undefined,
       w?.mahalanobis, w ? Number(!w.typical) : undefined, r.metrics.clip].map(v => (v === undefined ? '' : String(v))).join(',')
   })

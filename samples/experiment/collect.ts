@@ -9,7 +9,7 @@ import { join } from 'node:path'
 interface Similarity { similarity: number; distance: number }
 interface Run {
   seed: number
-  method: 'none' | 'x0' | 'lcm'
+  method: string
   metrics: {
     identity?: Similarity & { loss?: Similarity }
     world?: { name: string; mahalanobis: number; typical: boolean; offSubspace: number }
@@ -41,6 +41,7 @@ const QUANTITIES: [string, (r: Run, reference?: string) => number | undefined][]
   ['held-apart id cosine ↑', r => r.metrics.identity?.similarity],
   ['face-api distance ↓', r => r.metrics.identity?.loss?.distance],
   ['final guide loss ↓', r => r.iterations.at(-1)?.loss],
+  ['guide loss drop ↑', r => (r.iterations.length ? r.iterations[0].loss - r.iterations.at(-1)!.loss : undefined)],
   ['ref identity ↑', (r, ref) => (r.metrics.world && ref ? Number(r.metrics.world.name === ref) : undefined)],
   ['off-distribution ↓', r => (r.metrics.world ? Number(!r.metrics.world.typical) : undefined)],
   ['Mahalanobis', r => r.metrics.world?.mahalanobis],
@@ -48,6 +49,28 @@ const QUANTITIES: [string, (r: Run, reference?: string) => number | undefined][]
 
 const row = (cells: string[]) => `| ${cells.join(' | ')} |`
 const header = (cells: string[]) => [row(cells), row(cells.map(() => '---'))]
+
+const PAIRS: [string, string][] = [['x0', 'none'], ['lcm', 'none'], ['lcm', 'x0']]
+
+/** Differences a − b per seed (the same initial noise under both methods), mean ± se over the seeds where both have a value. */
+function pairedDifferences(summary: Summary, a: string, b: string, pick: (r: Run, reference?: string) => number | undefined) {
+  const bySeed = (method: string) => new Map(summary.runs.filter(r => r.method === method).map(r => [r.seed, r]))
+  const [runsA, runsB] = [bySeed(a), bySeed(b)]
+  const diffs: number[] = []
+  for (const [seed, ra] of runsA) {
+    const rb = runsB.get(seed)
+    const [va, vb] = [pick(ra, summary.referenceIdentity), rb && pick(rb, summary.referenceIdentity)]
+    if (va !== undefined && vb !== undefined) diffs.push(va - vb)
+  }
+  return { ...stat(diffs), seeds: runsA.size }
+}
+
+function pairedRow(summary: Summary, a: string, b: string): string {
+  return row([`${a} − ${b} (paired)`, ...QUANTITIES.map(([, pick]) => {
+    const st = pairedDifferences(summary, a, b, pick)
+    return st.n === st.seeds ? st.text : `${st.text} (n=${st.n})`
+  })])
+}
 
 function configurationTables(name: string, summary: Summary, wall?: string): string[] {
   const s = summary.settings
@@ -64,22 +87,29 @@ function configurationTables(name: string, summary: Summary, wall?: string): str
       return st.n === runs.length ? st.text : `${st.text} (n=${st.n})`
     })]))
   }
-  if (methods.includes('x0') && methods.includes('lcm')) {
-    // paired by seed: the same initial noise under both previews
-    const bySeed = (method: string) => new Map(summary.runs.filter(r => r.method === method).map(r => [r.seed, r]))
-    const [x0, lcm] = [bySeed('x0'), bySeed('lcm')]
-    lines.push(row(['lcm − x0 (paired)', ...QUANTITIES.map(([, pick]) => {
-      const diffs: number[] = []
-      for (const [seed, a] of x0) {
-        const [va, vb] = [pick(a, summary.referenceIdentity), lcm.get(seed) && pick(lcm.get(seed)!, summary.referenceIdentity)]
-        if (va !== undefined && vb !== undefined) diffs.push(vb - va)
-      }
-      const st = stat(diffs)
-      return st.n === x0.size ? st.text : `${st.text} (n=${st.n})`
-    })]))
-  }
+  for (const [a, b] of PAIRS) if (methods.includes(a) && methods.includes(b)) lines.push(pairedRow(summary, a, b))
   const guided = summary.runs.filter(r => r.method !== 'none')
   if (guided.length) lines.push('', `guidance time per guided run: ${stat(guided.map(r => r.timings.guidanceMs / 1000)).text} s`)
+  return [...lines, '']
+}
+
+const quantity = (label: string) => QUANTITIES.find(([l]) => l.startsWith(label))![1]
+
+/** One line per configuration: the headline metrics per method and the paired lcm − x0 differences. */
+function overview(names: string[], summaries: Summary[]): string[] {
+  const perMethod = (s: Summary, label: string, methods: string[]) =>
+    methods.map(m => stat(defined(s.runs.filter(r => r.method === m).map(r => quantity(label)(r, s.referenceIdentity)))))
+      .map(st => (st.n ? st.mean.toFixed(3) : '–')).join(' / ')
+  const paired = (s: Summary, label: string) => pairedDifferences(s, 'lcm', 'x0', quantity(label)).text
+  const lines = ['### Overview (means; paired lcm − x0 differences as mean ± se over seeds)', '']
+  lines.push(...header(['configuration', 'seeds', 'ref identity none / x0 / lcm', 'off-distribution x0 / lcm', 'held-apart id distance none / x0 / lcm',
+    'Δ ref identity', 'Δ held-apart id distance', 'Δ held-apart cosine', 'Δ face-api distance', 'Δ off-distribution']))
+  names.forEach((name, i) => {
+    const s = summaries[i]
+    lines.push(row([name, String(new Set(s.runs.map(r => r.seed)).size), perMethod(s, 'ref identity', ['none', 'x0', 'lcm']),
+      perMethod(s, 'off-distribution', ['x0', 'lcm']), perMethod(s, 'held-apart id distance', ['none', 'x0', 'lcm']),
+      paired(s, 'ref identity'), paired(s, 'held-apart id distance'), paired(s, 'held-apart id cosine'), paired(s, 'face-api distance'), paired(s, 'off-distribution')]))
+  })
   return [...lines, '']
 }
 
@@ -110,7 +140,7 @@ const dir = process.argv[2]
 if (!dir) throw new Error('usage: tsx samples/experiment/collect.ts RUNS_DIR')
 const names = readdirSync(dir).filter(n => existsSync(join(dir, n, 'summary.json'))).sort()
 const summaries = names.map(n => JSON.parse(readFileSync(join(dir, n, 'summary.json'), 'utf8')) as Summary)
-const out: string[] = []
+const out: string[] = [...overview(names, summaries)]
 names.forEach((name, i) => {
   const wallPath = join(dir, name, 'wall_s.txt')
   out.push(...configurationTables(name, summaries[i], existsSync(wallPath) ? readFileSync(wallPath, 'utf8').trim() : undefined))
