@@ -63,7 +63,7 @@ export default class Guide extends LookaheadCommand {
     if (cost.gradientPasses > 0) {
       this.note(`gradient pass: weights ${gb(cost.memory.weights)} + activations kept for backward ≤ ${gb(cost.memory.activations)} = ${gb(cost.peakBytes)} (UNet and decoder; the guide network adds its own)` +
         (cost.memory.unknown > 0 ? `; ${cost.memory.unknown} values of unknown size not counted` : ''))
-      if (cost.peakBytes > limitGb * 1e9) this.warning(`this exceeds ${limitGb} GB: guide at a smaller size (e.g. --size 768), use --preview-decoder taesd, or an fp16 UNet export`)
+      if (cost.peakBytes > limitGb * 1e9) this.warning(`this exceeds ${limitGb} GB: guide at a lower resolution (--guide-size, e.g. 768), use --preview-decoder taesd, or an fp16 UNet export`)
     }
     return cost
   }

@@ -101,6 +101,8 @@ export interface GuideJob {
   update: UpdateSettings
   previewCfg?: number
   previewDecoder?: DecoderKind
+  /** the preview's image side, to guide at a lower resolution */
+  guideSize?: number
   idNetwork?: AllGuideSettings['idNetwork']
   onStep?: (done: number, total: number) => void
   onIteration?: (iteration: Iteration) => void

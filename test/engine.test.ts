@@ -17,6 +17,7 @@ import type { Guide } from '../src/guidance/guide.js'
 import { buildPreviewGraph, LATENT, LOSS } from '../src/guidance/preview.js'
 import { drawnFaces } from '../src/world/world.js'
 import { buildWorldFolder } from '../src/world/models.js'
+import { writeTinyModels } from '../src/diffusion/tiny/index.js'
 
 const SIZE = 64
 
@@ -26,12 +27,22 @@ function pixelGuide(target: Float32Array): Guide {
     name: 'pixel',
     description: 'mean squared pixel difference (test guide)',
     async prepare() {},
-    lossFragment(g: GraphBuilder, image: string) {
-      const diff = g.op('Sub', [image, g.constant(target, [1, 3, SIZE, SIZE])])
+    lossFragment(g: GraphBuilder, image: string, size: { height: number; width: number }) {
+      const diff = g.op('Sub', [image, g.constant(target, [1, 3, size.height, size.width])])
       return g.op('ReduceMean', [g.op('Mul', [diff, diff])], { keepdims: 0 })
     },
     async feeds() { return {} },
   }
+}
+
+/** A [3,S,S] image at half size (2×2 means), for the half-size preview's target. */
+function halfSize(image: Float32Array, side: number): Float32Array {
+  const half = side / 2
+  return Float32Array.from({ length: 3 * half * half }, (_, i) => {
+    const [c, y, x] = [Math.floor(i / (half * half)), Math.floor(i / half) % half, i % half]
+    const at = (dy: number, dx: number) => image[(c * side + 2 * y + dy) * side + 2 * x + dx]
+    return (at(0, 0) + at(0, 1) + at(1, 0) + at(1, 1)) / 4
+  })
 }
 
 describe('lookahead engine (demo world)', function () {
@@ -96,6 +107,16 @@ describe('lookahead engine (demo world)', function () {
     const single = await lookahead(settings)
     assert.notDeepEqual(Array.from(a.latents.data), Array.from(single.latents.data))
     assert.ok(a.image.data.every(Number.isFinite))
+  })
+
+  it('guides at a lower resolution (--guide-size, tiny SDXL-shaped models): the gradient flows back through the resize', async () => {
+    const tiny = join(dir, 'tiny')
+    await writeTinyModels(tiny)
+    const small = await lookahead({ ...settings, models: tiny, size: { height: 128, width: 128 }, guideSize: 64, guide: pixelGuide(halfSize(drawnFaces(128)[4].pixels, 128)) })
+    const losses = small.iterations.map(i => i.loss)
+    assert.ok(losses[5] < losses[0], `loss ${losses[0]} → ${losses[5]}`)
+    await assert.rejects(lookahead({ ...settings, models: tiny, size: { height: 128, width: 128 }, guideSize: 48 }), /--guide-size 48: expected a multiple of 32/)
+    await assert.rejects(lookahead({ ...settings, guideSize: 32 }), /demo world's models work at its own size only/)
   })
 
   it('refuses a guide step outside the schedule and guidance without a loss', async () => {

@@ -37,6 +37,8 @@ export interface LookaheadSettings extends GenerateSettings {
   update?: UpdateSettings
   /** CFG inside the preview; default: the sampler's for x0, none (1) for lcm, as the paper does */
   previewCfg?: number
+  /** guide at a lower resolution: the preview's square image side (x_t is resized for the preview only) */
+  guideSize?: number
   /** the decoder inside the preview; default TAESDXL where the folder has one */
   previewDecoder?: DecoderKind
   /** where gradient models are cached; default $LOOKAHEAD_CACHE or ~/.cache/lcm-lookahead */
@@ -105,22 +107,36 @@ interface CacheSettings {
 }
 
 /** The preview's forward graph: with a guide it outputs `loss` (and `image`), without one only `image`. */
-function previewForward(parts: PreviewModels, cfg: number, latentShape: number[], guide?: Guide): LoadedModel {
-  const imageSize = { height: latentShape[2] * 8, width: latentShape[3] * 8 }
-  const g = buildPreviewGraph({ unet: parts.unet, decoder: parts.decoder, decoderScales: parts.scales, cfg, latentShape, imageSize, guide })
+function previewForward(parts: PreviewModels, shape: PreviewShape, guide?: Guide): LoadedModel {
+  const g = buildPreviewGraph({ unet: parts.unet, decoder: parts.decoder, decoderScales: parts.scales, ...shape, guide })
   return { model: g.build(), dir: parts.unet.dir }
 }
 
+/** The preview's CFG, the sampled latent's shape, and the preview's image size (smaller: --guide-size). */
+export interface PreviewShape {
+  cfg: number
+  latentShape: number[]
+  imageSize: { height: number; width: number }
+}
+
+/** The preview's shape for a run: full size unless a smaller square side `guideSize` is asked for. */
+function previewShape(cfg: number, latentShape: number[], guideSize?: number): PreviewShape {
+  const full = { height: latentShape[2] * 8, width: latentShape[3] * 8 }
+  if (guideSize === undefined) return { cfg, latentShape, imageSize: full }
+  check(guideSize % 32 === 0 && guideSize >= 32 && guideSize <= Math.min(full.height, full.width), `--guide-size ${guideSize}: expected a multiple of 32 up to the image size`)
+  return { cfg, latentShape, imageSize: { height: guideSize, width: guideSize } }
+}
+
 /** The decoded preview of x_t (the paper's fig. 2), as a session: inputs as the preview graph's, output `image`. */
-export const previewImageSession = (parts: PreviewModels, cfg: number, latentShape: number[], settings: CacheSettings) =>
-  cachedSession(previewForward(parts, cfg, latentShape), m => m, 'preview', settings)
+export const previewImageSession = (parts: PreviewModels, shape: PreviewShape, settings: CacheSettings) =>
+  cachedSession(previewForward(parts, shape), m => m, 'preview', settings)
 
 /**
  * The gradient of the preview's loss w.r.t. the latent, built once and cached on disk, keyed by the forward
  * graph (which holds the guide's target) and its weight files.
  */
-export const gradientSession = (parts: PreviewModels, guide: Guide, cfg: number, latentShape: number[], settings: CacheSettings) =>
-  cachedSession(previewForward(parts, cfg, latentShape, guide), m => differentiate(m, { wrt: [LATENT], of: LOSS }), 'grad', settings)
+export const gradientSession = (parts: PreviewModels, guide: Guide, shape: PreviewShape, settings: CacheSettings) =>
+  cachedSession(previewForward(parts, shape, guide), m => differentiate(m, { wrt: [LATENT], of: LOSS }), 'grad', settings)
 
 /** Feeds for a preview or gradient session at latent x, timestep t. */
 export function previewFeeds(session: Session, kind: PreviewKind, x: Tensor, t: number, cond: Conditioning): Record<string, ort.Tensor> {
@@ -147,6 +163,7 @@ export async function lookahead(settings: LookaheadSettings): Promise<LookaheadR
   const cond = await conditioning(settings, models.unet, models.text)
   const eps = unetEpsModel(models.unet, cond, settings.cfg)
   const dims = latentDims(models.unet, settings.size)
+  check(!(settings.guideSize && models.world?.kind === 'demo'), '--guide-size: a demo world\'s models work at its own size only')
 
   const iterations: Iteration[] = []
   let gradientModelMs = 0
@@ -158,10 +175,11 @@ export async function lookahead(settings: LookaheadSettings): Promise<LookaheadR
     const previewCfg = settings.previewCfg ?? (kind === 'x0' ? settings.cfg : 1)
     const parts = await previewModels(settings.models, kind, settings.previewDecoder)
     const built = performance.now()
-    const gradient = await gradientSession(parts, guide, previewCfg, dims, settings)
+    const shape = previewShape(previewCfg, dims, settings.guideSize)
+    const gradient = await gradientSession(parts, guide, shape, settings)
     gradientModelMs = performance.now() - built
     const previewCond = previewCfg === settings.cfg ? cond : await conditioning({ ...settings, cfg: previewCfg }, models.unet, models.text)
-    const previewImage = await previewImageSession(parts, previewCfg, dims, settings)
+    const previewImage = await previewImageSession(parts, shape, settings)
 
     /** K updates of x_t down the gradient of the preview's loss. */
     const guideAt = async (index: number, t: number, x: Tensor, round: number): Promise<Tensor> => {
@@ -229,6 +247,6 @@ export async function dryRun(settings: LookaheadSettings): Promise<DryRun> {
   const cost = runCost({ ...settings, previewCfg, guided })
   if (!guided) return { ...cost, memory: { weights: 0, activations: 0, unknown: 0 }, peakBytes: 0, latentShape }
   const parts = await previewModels(settings.models, settings.preview as PreviewKind, settings.previewDecoder)
-  const memory = await graphMemory(previewForward(parts, previewCfg, latentShape, settings.guide), { batch_size: previewCfg > 1 ? 2 : 1 })
+  const memory = await graphMemory(previewForward(parts, previewShape(previewCfg, latentShape, settings.guideSize), settings.guide), { batch_size: previewCfg > 1 ? 2 : 1 })
   return { ...cost, memory, peakBytes: memory.weights + memory.activations, latentShape }
 }

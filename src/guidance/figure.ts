@@ -26,9 +26,10 @@ export async function previewFigure(settings: GenerateSettings & { at: number[];
   const cond = await conditioning(settings, models.unet, models.text)
   const lcmCond = settings.cfg > 1 ? await conditioning({ ...settings, cfg: 1 }, models.unet, models.text) : cond
   const dims = latentDims(models.unet, settings.size)
+  const imageSize = { height: dims[2] * 8, width: dims[3] * 8 }
   const sessions = {
-    x0: await previewImageSession(await previewModels(settings.models, 'x0'), settings.cfg, dims, settings),
-    lcm: await previewImageSession(await previewModels(settings.models, 'lcm'), 1, dims, settings),
+    x0: await previewImageSession(await previewModels(settings.models, 'x0'), { cfg: settings.cfg, latentShape: dims, imageSize }, settings),
+    lcm: await previewImageSession(await previewModels(settings.models, 'lcm'), { cfg: 1, latentShape: dims, imageSize }, settings),
   }
   const rows: FigureRow[] = []
   const latents = await ddimLoop(initialNoise(settings.seed, dims), settings.steps, unetEpsModel(models.unet, cond, settings.cfg), {

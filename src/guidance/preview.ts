@@ -17,6 +17,7 @@ export interface PreviewGraph {
   /** classifier-free guidance inside the preview (x0 uses the sampler's CFG by default; the LCM preview none) */
   cfg: number
   latentShape: number[]
+  /** the decoded preview's size: latentShape×8, or smaller to guide at a lower resolution (less memory) */
   imageSize: { height: number; width: number }
   /** the loss (a combination is one guide); undefined: the graph outputs only the decoded preview (figures) */
   guide?: Guide
@@ -68,8 +69,13 @@ export function buildPreviewGraph(p: PreviewGraph): GraphBuilder {
     const { dtype, shape } = declaredShape(p.unet, name)
     unetInputs[name] = g.input(name, dtype, shape)
   }
+  // guiding at a lower resolution: the preview sees x_t resized (linear), the gradient flows back through it
+  const [h, w] = [p.imageSize.height / 8, p.imageSize.width / 8]
+  const x = h === p.latentShape[2] && w === p.latentShape[3]
+    ? latent
+    : g.op('Resize', [latent, '', '', g.ints([p.latentShape[0], p.latentShape[1], h, w])], { mode: 'linear', coordinate_transformation_mode: 'half_pixel' })
   const withCfg = p.cfg > 1
-  const sample = withCfg ? g.op('Concat', [latent, latent], { axis: 0 }) : latent
+  const sample = withCfg ? g.op('Concat', [x, x], { axis: 0 }) : x
   unetInputs.sample = cast(g, sample, 'float32', declaredShape(p.unet, 'sample').dtype)
   const unetOutput = embedModel(g, p.unet, unetInputs, 'unet/').out_sample
   if (!unetOutput) throw new UserError('the UNet has no output named out_sample')
@@ -80,7 +86,7 @@ export function buildPreviewGraph(p: PreviewGraph): GraphBuilder {
     const [uncond, text] = g.node('Split', [eps, g.ints([1, 1])], { axis: 0 }, 2)
     eps = g.op('Add', [uncond, g.op('Mul', [g.op('Sub', [text, uncond]), g.constant(p.cfg)])])
   }
-  const preview = g.op('Add', [g.op('Mul', [latent, a]), g.op('Mul', [eps, b])])
+  const preview = g.op('Add', [g.op('Mul', [x, a]), g.op('Mul', [eps, b])])
   const decoderInput = graphOf(p.decoder.model).input[0].name ?? 'latent_sample'
   const { inputScale, outputScale, outputShift } = p.decoderScales
   const scaled = inputScale === 1 ? preview : g.op('Mul', [preview, g.constant(inputScale)])
