@@ -30,7 +30,6 @@ export default class Guide extends LookaheadCommand {
   async run() {
     const { args, flags } = await this.parse(Guide)
     exitOnInterrupt()
-    const models = await resolveModels(flags)
     const job = await jobFromFlags(args.prompt, flags, await resolveModels(flags), this.device(flags))
     job.preview = flags.preview as Method
     if (flags['dry-run']) return this.dryRun(job, numberFlag(flags['memory-limit'], 'memory-limit', { positive: true }))
