@@ -1,13 +1,12 @@
 // SDXL sampling on an optimum export, as diffusers' StableDiffusionXLPipeline with DDIMScheduler does it, in
 // parts the guidance engine reuses: an ε-model callback over the UNet (with CFG), a DDIM loop with per-step
 // hooks, the conditioning (conditioning.ts), the schedulers (schedulers.ts) and the decoders (decoders.ts).
-import { existsSync } from 'node:fs'
 import { join } from 'node:path'
 import { check } from '../errors.js'
 import { seededNormal } from '../onnx/layers.js'
 import { openSession, type Session, type SessionSettings } from '../onnx/session.js'
 import { conditioning, loadTextEncoders, outputTensor, unetFeeds, type Conditioning, type PromptSettings, type TextEncoders, type Tensor } from './conditioning.js'
-import { decode, DECODER_FOLDERS, openDecoder, type DecoderKind } from './decoders.js'
+import { decode, finalDecoderKind, openDecoder, type DecoderKind } from './decoders.js'
 import { readWorld, type WorldInfo } from './models-folder.js'
 import { ddimStep, ddimTimesteps, guide, previousTimestep } from './schedulers.js'
 
@@ -136,7 +135,7 @@ export async function generate(settings: GenerateSettings): Promise<Generated> {
   const eps = unetEpsModel(models.unet, cond, settings.cfg)
   const noise = initialNoise(settings.seed, latentDims(models.unet, settings.size))
   const latents = await ddimLoop(noise, settings.steps, eps, { afterStep: ({ index }) => settings.onStep?.(index + 1, settings.steps) })
-  const kind = settings.decoder ?? (existsSync(join(settings.models, DECODER_FOLDERS.vae, 'model.onnx')) ? 'vae' : 'taesd')
+  const kind = settings.decoder ?? finalDecoderKind(settings.models)
   const image = await decode(await openDecoder(settings.models, kind, settings.session), latents)
   return { latents, image, decoder: kind }
 }
