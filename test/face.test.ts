@@ -1,9 +1,8 @@
+import { fixtureOrSkip, fixtures } from './fixtures.js'
 import assert from 'node:assert/strict'
-import { existsSync } from 'node:fs'
 import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
-import { dirname, join, resolve } from 'node:path'
-import { fileURLToPath } from 'node:url'
+import { join } from 'node:path'
 import { applyAffine, arcfaceTransform, ARCFACE_TEMPLATE, invertAffine, similarityTransform, warpAffine, type Affine } from '../guides/align.js'
 import { detectFaces, type Face, type Point } from '../guides/face.js'
 import { evaluateFragment } from '../guides/guide.js'
@@ -14,8 +13,7 @@ import { GraphBuilder } from '../src/onnx/builder.js'
 import { writeModel } from '../src/onnx/proto.js'
 import { closeSessions } from '../src/onnx/session.js'
 
-const repoRoot = resolve(dirname(fileURLToPath(import.meta.url)), '..')
-const faces = resolve(repoRoot, '../shared/fixtures/faces')
+const faces = join(fixtures, 'faces')
 const photos = ['obama.jpg', 'obama2.jpg', 'biden.jpg', 'astronaut.png']
 
 /** A smooth random-looking test image drawn by code. */
@@ -73,7 +71,7 @@ describe('face alignment', () => {
 describe('face detection and recognition on real photos', function () {
   const found = new Map<string, { image: ImageTensor; faces: Face[] }>()
   before(async function () {
-    if (!existsSync(faces)) this.skip() // fixtures live outside the project: ../shared/fixtures/faces
+    fixtureOrSkip(this, 'faces')
     for (const photo of photos) {
       const image = await loadImage(join(faces, photo))
       found.set(photo, { image, faces: await detectFaces(image) })

@@ -1,9 +1,9 @@
+import { fixtureOrSkip, fixtures } from './fixtures.js'
 import assert from 'node:assert/strict'
-import { existsSync } from 'node:fs'
+import { differentiate } from '../src/onnx/autodiff.js'
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
-import { dirname, join, resolve } from 'node:path'
-import { fileURLToPath } from 'node:url'
+import { join } from 'node:path'
 import { ClipGuide } from '../guides/clip.js'
 import { combineGuides, parseLossSpec, type Guide, type Size } from '../guides/guide.js'
 import { IdentityGuide } from '../guides/id.js'
@@ -18,8 +18,7 @@ import { batchNorm, conv2d, gelu, layerNorm, linear, prelu, randomWeight, seeded
 import { writeModel, type LoadedModel } from '../src/onnx/proto.js'
 import { closeSessions, ort } from '../src/onnx/session.js'
 
-const repoRoot = resolve(dirname(fileURLToPath(import.meta.url)), '..')
-const faces = resolve(repoRoot, '../shared/fixtures/faces')
+const faces = join(fixtures, 'faces')
 
 /** A smooth image drawn by code; `phase` makes different images. */
 function pattern(width: number, height: number, phase: number): ImageTensor {
@@ -96,16 +95,15 @@ async function writeTinyTokenizer(dir: string): Promise<number> {
 
 // --- running a guide's fragment, its gradient, and descent ---
 
-type Differentiate = typeof import('../src/onnx/autodiff.js').differentiate
 
-/** A model: image → loss (and, with `differentiate`, image_grad), opened as a session. */
-async function lossSession(guide: Guide, size: Size, dir: string, differentiate?: Differentiate, opset = 17) {
+/** A model: image → loss (and, with `gradient`, image_grad), opened as a session. */
+async function lossSession(guide: Guide, size: Size, dir: string, gradient = false, opset = 17) {
   const g = new GraphBuilder('loss', opset)
   const image = g.input('image', 'float32', [1, 3, size.height, size.width])
   g.outputAs(guide.lossFragment(g, image, size), 'loss', 'float32', [])
   let loaded: LoadedModel = { model: g.build(), dir }
-  if (differentiate) loaded = differentiate(loaded, { wrt: ['image'], of: 'loss' })
-  const path = join(dir, `${guide.name}-${differentiate ? 'grad' : 'loss'}-${size.width}-${opset}.onnx`)
+  if (gradient) loaded = differentiate(loaded, { wrt: ['image'], of: 'loss' })
+  const path = join(dir, `${guide.name}-${gradient ? 'grad' : 'loss'}-${size.width}-${opset}.onnx`)
   await writeModel(loaded, path)
   const session = await ort.InferenceSession.create(path)
   return async (data: Float32Array, feeds: Record<string, ort.Tensor>) => {
@@ -160,7 +158,6 @@ async function descend(run: Awaited<ReturnType<typeof lossSession>>, image: Imag
 describe('guides', function () {
   let dir: string
   let models: string
-  let differentiate: Differentiate | undefined
   before(async () => {
     dir = await mkdtemp(join(tmpdir(), 'lookahead-guides-'))
     models = join(dir, 'models')
@@ -172,11 +169,6 @@ describe('guides', function () {
     await writeModel({ model: clipVisionStandIn(), dir }, join(models, 'guides', 'clip', 'onnx', 'vision_model.onnx'))
     const vocabulary = await writeTinyTokenizer(join(models, 'guides', 'clip'))
     await writeModel({ model: clipTextStandIn(vocabulary), dir }, join(models, 'guides', 'clip', 'onnx', 'text_model.onnx'))
-    try {
-      differentiate = (await import('../src/onnx/autodiff.js')).differentiate
-    } catch {
-      differentiate = undefined // the autodiff is not in this checkout yet: gradient tests skip
-    }
   })
   after(async () => {
     await closeSessions()
@@ -207,10 +199,9 @@ describe('guides', function () {
       assert.ok((await run(pattern(40, 32, 1).data, {})).loss > 0.01)
     })
     it('has the gradient finite differences give, and descent lowers it', async function () {
-      if (!differentiate) this.skip()
       const guide = new LpipsGuide({ models })
       await guide.prepare({ image: pattern(80, 64, 0) }) // resized to the preview's size
-      const run = await lossSession(guide, size, dir, differentiate)
+      const run = await lossSession(guide, size, dir, true)
       await checkGradient(run, pattern(40, 32, 1), {})
       const losses = await descend(run, pattern(40, 32, 1), {})
       assert.ok(losses.at(-1)! < 0.7 * losses[0], `losses ${losses.map(l => l.toFixed(4))}`)
@@ -239,20 +230,18 @@ describe('guides', function () {
       assert.ok(Math.abs(score! - 100 * (1 - loss)) < 1e-3, 'the metric agrees with the loss')
     })
     it('has the gradient finite differences give, and descent lowers it', async function () {
-      if (!differentiate) this.skip()
       const guide = new ClipGuide({ models })
       await guide.prepare({ image: pattern(64, 48, 0) })
-      const run = await lossSession(guide, size, dir, differentiate)
+      const run = await lossSession(guide, size, dir, true)
       await checkGradient(run, pattern(64, 48, 2), {})
       const losses = await descend(run, pattern(64, 48, 2), {})
       assert.ok(losses.at(-1)! < 0.7 * losses[0], `losses ${losses.map(l => l.toFixed(4))}`)
     })
     it('has the right gradient through the pooled resize of a large preview', async function () {
-      if (!differentiate) this.skip()
       const guide = new ClipGuide({ models })
       await guide.prepare({ image: pattern(160, 120, 0) })
       const large = { height: 460, width: 520 } // shrinks by more than 2: average pool, then bilinear
-      await checkGradient(await lossSession(guide, large, dir, differentiate), pattern(large.width, large.height, 2), {})
+      await checkGradient(await lossSession(guide, large, dir, true), pattern(large.width, large.height, 2), {})
     })
   })
 
@@ -283,7 +272,7 @@ describe('guides', function () {
       let obama2: ImageTensor
       let biden: ImageTensor
       before(async function () {
-        if (!existsSync(faces)) this.skip() // fixtures live outside the project: ../shared/fixtures/faces
+        fixtureOrSkip(this, 'faces')
         const small = async (name: string) => {
           const image = await loadImage(join(faces, name))
           const scale = 320 / Math.max(image.width, image.height)
@@ -300,7 +289,7 @@ describe('guides', function () {
         it(`${label}: zero on the reference itself, larger for another person (in an opset-18 graph)`, async () => {
           const guide = make()
           await guide.prepare({ image: obama })
-          const self = await lossSession(guide, obama, dir, undefined, 18)
+          const self = await lossSession(guide, obama, dir, false, 18)
           assert.ok(Math.abs((await self(obama.data, await guide.feeds(obama))).loss) < 1e-4)
           const other = await lossSession(guide, biden, dir)
           assert.ok((await other(biden.data, await guide.feeds(biden))).loss > 0.01)
@@ -339,10 +328,9 @@ describe('guides', function () {
         ['perceptual', () => new PerceptualGuide()],
       ] as const) {
         it(`${label}: has the gradient finite differences give, and descent lowers it`, async function () {
-          if (!differentiate) this.skip()
           const guide = make()
           await guide.prepare({ image: biden })
-          const run = await lossSession(guide, obama2, dir, differentiate)
+          const run = await lossSession(guide, obama2, dir, true)
           const feeds = await guide.feeds(obama2)
           await checkGradient(run, obama2, feeds)
           const losses = await descend(run, obama2, feeds, 6, 0.01)

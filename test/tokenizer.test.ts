@@ -1,12 +1,10 @@
+import { fixtureOrSkip, fixtures } from './fixtures.js'
 import assert from 'node:assert/strict'
-import { existsSync } from 'node:fs'
 import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
-import { dirname, join, resolve } from 'node:path'
-import { fileURLToPath } from 'node:url'
+import { join } from 'node:path'
 import { ClipTokenizer } from '../src/diffusion/tokenizer.js'
 
-const fixtures = resolve(dirname(fileURLToPath(import.meta.url)), '../../shared/fixtures')
 const bpePath = join(fixtures, 'tokenizer', 'bpe_simple_vocab_16e6.txt.gz')
 
 // [prompt, ids] computed by the reference: openai/CLIP clip/simple_tokenizer.py @d05afc4 (SimpleTokenizer.encode,
@@ -33,7 +31,7 @@ const GOLDEN: [string, number[]][] = [
 describe('CLIP tokenizer', () => {
   let tokenizer: ClipTokenizer
   before(async function () {
-    if (!existsSync(bpePath)) this.skip() // needs ../shared/fixtures/tokenizer/bpe_simple_vocab_16e6.txt.gz
+    fixtureOrSkip(this, 'tokenizer/bpe_simple_vocab_16e6.txt.gz')
     tokenizer = await ClipTokenizer.fromOpenAIBpe(bpePath)
   })
 

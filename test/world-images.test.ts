@@ -1,17 +1,15 @@
+import { fixtureOrSkip, fixtures } from './fixtures.js'
 import assert from 'node:assert/strict'
 import { existsSync } from 'node:fs'
 import { mkdir, mkdtemp, readdir, rm, symlink } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
-import { dirname, join, resolve } from 'node:path'
-import { fileURLToPath } from 'node:url'
+import { join } from 'node:path'
 import { detectFaces } from '../guides/face.js'
 import { UserError } from '../src/errors.js'
 import { saveImage, type ImageTensor } from '../src/image/image.js'
 import { buildWorldFolder } from '../src/world/models.js'
 import { drawnFaces, faceSquare, folderFaces } from '../src/world/world.js'
 
-const repoRoot = resolve(dirname(fileURLToPath(import.meta.url)), '..')
-const fixtures = resolve(repoRoot, '../shared/fixtures')
 
 describe('demo world from a folder of images', () => {
   let dir: string
@@ -43,10 +41,7 @@ describe('demo world from a folder of images', () => {
   })
 
   it('builds from the fixture photos (without obama2.jpg, the experiment\'s reference), cropped about their faces', async function () {
-    if (!existsSync(join(fixtures, 'faces'))) {
-      console.log(`      skipped: no fixture photos at ${fixtures}/faces`)
-      this.skip()
-    }
+    fixtureOrSkip(this, 'faces')
     const images = join(dir, 'fixture-faces')
     await mkdir(images)
     for (const file of ['obama.jpg', 'biden.jpg', 'astronaut.png']) await symlink(join(fixtures, 'faces', file), join(images, file))
