@@ -1,0 +1,64 @@
+// A teaching walk-through of the LCM lookahead in the demo world, with the programmatic API:
+//   npx tsx samples/teaching/walkthrough.ts [OUT]      (default OUT: out/teaching; about a minute on 2 cores)
+// 1. the schedule: where the naive x0 estimate and the LCM preview put their weight,
+// 2. the paper's fig. 2: at several steps, x0 estimate | LCM preview | final image, and how far each is from the end,
+// 3. one seed guided towards a face through no preview, the x0 preview and the LCM preview, with the loss curves.
+import { join } from 'node:path'
+import { guideFromSpec } from '../../guides/index.js'
+import { alphaBar, ddimTimesteps, lcmScalings, naiveX0Coefficients } from '../../src/diffusion/schedulers.js'
+import { lookahead, METHODS, type LookaheadSettings } from '../../src/guidance/engine.js'
+import { previewFigure } from '../../src/guidance/figure.js'
+import { composeGrid, imageFromTensor, saveImage } from '../../src/image/image.js'
+import { defaultWorldCache, ensureDefaultWorld } from '../../src/world/models.js'
+import { drawnFaces } from '../../src/world/world.js'
+
+const out = process.argv[2] ?? join('out', 'teaching')
+const models = await ensureDefaultWorld(defaultWorldCache())
+const side = 256
+const steps = 50
+const timesteps = ddimTimesteps(steps)
+
+console.log('1. The schedule (SDXL: scaled_linear β, 1000 steps, "leading" spacing). At step i the latent is')
+console.log('   x_t = √ᾱ_t·x₀ + √(1−ᾱ_t)·ε, so the one-step estimate x̂₀ = (x_t − √(1−ᾱ_t)·ε̂)/√ᾱ_t divides by a small √ᾱ_t early:')
+for (const i of [2, 5, 10, 20, 35]) {
+  const t = timesteps[i]
+  const { a, b } = naiveX0Coefficients(t)
+  const { cSkip, cOut } = lcmScalings(t)
+  console.log(`   step ${String(i).padStart(2)}  t=${String(t).padStart(3)}  ᾱ=${alphaBar(t).toFixed(4)}  x̂₀ = ${a.toFixed(2)}·x_t ${b.toFixed(2)}·ε̂   LCM: c_skip=${cSkip.toExponential(1)}, c_out=${cOut.toFixed(4)}`)
+}
+console.log('   The formulas are the same (c_skip ≈ 0): the LCM preview differs only in whose ε̂ it uses — a UNet distilled')
+console.log('   to jump to the end of the trajectory, instead of the denoiser\'s posterior mean, a blend of every possible end.\n')
+
+const at = [2, 5, 10, 20]
+const figure = await previewFigure({ prompt: '', steps, cfg: 1, seed: 1, size: { height: side, width: side }, models, at })
+const rms = (a: Float32Array, b: Float32Array) => Math.sqrt(a.reduce((s, v, i) => s + (v - b[i]) ** 2, 0) / a.length)
+console.log('2. Previews of one sampling run (seed 1), pixel RMS distance to the final image:')
+for (const row of figure.rows) {
+  console.log(`   step ${String(row.step).padStart(2)}: x0 estimate ${rms(row.previews.x0.data, figure.final.data).toFixed(3)}, LCM preview ${rms(row.previews.lcm.data, figure.final.data).toFixed(3)}`)
+}
+const final = imageFromTensor(figure.final.data, figure.final.dims)
+await saveImage(composeGrid(figure.rows.map(row => [
+  { image: imageFromTensor(row.previews.x0.data, row.previews.x0.dims), label: `step ${row.step} x0` },
+  { image: imageFromTensor(row.previews.lcm.data, row.previews.lcm.dims), label: `step ${row.step} lcm` },
+  { image: final, label: 'final' },
+])), join(out, 'previews.png'))
+console.log(`   → ${join(out, 'previews.png')}\n`)
+
+const reference = drawnFaces(side).find(f => f.name === 'dev')!
+const guide = guideFromSpec('id', { models, idNetwork: 'faceapi', warn: () => {} })
+await guide.prepare({ image: { data: reference.pixels, width: side, height: side } })
+const settings: LookaheadSettings = {
+  prompt: '', steps, cfg: 1, seed: 3, size: { height: side, width: side }, models, guide, guideSteps: [10], iters: 10, preview: 'none',
+  update: { optimizer: 'sgd', lr: 0.01, normalize: true, clip: 0, renormalize: false },
+}
+console.log(`3. Seed ${settings.seed} guided at step 10 towards "${reference.name}" (id loss, face-api network, K=10, lr 0.01):`)
+const cells = [{ image: { data: reference.pixels, width: side, height: side }, label: 'reference' }]
+for (const preview of METHODS) {
+  const result = await lookahead({ ...settings, preview })
+  const losses = result.iterations.map(i => i.loss.toFixed(3))
+  console.log(`   ${preview.padEnd(4)}: ${losses.length ? `loss on its own preview ${losses.join(' → ')}` : 'no guidance'}`)
+  cells.push({ image: imageFromTensor(result.image.data, result.image.dims), label: preview })
+}
+await saveImage(composeGrid([cells]), join(out, 'guided.png'))
+console.log(`   → ${join(out, 'guided.png')}`)
+console.log('   Measure, do not assume: `lookahead compare` runs every preview over many seeds (see samples/experiment).')
