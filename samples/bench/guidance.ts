@@ -6,6 +6,9 @@ import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { guideFromSpec } from '../../guides/index.js'
+import { conditioning } from '../../src/diffusion/conditioning.js'
+import { decode, openDecoder } from '../../src/diffusion/decoders.js'
+import { initialNoise, latentDims, loadSdxl, unetEpsModel } from '../../src/diffusion/pipeline.js'
 import { writeTinyModels } from '../../src/diffusion/tiny/index.js'
 import { lookahead, type LookaheadSettings } from '../../src/guidance/engine.js'
 import { runCost } from '../../src/guidance/estimate.js'
@@ -31,6 +34,17 @@ async function best(settings: LookaheadSettings): Promise<{ ms: number; guidance
   return result
 }
 
+/** The best of 10 timings of `work`, in ms. */
+async function fastest(work: () => Promise<unknown>): Promise<number> {
+  let ms = Infinity
+  for (let i = 0; i < 10; i++) {
+    const started = performance.now()
+    await work()
+    ms = Math.min(ms, performance.now() - started)
+  }
+  return ms
+}
+
 async function bench(name: string, models: string, side: number, cache: string) {
   const reference = drawnFaces(side)[3]
   const guide = guideFromSpec('id', { models, idNetwork: 'faceapi', warn: () => {} })
@@ -51,13 +65,22 @@ async function bench(name: string, models: string, side: number, cache: string) 
   }
   const counted = runCost({ steps: 50, cfg: 5, guideSteps: [10], iters: 10, previewCfg: 1, guided: true })
   const plain = await best(base)
+  // the units: one batch-1 UNet evaluation, and one decode of the preview, timed alone
+  const sdxl = await loadSdxl(models, { threads })
+  const eps = unetEpsModel(sdxl.unet, await conditioning({ ...base, cfg: 1 }, sdxl.unet, sdxl.text), 1)
+  const x = initialNoise(0, latentDims(sdxl.unet, base.size))
+  const unetMs = await fastest(() => eps(x, 781))
+  const decoder = await openDecoder(models, 'taesd', { threads })
+  const decodeMs = await fastest(() => decode(decoder, x))
   const line = async (label: string, settings: LookaheadSettings) => {
     await lookahead(settings) // builds and caches the gradient model
     const guided = await best(settings)
-    const perIteration = guided.guidanceMs / 10 / (plain.ms / counted.samplingEvaluations)
-    console.log(`  ${label}: guide ${guided.ms.toFixed(0)} ms → ${(guided.ms / plain.ms).toFixed(2)}× generate; one lookahead iteration = ${perIteration.toFixed(1)} UNet evaluations`)
+    const perIteration = guided.guidanceMs / 10
+    console.log(`  ${label}: guide ${guided.ms.toFixed(0)} ms → ${(guided.ms / plain.ms).toFixed(2)}× generate; one lookahead iteration ${perIteration.toFixed(1)} ms = ${(perIteration / unetMs).toFixed(1)} UNet evaluations`)
   }
-  console.log(`${name} (${side}×${side}): generate ${plain.ms.toFixed(0)} ms (${counted.samplingEvaluations} UNet evaluations); UNet-evaluation count with guidance: ${counted.ratio.toFixed(2)}×`)
+  console.log(`${name} (${side}×${side}): generate ${plain.ms.toFixed(0)} ms (${counted.samplingEvaluations} UNet evaluations in batch-2 CFG passes); ` +
+    `one batch-1 UNet evaluation ${unetMs.toFixed(2)} ms, one preview decode ${decodeMs.toFixed(2)} ms (= ${(decodeMs / unetMs).toFixed(1)} UNet evaluations); ` +
+    `UNet-evaluation count with guidance: ${counted.ratio.toFixed(2)}×`)
   await line('id loss (face-api network)', { ...base, preview: 'lcm' })
   await line('pixel loss (no guide network)', { ...base, preview: 'lcm', guide: pixels })
 }
