@@ -32,8 +32,11 @@ export default class Guide extends LookaheadCommand {
     exitOnInterrupt()
     const job = await jobFromFlags(args.prompt, flags, await resolveModels(flags), this.device(flags))
     job.preview = flags.preview as Method
-    if (flags['dry-run']) return this.dryRun(job, numberFlag(flags['memory-limit'], 'memory-limit', { positive: true }))
+    const limitGb = numberFlag(flags['memory-limit'], 'memory-limit', { positive: true })
+    if (flags['dry-run']) return this.dryRun(job, limitGb)
     check(flags.output, 'say where to write the image: -o out.png')
+    // on a GPU, say before running what the gradient pass will need
+    if (job.session.device === 'cuda') await this.dryRun(job, limitGb)
     const spinner = this.spinner('preparing')
     job.onStep = (done, total) => { spinner.text = `sampling: step ${done}/${total}` }
     job.onIteration = it => { spinner.text = `guiding at step ${it.step}: iteration ${it.iter + 1}/${job.iters}, loss ${it.loss.toFixed(4)}` }
@@ -55,6 +58,7 @@ export default class Guide extends LookaheadCommand {
     return { output: flags.output, settings: { ...settings, device: session.device }, iterations: result.iterations, metrics: result.metrics, timings: result.timings, guide: result.guide }
   }
 
+  /** Prints the run's cost and the gradient pass's memory estimate, with advice past `limitGb`. */
   private async dryRun(job: GuideJob, limitGb: number) {
     const cost = await dryRunJob(job)
     const gb = (bytes: number) => `${(bytes / 1e9).toFixed(2)} GB`

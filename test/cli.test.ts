@@ -70,6 +70,15 @@ describe('lookahead CLI', function () {
     }
   })
 
+  it('refuses --device cuda at once where the CUDA provider is not installed', async function () {
+    const { cudaInstalled } = await import('../src/onnx/session.js')
+    if (cudaInstalled()) this.skip()
+    const { code, stderr } = await lookahead('guide', '--world', 'demo', '--ref', 'world:dev', '--device', 'cuda', '-o', join(dir, 'cuda.png'))
+    assert.equal(code, 1)
+    assert.match(stderr, /the CUDA provider is not installed: reinstall with `ONNXRUNTIME_NODE_INSTALL=cuda12/)
+    assert.equal(stderr.trim().split('\n').length, 1)
+  })
+
   it('refuses impossible flag combinations', async () => {
     const { code, stderr } = await lookahead('guide', '--world', 'demo', '--models', dir, '-o', join(dir, 'x.png'))
     assert.notEqual(code, 0)

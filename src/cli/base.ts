@@ -3,7 +3,7 @@ import { Command, Flags } from '@oclif/core'
 import chalk from 'chalk'
 import ora, { type Ora } from 'ora'
 import { UserError } from '../errors.js'
-import { devices, type Device } from '../onnx/session.js'
+import { CUDA_HELP, cudaInstalled, devices, type Device } from '../onnx/session.js'
 
 export abstract class LookaheadCommand extends Command {
   static enableJsonFlag = true
@@ -27,7 +27,9 @@ export abstract class LookaheadCommand extends Command {
     process.stderr.write(`${chalk.yellow('warning:')} ${message}\n`)
   }
 
+  /** The device flag; asking for CUDA where its provider is not installed fails here, before any work. */
   device(flags: { device: string }): Device {
+    if (flags.device === 'cuda' && !cudaInstalled()) throw new UserError(CUDA_HELP)
     return flags.device as Device
   }
 
