@@ -64,8 +64,11 @@ export default class Guide extends LookaheadCommand {
     const gb = (bytes: number) => `${(bytes / 1e9).toFixed(2)} GB`
     this.note(`latent ${cost.latentShape.join('×')}: sampling ${cost.samplingEvaluations} UNet evaluations, guidance ${cost.guidanceEvaluations} more (${cost.gradientPasses} gradient passes): ${cost.ratio.toFixed(2)}× an unguided image`)
     if (cost.gradientPasses > 0) {
-      this.note(`gradient pass: weights ${gb(cost.memory.weights)} + activations kept for backward ≤ ${gb(cost.memory.activations)} = ${gb(cost.peakBytes)} (UNet and decoder; the guide network adds its own)` +
-        (cost.memory.unknown > 0 ? `; ${cost.memory.unknown} values of unknown size not counted` : ''))
+      const { weights, peak, upperBound, unknown } = cost.memory
+      this.note(`gradient pass: weights ${gb(weights)} + activations ≈ ${gb(peak)} at its peak = ${gb(cost.peakBytes)} ` +
+        `(values freed after their last reader, as onnxruntime plans; ≤ ${gb(upperBound)} of activations if none were freed; ` +
+        `UNet and decoder with a stand-in loss: the guide network, kernel workspaces and arena overhead add to it)` +
+        (unknown > 0 ? `; ${unknown} values of unknown size not counted` : ''))
       if (cost.peakBytes > limitGb * 1e9) this.warning(`this exceeds ${limitGb} GB: guide at a lower resolution (--guide-size, e.g. 768), use --preview-decoder taesd, or an fp16 UNet export`)
     }
     return cost

@@ -4,7 +4,7 @@ import { graphMemory, runCost } from '../src/guidance/estimate.js'
 import { LATENT } from '../src/guidance/preview.js'
 
 describe('cost estimates (--dry-run)', () => {
-  it('counts the float values on the latent → loss path, and the inline weights', async () => {
+  it('counts the weights, the float values on the latent → loss path, and the gradient pass at its peak', async () => {
     const g = new GraphBuilder('small')
     const latent = g.input(LATENT, 'float32', [1, 4, 8, 8])
     const other = g.input('text', 'float32', [1, 1000])
@@ -15,9 +15,13 @@ describe('cost estimates (--dry-run)', () => {
     g.outputAs(g.op('ReduceSum', [relu, g.ints([1, 2, 3])], { keepdims: 0 }), 'loss', 'float32', [1]) // 1 float
     const memory = await graphMemory({ model: g.build(), dir: '.' })
     assert.equal(memory.weights, 16 + 3 * 8) // the weight and the int64 axes
-    // Mul, Relu, ReduceSum and the Identity naming the output
-    assert.equal(memory.activations, (256 + 256 + 1 + 1) * 4)
+    // upper bound: Mul, Relu, ReduceSum and the Identity naming the output
+    assert.equal(memory.upperBound, (256 + 256 + 1 + 1) * 4)
     assert.equal(memory.unknown, 0)
+    // the backward reads the Relu's output (its mask) and nothing else of size: at most Relu + Mul outputs
+    // and the gradient tensors of one layer are alive together
+    assert.ok(memory.saved >= 256 * 4 && memory.saved <= 2 * 256 * 4 + 8, `saved ${memory.saved}`)
+    assert.ok(memory.peak >= 2 * 256 * 4 && memory.peak <= 6 * 256 * 4, `peak ${memory.peak}`)
   })
 
   it('counts UNet work: K iterations ≈ 3K evaluations, CFG doubles a pass', () => {

@@ -227,9 +227,18 @@ export async function lookahead(settings: LookaheadSettings): Promise<LookaheadR
   return { latents, image, iterations, timings: { gradientModelMs, samplingMs, guidanceMs } }
 }
 
+/** A stand-in loss for estimates without a guide: mean(image²) (the real guide networks are small beside the UNet). */
+const meanSquare: Guide = {
+  name: 'mean-square',
+  description: 'mean of the squared image (a stand-in loss for memory estimates)',
+  prepare: async () => {},
+  feeds: async () => ({}),
+  lossFragment: (g, image) => g.op('ReduceMean', [g.op('Mul', [image, image])], { keepdims: 0 }),
+}
+
 export interface DryRun extends RunCost {
   memory: GraphMemory
-  /** weights + activations, in bytes */
+  /** weights + the gradient pass's simulated peak of activations, in bytes */
   peakBytes: number
   latentShape: number[]
 }
@@ -245,8 +254,10 @@ export async function dryRun(settings: LookaheadSettings): Promise<DryRun> {
   const channels = graphOf(base.model).input.find(i => i.name === 'sample')?.type?.tensorType?.shape?.dim?.[1]?.dimValue
   const latentShape = [1, channels ? toNumber(channels) : 4, settings.size.height / 8, settings.size.width / 8]
   const cost = runCost({ ...settings, previewCfg, guided })
-  if (!guided) return { ...cost, memory: { weights: 0, activations: 0, unknown: 0 }, peakBytes: 0, latentShape }
+  if (!guided) return { ...cost, memory: { weights: 0, peak: 0, saved: 0, upperBound: 0, unknown: 0 }, peakBytes: 0, latentShape }
   const parts = await previewModels(settings.models, settings.preview as PreviewKind, settings.previewDecoder)
-  const memory = await graphMemory(previewForward(parts, previewShape(previewCfg, latentShape, settings.guideSize), settings.guide), { batch_size: previewCfg > 1 ? 2 : 1 })
-  return { ...cost, memory, peakBytes: memory.weights + memory.activations, latentShape }
+  // the dims the pipeline feeds: the batch, 77 text tokens, a timestep of [1] where it is int64 [steps] (optimum ≤ 1.23)
+  const dims = { batch_size: previewCfg > 1 ? 2 : 1, sequence_length: 77, steps: 1 }
+  const memory = await graphMemory(previewForward(parts, previewShape(previewCfg, latentShape, settings.guideSize), settings.guide ?? meanSquare), dims)
+  return { ...cost, memory, peakBytes: memory.weights + memory.peak, latentShape }
 }

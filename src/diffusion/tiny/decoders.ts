@@ -27,7 +27,7 @@ export function tinyVaeDecoder(generation: Generation, seed = 300): GraphBuilder
 }
 
 /** AutoencoderTinyBlock: conv-ReLU-conv-ReLU-conv, plus the input, then ReLU. */
-function tinyBlock(g: GraphBuilder, x: string, rand: Normal, c: number): string {
+export function tinyBlock(g: GraphBuilder, x: string, rand: Normal, c: number): string {
   const relu = (v: string) => g.op('Relu', [v])
   const h = conv2d(g, relu(conv2d(g, relu(conv2d(g, x, rand, c, c)), rand, c, c)), rand, c, c)
   return relu(g.op('Add', [h, x]))

@@ -12,7 +12,7 @@ const ATTENTION_CHILDREN = ['proj_in', ...['attn1', 'attn2'].flatMap(a => ['to_q
  * diffusers get_timestep_embedding(flip_sin_to_cos=True, shift 0): [cos(t·f), sin(t·f)], f_i = 10000^(−i/half).
  * `t` is a float [N] value; the result is [N, dim].
  */
-function timestepEmbedding(g: GraphBuilder, t: string, dim: number): string {
+export function timestepEmbedding(g: GraphBuilder, t: string, dim: number): string {
   const half = dim / 2
   const freqs = g.constant(Float32Array.from({ length: half }, (_, i) => Math.exp((-Math.log(10000) * i) / half)), [1, half])
   const args = g.op('Mul', [g.op('Unsqueeze', [t, g.ints([1])]), freqs])

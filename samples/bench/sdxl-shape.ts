@@ -1,0 +1,268 @@
+// The lookahead gradient pass's memory for the real SDXL UNet, estimated without its 10 GB export: an
+// SDXL-shaped UNet (diffusers UNet2DConditionModel with SDXL's config, optimum's I/O) and a TAESD-shaped
+// decoder (diffusers DecoderTiny) are built from layers.ts into a temporary models folder, the UNet's weights
+// as external data in a sparse file (sizes only, no disk used), and the project's own estimator (dryRun) is
+// run on them at 1024², at --guide-size 768 and 512, and with the x0 preview under CFG (~2 minutes, ~350 MB).
+// Usage: npx tsx samples/bench/sdxl-shape.ts [--opset 14|18] [--keep | --models DIR]
+import { mkdir, mkdtemp, rm, truncate, writeFile } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { pathToFileURL } from 'node:url'
+import { GraphBuilder, type DType, type Values } from '../../src/onnx/builder.js'
+import { conv2d, downsample, groupNorm, linear, resnetBlock, silu, spatialTransformer, upsampleNearest2x, type Normal } from '../../src/onnx/layers.js'
+import { DataType, encodeModel, onnx, writeModel } from '../../src/onnx/proto.js'
+import { timestepEmbedding } from '../../src/diffusion/tiny/unet.js'
+import { tinyBlock } from '../../src/diffusion/tiny/decoders.js'
+import { dryRun, type LookaheadSettings } from '../../src/guidance/engine.js'
+
+/** Weights are never read here: zeros, so that building costs no random numbers. */
+const zeros: Normal = () => 0
+
+/** onnx's save_as_external_data default: smaller tensors stay inline. */
+const EXTERNAL_THRESHOLD_BYTES = 1024
+
+/**
+ * A GraphBuilder whose float32 initializers of ≥ 1 KiB become external-data TensorProtos (dims, offset and
+ * length in `location`, no bytes), as optimum writes the SDXL UNet; `externalBytes` is the data file's size.
+ */
+export class ExternalWeightsBuilder extends GraphBuilder {
+  externalBytes = 0
+
+  constructor(name: string, opset: number, readonly location = 'weights.bin') {
+    super(name, opset)
+  }
+
+  override constant(values: Values | number, dims?: number[], dtype: DType = 'float32', hint = 'const'): string {
+    const count = typeof values === 'number' ? 1 : values.length
+    const length = count * 4
+    if (dtype !== 'float32' || length < EXTERNAL_THRESHOLD_BYTES) return super.constant(values, dims, dtype, hint)
+    const name = this.fresh(hint)
+    this.initializers.push(new onnx.TensorProto({
+      name,
+      dataType: DataType.FLOAT,
+      dims: dims ?? [count],
+      dataLocation: onnx.TensorProto.DataLocation.EXTERNAL,
+      externalData: [
+        { key: 'location', value: this.location },
+        { key: 'offset', value: String(this.externalBytes) },
+        { key: 'length', value: String(length) },
+      ],
+    }))
+    this.externalBytes += length
+    return name
+  }
+}
+
+/** UNet2DConditionModel's config, the parts that set the graph's structure. */
+export interface UnetShape {
+  /** block_out_channels */
+  channels: number[]
+  /** transformer_layers_per_block; 0: a block without attention (DownBlock2D / UpBlock2D) */
+  depths: number[]
+  /** attention heads per level (SDXL's attention_head_dim [5, 10, 20], i.e. 64 channels per head) */
+  heads: number[]
+  layersPerBlock: number
+  groups: number
+  /** cross_attention_dim */
+  contextDim: number
+  /** projection_class_embeddings_input_dim = pooledDim + 6·addTimeProj */
+  pooledDim: number
+  addTimeProj: number
+  latentChannels: number
+}
+
+/** stabilityai/stable-diffusion-xl-base-1.0 unet/config.json */
+export const SDXL_UNET: UnetShape = {
+  channels: [320, 640, 1280],
+  depths: [0, 2, 10],
+  heads: [5, 10, 20],
+  layersPerBlock: 2,
+  groups: 32,
+  contextDim: 2048,
+  pooledDim: 1280,
+  addTimeProj: 256,
+  latentChannels: 4,
+}
+
+/**
+ * diffusers' UNet2DConditionModel (addition_embed_type "text_time", linear projections in the transformers)
+ * with optimum's I/O: sample [B,4,h,w], timestep (opset 14: int64 [steps]; 18: float32 scalar),
+ * encoder_hidden_states [B,S,contextDim], text_embeds [B,pooledDim], time_ids [B,6] → out_sample.
+ */
+export function sdxlShapedUnet(shape: UnetShape = SDXL_UNET, opset = 18): ExternalWeightsBuilder {
+  const { channels, depths, heads, layersPerBlock, groups, contextDim, pooledDim, addTimeProj, latentChannels } = shape
+  const g = new ExternalWeightsBuilder('unet', opset)
+  const rand = zeros
+  const timeProj = channels[0]
+  const temb = 4 * channels[0]
+  const sample = g.input('sample', 'float32', ['batch_size', latentChannels, 'height', 'width'])
+  const timestep = opset < 18 ? g.input('timestep', 'int64', ['steps']) : g.input('timestep', 'float32', [])
+  const context = g.input('encoder_hidden_states', 'float32', ['batch_size', 'sequence_length', contextDim])
+  const textEmbeds = g.input('text_embeds', 'float32', ['batch_size', pooledDim])
+  const timeIds = g.input('time_ids', 'float32', ['batch_size', 6])
+
+  // time_proj + time_embedding; add_time_proj(time_ids) after text_embeds + add_embedding; summed
+  const batch = g.op('Unsqueeze', [g.op('Gather', [g.op('Shape', [sample]), g.constant([0], [], 'int64')], { axis: 0 }), g.ints([0])])
+  const t = g.op('Expand', [g.op('Cast', [timestep], { to: DataType.FLOAT }), batch])
+  const mlp = (x: string, inDim: number) => linear(g, silu(g, linear(g, x, rand, inDim, temb, { gemm: true })), rand, temb, temb, { gemm: true })
+  const idsEmb = timestepEmbedding(g, g.op('Reshape', [timeIds, g.ints([-1])]), addTimeProj)
+  const addInput = g.op('Concat', [textEmbeds, g.op('Reshape', [idsEmb, g.op('Concat', [batch, g.ints([-1])], { axis: 0 })])], { axis: -1 })
+  const emb = g.op('Add', [mlp(timestepEmbedding(g, t, timeProj), timeProj), mlp(addInput, pooledDim + 6 * addTimeProj)])
+
+  const resnet = (x: string, cin: number, cout: number) => resnetBlock(g, x, rand, cin, cout, { groups, temb: emb, tembDim: temb })
+  const transformer = (x: string, level: number) =>
+    spatialTransformer(g, x, rand, channels[level], { heads: heads[level], context, contextDim, groups, depth: depths[level] })
+  const last = channels.length - 1
+
+  let h = conv2d(g, sample, rand, latentChannels, channels[0])
+  const skips = [{ value: h, channels: channels[0] }]
+  let previous = channels[0]
+  for (let level = 0; level <= last; level++) {
+    for (let i = 0; i < layersPerBlock; i++) {
+      h = resnet(h, i === 0 ? previous : channels[level], channels[level])
+      if (depths[level] > 0) h = transformer(h, level)
+      skips.push({ value: h, channels: channels[level] })
+    }
+    if (level < last) {
+      h = downsample(g, h, rand, channels[level])
+      skips.push({ value: h, channels: channels[level] })
+    }
+    previous = channels[level]
+  }
+  h = resnet(transformer(resnet(h, channels[last], channels[last]), last), channels[last], channels[last])
+  for (let level = last; level >= 0; level--) {
+    for (let i = 0; i <= layersPerBlock; i++) {
+      const skip = skips.pop()!
+      h = resnet(g.op('Concat', [h, skip.value], { axis: 1 }), (i === 0 ? previous : channels[level]) + skip.channels, channels[level])
+      if (depths[level] > 0) h = transformer(h, level)
+    }
+    if (level > 0) h = conv2d(g, upsampleNearest2x(g, h), rand, channels[level], channels[level])
+    previous = channels[level]
+  }
+  h = conv2d(g, silu(g, groupNorm(g, h, rand, channels[0], groups)), rand, channels[0], latentChannels)
+  g.outputAs(h, 'out_sample', 'float32', ['batch_size', latentChannels, 'height', 'width'])
+  return g
+}
+
+/**
+ * diffusers AutoencoderTiny's DecoderTiny (TAESDXL): tanh clamp, conv + ReLU, stages of AutoencoderTinyBlocks
+ * (3, 3, 3, 1 at 64 channels) with a nearest ×2 upsampling and a bias-free conv after each but the last, a
+ * final conv to RGB, and x·2 − 1 to [-1,1]. Weights are inline zeros (1.2 M parameters).
+ */
+export function taesdShapedDecoder(opset = 18, channels = 64, blocks = [3, 3, 3, 1]): GraphBuilder {
+  const g = new GraphBuilder('taesdxl_decoder', opset)
+  const rand = zeros
+  const latent = g.input('latent_sample', 'float32', ['batch_size', 4, 'height_latent', 'width_latent'])
+  const three = g.constant(3)
+  let h = g.op('Mul', [g.op('Tanh', [g.op('Div', [latent, three])]), three])
+  h = g.op('Relu', [conv2d(g, h, rand, 4, channels)])
+  blocks.forEach((count, stage) => {
+    for (let i = 0; i < count; i++) h = tinyBlock(g, h, rand, channels)
+    if (stage < blocks.length - 1) h = conv2d(g, upsampleNearest2x(g, h), rand, channels, channels, { bias: false })
+  })
+  const raw = conv2d(g, h, rand, channels, 3)
+  g.outputAs(g.op('Sub', [g.op('Mul', [raw, g.constant(2)]), g.constant(1)]), 'sample', 'float32', ['batch_size', 3, 'height', 'width'])
+  return g
+}
+
+/**
+ * Learned parameters: float initializers made by layers.ts' randomWeight (named by their hint: conv_weight,
+ * gn_gamma…), not the constants (const_N, scalar_N: norm scales of 1, Resize scales, frequencies).
+ */
+export function parameterCount(g: GraphBuilder): number {
+  return g.initializers
+    .filter(t => t.dataType === DataType.FLOAT && !/^(const|scalar)_\d+$/.test(t.name))
+    .reduce((sum, t) => sum + t.dims.reduce<number>((a, d) => a * Number(d), 1), 0)
+}
+
+/**
+ * Writes a models folder: unet/model.onnx + unet/weights.bin (sparse), lcm_unet/model.onnx (the same graph,
+ * the weights hard-linked beside it) and taesdxl_decoder/model.onnx.
+ */
+export async function writeShapedModels(dir: string, unet: ExternalWeightsBuilder, decoder: GraphBuilder): Promise<void> {
+  const unetDir = join(dir, 'unet')
+  await mkdir(unetDir, { recursive: true })
+  await writeFile(join(unetDir, unet.location), '')
+  await truncate(join(unetDir, unet.location), unet.externalBytes)
+  const model = unet.build()
+  await writeFile(join(unetDir, 'model.onnx'), encodeModel(model))
+  await writeModel({ model, dir: unetDir }, join(dir, 'lcm_unet', 'model.onnx'))
+  await mkdir(join(dir, 'taesdxl_decoder'), { recursive: true })
+  await writeFile(join(dir, 'taesdxl_decoder', 'model.onnx'), encodeModel(decoder.build()))
+}
+
+interface Row {
+  setting: string
+  weightsGb: number
+  peakGb: number
+  savedGb: number
+  upperBoundGb: number
+  unknown: number
+  totalGb: number
+}
+
+const GB = 1e9
+
+/** The estimate `lookahead guide --dry-run` prints, for one setting. */
+async function estimate(models: string, setting: string, preview: 'lcm' | 'x0', cfg: number, guideSize?: number): Promise<Row> {
+  const settings: LookaheadSettings = {
+    prompt: '', steps: 50, cfg, seed: 0, size: { height: 1024, width: 1024 }, models,
+    preview, previewCfg: preview === 'lcm' ? 1 : undefined, guideSteps: [10], iters: 10, guideSize,
+  }
+  const { memory, peakBytes } = await dryRun(settings)
+  return {
+    setting,
+    weightsGb: memory.weights / GB,
+    peakGb: memory.peak / GB,
+    savedGb: memory.saved / GB,
+    upperBoundGb: memory.upperBound / GB,
+    unknown: memory.unknown,
+    totalGb: peakBytes / GB,
+  }
+}
+
+/** Builds the SDXL-shaped models into a temporary folder; returns it. */
+async function buildModels(opset: number): Promise<string> {
+  const started = performance.now()
+  const unet = sdxlShapedUnet(SDXL_UNET, opset)
+  const decoder = taesdShapedDecoder(opset)
+  console.log(`SDXL-shaped UNet (opset ${opset}): ${unet.nodes.length} nodes, ${unet.initializers.length} initializers, ` +
+    `${parameterCount(unet).toLocaleString('en')} parameters (${(unet.externalBytes / GB).toFixed(2)} GB external); ` +
+    `TAESD-shaped decoder: ${decoder.nodes.length} nodes, ${parameterCount(decoder).toLocaleString('en')} parameters; ` +
+    `built in ${((performance.now() - started) / 1000).toFixed(1)} s`)
+  const models = await mkdtemp(join(tmpdir(), 'sdxl-shape-'))
+  await writeShapedModels(models, unet, decoder)
+  return models
+}
+
+async function main(): Promise<void> {
+  const args = process.argv.slice(2)
+  const option = (name: string) => (args.includes(name) ? args[args.indexOf(name) + 1] : undefined)
+  // --models DIR: estimate an existing folder (one kept with --keep, or a real export) instead of building one
+  const given = option('--models')
+  const models = given ?? await buildModels(Number(option('--opset') ?? 18))
+  try {
+    const started = performance.now()
+    const rows = [
+      await estimate(models, 'lcm, 1024²', 'lcm', 1),
+      await estimate(models, 'lcm, 1024², --guide-size 768', 'lcm', 1, 768),
+      await estimate(models, 'lcm, 1024², --guide-size 512', 'lcm', 1, 512),
+      await estimate(models, 'x0, CFG 5, 1024²', 'x0', 5),
+    ]
+    console.log(`models folder: ${models}${given || args.includes('--keep') ? ' (kept)' : ''}`)
+    console.table(rows.map(r => ({
+      setting: r.setting,
+      'weights GB': r.weightsGb.toFixed(2),
+      'activations at the peak GB': r.peakGb.toFixed(2),
+      'saved for backward GB': r.savedGb.toFixed(2),
+      'upper bound GB': r.upperBoundGb.toFixed(2),
+      unknown: r.unknown,
+      'weights + peak GB': r.totalGb.toFixed(2),
+    })))
+    console.log(`estimates in ${((performance.now() - started) / 1000).toFixed(1)} s`)
+  } finally {
+    if (!given && !args.includes('--keep')) await rm(models, { recursive: true, force: true })
+  }
+}
+
+if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) await main()
