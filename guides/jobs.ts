@@ -2,8 +2,8 @@
 // over many seeds (`lookahead compare`). Guides are chosen by name here; the engine never knows which it runs.
 import { readFile } from 'node:fs/promises'
 import { join } from 'node:path'
-import { check } from '../src/errors.js'
-import { readWorld } from '../src/diffusion/models-folder.js'
+import { check, UserError } from '../src/errors.js'
+import { modelsDir, readWorld } from '../src/diffusion/models-folder.js'
 import { dryRun, lookahead, type DryRun, type Iteration, type LookaheadSettings, type Method } from '../src/guidance/engine.js'
 import type { DecoderKind } from '../src/diffusion/decoders.js'
 import type { UpdateSettings } from '../src/guidance/update.js'
@@ -22,7 +22,6 @@ export async function resolveModels(flags: { models?: string; world?: string }):
     check(flags.world === 'demo', `--world ${flags.world}: the only embedded world is "demo" (build others with \`lookahead world build\`)`)
     return ensureDefaultWorld(defaultWorldCache())
   }
-  const { modelsDir } = await import('../src/diffusion/models-folder.js')
   return modelsDir(flags.models)
 }
 
@@ -54,7 +53,8 @@ export interface Evaluation {
 }
 
 export async function prepareEvaluation(models: string, reference: ImageTensor | undefined, settings: AllGuideSettings): Promise<Evaluation> {
-  const identity = reference ? await IdentityMetric.create(reference, { ...settings, lossNetwork: settings.idNetwork }).catch(() => undefined) : undefined
+  // a reference without a face (a CLIP or LPIPS target) has no identity to score
+  const identity = reference ? await IdentityMetric.create(reference, { ...settings, lossNetwork: settings.idNetwork }).catch(noFace) : undefined
   const world = await demoWorld(models)
   return {
     description: [identity?.description ?? 'identity metric: none (no face in the reference)', ...(world ? ['demo world: nearest component, Mahalanobis distance'] : [])],
@@ -67,6 +67,11 @@ export async function prepareEvaluation(models: string, reference: ImageTensor |
       return metrics
     },
   }
+}
+
+function noFace(error: unknown): undefined {
+  if (error instanceof UserError && /no face/.test(error.message)) return undefined
+  throw error
 }
 
 /** A reference image: a file, or `world:NAME`, one of the drawn faces of a demo world. */
