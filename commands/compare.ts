@@ -6,7 +6,7 @@ import { check } from '../src/errors.js'
 import { writeFileAtomic } from '../src/fsutil.js'
 import { METHODS, type Method } from '../src/guidance/engine.js'
 import { composeGrid, saveImage } from '../src/image/image.js'
-import { compareMethods, resolveModels, runsCsv, summaryTable } from '../guides/jobs.js'
+import { compareMethods, jobSettings, resolveModels, runsCsv, summaryTable } from '../guides/jobs.js'
 
 export default class Compare extends LookaheadCommand {
   static description = 'Compare previews (none, x0, lcm) over many seeds: a labelled grid, and metrics per method with means and standard errors (stdout, CSV, JSON)'
@@ -47,7 +47,7 @@ export default class Compare extends LookaheadCommand {
     await writeFileAtomic(join(flags.output, 'runs.csv'), runsCsv(comparison))
     const { runs, ...rest } = comparison
     const report = {
-      settings: { ...job, warn: undefined, session: undefined, device: job.session.device },
+      settings: jobSettings(job),
       ...rest,
       runs: runs.map(({ seed, method, result }) => ({ seed, method, metrics: result.metrics, iterations: result.iterations, timings: result.timings })),
     }

@@ -5,7 +5,7 @@ import { check } from '../src/errors.js'
 import { guidanceFlags, jobFromFlags, modelFlags, numberFlag, promptArg, samplingFlags } from '../src/cli/flags.js'
 import { METHODS, type Method } from '../src/guidance/engine.js'
 import { saveImage } from '../src/image/image.js'
-import { dryRunJob, resolveModels, runGuideJob, type GuideJob } from '../guides/jobs.js'
+import { dryRunJob, jobSettings, resolveModels, runGuideJob, type GuideJob } from '../guides/jobs.js'
 
 export default class Guide extends LookaheadCommand {
   static description = 'Generate an image guided by an image-space loss through a lookahead preview (LCM, or the naive x0 estimate)'
@@ -54,8 +54,7 @@ export default class Guide extends LookaheadCommand {
     if (world) this.note(`demo world: nearest identity ${world.name}, Mahalanobis ${world.mahalanobis.toFixed(2)}${world.typical ? '' : chalk.yellow(' (off the data distribution)')}`)
     if (clip !== undefined) this.note(`CLIP score to the prompt: ${clip.toFixed(2)}`)
     this.note(`${chalk.green('wrote')} ${flags.output}`)
-    const { onStep, onIteration, warn, session, ...settings } = job
-    return { output: flags.output, settings: { ...settings, device: session.device }, iterations: result.iterations, metrics: result.metrics, timings: result.timings, guide: result.guide }
+    return { output: flags.output, settings: jobSettings(job), iterations: result.iterations, metrics: result.metrics, timings: result.timings, guide: result.guide }
   }
 
   /** Prints the run's cost and the gradient pass's memory estimate, with advice past `limitGb`. */

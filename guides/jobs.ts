@@ -7,7 +7,8 @@ import { modelsDir, readWorld } from '../src/diffusion/models-folder.js'
 import { dryRun, lookahead, type DryRun, type Iteration, type LookaheadSettings, type Method } from '../src/guidance/engine.js'
 import type { DecoderKind } from '../src/diffusion/decoders.js'
 import type { UpdateSettings } from '../src/guidance/update.js'
-import { imageFromTensor, loadImage, type ImageTensor } from '../src/image/image.js'
+import { imageFromTensor, loadImage, resizeImage, type ImageTensor } from '../src/image/image.js'
+import { encodeImage } from '../src/world/codec.js'
 import type { SessionSettings } from '../src/onnx/session.js'
 import { defaultWorldCache, ensureDefaultWorld } from '../src/world/models.js'
 import { drawnFaces, parseWorld, placeLatent, type DemoWorld, type Placement } from '../src/world/world.js'
@@ -49,6 +50,8 @@ export interface Metrics {
 /** The evaluation held apart from the loss, prepared once for a reference and reused across images. */
 export interface Evaluation {
   description: string[]
+  /** in a demo world: where the reference itself lies (the identity a guided sample should land on) */
+  referencePlacement?: Placement
   measure(image: ImageTensor, latents: Float32Array, prompt: string): Promise<Metrics>
 }
 
@@ -56,8 +59,12 @@ export async function prepareEvaluation(models: string, reference: ImageTensor |
   // a reference without a face (a CLIP or LPIPS target) has no identity to score
   const identity = reference ? await IdentityMetric.create(reference, { ...settings, lossNetwork: settings.idNetwork }).catch(noFace) : undefined
   const world = await demoWorld(models)
+  // the reference's place in a demo world: the component nearest its encoded latent
+  const side = world?.codec.imageSize ?? 0
+  const referencePlacement = world && reference ? placeLatent(world, encodeImage(world.codec, resizeImage(reference, side, side).data)) : undefined
   return {
     description: [identity?.description ?? 'identity metric: none (no face in the reference)', ...(world ? ['demo world: nearest component, Mahalanobis distance'] : [])],
+    referencePlacement,
     async measure(image, latents, prompt) {
       const metrics: Metrics = {}
       if (identity) metrics.identity = await identity.measure(image)
@@ -123,38 +130,46 @@ export interface GuideJobResult {
   guide?: string
 }
 
-/** Builds and prepares the guide of a job (once per reference: compare reuses it across seeds). */
-export async function prepareGuide(job: GuideJob): Promise<{ guide?: Guide; reference?: ImageTensor }> {
+export interface PreparedJob {
+  guide?: Guide
+  evaluation: Evaluation
+}
+
+/** The guide and the evaluation of a job, prepared once per reference (compare reuses them across seeds). */
+export async function prepareJob(job: GuideJob): Promise<PreparedJob> {
   const reference = job.ref ? await referenceImage(job.ref, job.models) : undefined
-  if (job.preview === 'none') return { reference }
+  const evaluation = await prepareEvaluation(job.models, reference, { models: job.models, device: job.session.device, idNetwork: job.idNetwork })
+  if (job.preview === 'none') return { evaluation }
   check(reference || job.refText, '--ref IMAGE (or --ref-text for a clip loss) is needed to guide')
   const guide = guideFromSpec(job.loss, { models: job.models, device: job.session.device, warn: job.warn, idNetwork: job.idNetwork })
   await guide.prepare({ image: reference, text: job.refText })
-  return { guide, reference }
+  return { guide, evaluation }
+}
+
+/** The job's settings for the engine: the image size defaults to the folder's (a world's, else 1024). */
+async function engineSettings(job: GuideJob, guide?: Guide): Promise<LookaheadSettings> {
+  const side = job.size ?? (await defaultSize(job.models))
+  return { ...job, size: { height: side, width: side }, guide }
 }
 
 /** One image: sampled, guided as the job says, and scored by the held-apart evaluation. */
-export async function runGuideJob(job: GuideJob, prepared?: { guide?: Guide; evaluation: Evaluation }): Promise<GuideJobResult> {
-  const side = job.size ?? (await defaultSize(job.models))
-  let guide = prepared?.guide
-  let evaluation = prepared?.evaluation
-  if (!prepared) {
-    const { guide: made, reference } = await prepareGuide(job)
-    guide = made
-    evaluation = await prepareEvaluation(job.models, reference, { models: job.models, device: job.session.device, idNetwork: job.idNetwork })
-  }
-  const settings: LookaheadSettings = { ...job, size: { height: side, width: side }, guide }
-  const result = await lookahead(settings)
+export async function runGuideJob(job: GuideJob, prepared?: PreparedJob): Promise<GuideJobResult> {
+  const { guide, evaluation } = prepared ?? (await prepareJob(job))
+  const result = await lookahead(await engineSettings(job, guide))
   const image = imageFromTensor(result.image.data, result.image.dims)
-  const metrics = await evaluation!.measure(image, result.latents.data, job.prompt)
+  const metrics = await evaluation.measure(image, result.latents.data, job.prompt)
   return { image, latents: result.latents.data, iterations: result.iterations, metrics, timings: result.timings, guide: guide?.description }
 }
 
-
 /** The cost of a job from its graphs alone, without the guide network (it is small beside the UNet). */
 export async function dryRunJob(job: GuideJob): Promise<DryRun> {
-  const side = job.size ?? (await defaultSize(job.models))
-  return dryRun({ ...job, size: { height: side, width: side } })
+  return dryRun(await engineSettings(job))
+}
+
+/** A job's settings as plain data, for --json and reports: no callbacks, the device instead of the session. */
+export function jobSettings(job: GuideJob) {
+  const { onStep, onIteration, warn, session, ...settings } = job
+  return { ...settings, device: session.device }
 }
 
 export interface Comparison {
@@ -198,16 +213,6 @@ export function stat(values: number[]): Stat | undefined {
   return { mean, se: Math.sqrt(variance / n), n }
 }
 
-/** The identity a reference image has in a demo world: that of the component nearest its encoded latent. */
-async function referencePlacement(models: string, reference: ImageTensor | undefined): Promise<Placement | undefined> {
-  const world = await demoWorld(models)
-  if (!world || !reference) return undefined
-  const { encodeImage } = await import('../src/world/codec.js')
-  const { resizeImage } = await import('../src/image/image.js')
-  const side = world.codec.imageSize
-  return placeLatent(world, encodeImage(world.codec, resizeImage(reference, side, side).data))
-}
-
 /** Every method on every seed with the same settings; the guide and the evaluation are prepared once. */
 export async function compareMethods(
   job: GuideJob,
@@ -216,9 +221,8 @@ export async function compareMethods(
   onRun?: (done: number, total: number, seed: number, method: Method) => void,
 ): Promise<Comparison> {
   check(seeds.length > 0 && methods.length > 0, 'compare needs at least one seed and one method')
-  const { guide, reference } = await prepareGuide({ ...job, preview: methods.find(m => m !== 'none') ?? 'none' })
-  const evaluation = await prepareEvaluation(job.models, reference, { models: job.models, device: job.session.device, idNetwork: job.idNetwork })
-  const referenceIdentity = await referencePlacement(job.models, reference)
+  const { guide, evaluation } = await prepareJob({ ...job, preview: methods.find(m => m !== 'none') ?? 'none' })
+  const referenceIdentity = evaluation.referencePlacement
   const runs: Comparison['runs'] = []
   for (const seed of seeds) {
     for (const method of methods) {

@@ -3,13 +3,11 @@ import { mkdtemp, readFile, rm, stat } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { GraphBuilder } from '../src/onnx/builder.js'
+import { seededNormal } from '../src/onnx/layers.js'
 import { externalDataFiles, graphOf, readModel, writeModel, writeModelWithExternalData } from '../src/onnx/proto.js'
 import { closeSessions, openSession, ort } from '../src/onnx/session.js'
 
-function randn(n: number, seed: number): Float32Array {
-  let s = seed
-  return Float32Array.from({ length: n }, () => ((s = (s * 1103515245 + 12345) % 2147483648) / 2147483648) * 2 - 1)
-}
+const randn = (n: number, seed: number) => Float32Array.from({ length: n }, seededNormal(seed))
 
 /** y = relu(x·W + b), with W and b large enough to go to external data. */
 function denseModel() {

@@ -64,6 +64,10 @@ export async function decode(decoder: Decoder, latents: Tensor): Promise<Tensor>
   return image
 }
 
-/** The decoder for final images: the SDXL VAE where the folder has it, else TAESDXL. */
-export const finalDecoderKind = (models: string): DecoderKind =>
-  existsSync(join(models, DECODER_FOLDERS.vae, 'model.onnx')) ? 'vae' : 'taesd'
+/**
+ * Decodes a run's final latents with `kind`, by default the SDXL VAE where the folder has it, else TAESDXL.
+ */
+export async function decodeFinal(models: string, latents: Tensor, kind?: DecoderKind, settings: SessionSettings = {}): Promise<{ image: Tensor; kind: DecoderKind }> {
+  const chosen = kind ?? (existsSync(join(models, DECODER_FOLDERS.vae, 'model.onnx')) ? 'vae' : 'taesd')
+  return { image: await decode(await openDecoder(models, chosen, settings), latents), kind: chosen }
+}

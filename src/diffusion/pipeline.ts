@@ -6,7 +6,7 @@ import { check } from '../errors.js'
 import { seededNormal } from '../onnx/layers.js'
 import { openSession, type Session, type SessionSettings } from '../onnx/session.js'
 import { conditioning, loadTextEncoders, outputTensor, unetFeeds, type Conditioning, type PromptSettings, type TextEncoders, type Tensor } from './conditioning.js'
-import { decode, finalDecoderKind, openDecoder, type DecoderKind } from './decoders.js'
+import { decodeFinal, type DecoderKind } from './decoders.js'
 import { readWorld, type WorldInfo } from './models-folder.js'
 import { ddimStep, ddimTimesteps, guide, previousTimestep } from './schedulers.js'
 
@@ -135,7 +135,6 @@ export async function generate(settings: GenerateSettings): Promise<Generated> {
   const eps = unetEpsModel(models.unet, cond, settings.cfg)
   const noise = initialNoise(settings.seed, latentDims(models.unet, settings.size))
   const latents = await ddimLoop(noise, settings.steps, eps, { afterStep: ({ index }) => settings.onStep?.(index + 1, settings.steps) })
-  const kind = settings.decoder ?? finalDecoderKind(settings.models)
-  const image = await decode(await openDecoder(settings.models, kind, settings.session), latents)
+  const { image, kind } = await decodeFinal(settings.models, latents, settings.decoder, settings.session)
   return { latents, image, decoder: kind }
 }

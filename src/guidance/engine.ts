@@ -11,7 +11,7 @@ import { differentiate } from '../onnx/autodiff.js'
 import { encodeModel, externalDataFiles, graphOf, readModel, toNumber, writeModel, type LoadedModel } from '../onnx/proto.js'
 import { openSession, ort, type Session, type SessionSettings } from '../onnx/session.js'
 import { conditioning, conditioningFeeds, inputTensor, type Conditioning, type Tensor } from '../diffusion/conditioning.js'
-import { decode, decoderScales, DECODER_FOLDERS, finalDecoderKind, openDecoder, type Decoder, type DecoderKind } from '../diffusion/decoders.js'
+import { decodeFinal, decoderScales, DECODER_FOLDERS, type Decoder, type DecoderKind } from '../diffusion/decoders.js'
 import { lcmUnetPath } from '../diffusion/models-folder.js'
 import { ddimLoop, initialNoise, latentDims, loadSdxl, unetEpsModel, type GenerateSettings, type LoopHooks, type StepState } from '../diffusion/pipeline.js'
 import { ddimStep, lcmPreviewCoefficients, naiveX0Coefficients, renoise, type Linear } from '../diffusion/schedulers.js'
@@ -64,7 +64,6 @@ export interface LookaheadResult {
   iterations: Iteration[]
   timings: { gradientModelMs: number; samplingMs: number; guidanceMs: number }
 }
-
 
 /** The preview's coefficients at timestep t: x̂ = a·x_t + b·ε. */
 export const previewCoefficients = (kind: PreviewKind, t: number): Linear => (kind === 'lcm' ? lcmPreviewCoefficients(t) : naiveX0Coefficients(t))
@@ -120,7 +119,7 @@ export interface PreviewShape {
 }
 
 /** The preview's shape for a run: full size unless a smaller square side `guideSize` is asked for. */
-function previewShape(cfg: number, latentShape: number[], guideSize?: number): PreviewShape {
+export function previewShape(cfg: number, latentShape: number[], guideSize?: number): PreviewShape {
   const full = { height: latentShape[2] * 8, width: latentShape[3] * 8 }
   if (guideSize === undefined) return { cfg, latentShape, imageSize: full }
   check(guideSize % 32 === 0 && guideSize >= 32 && guideSize <= Math.min(full.height, full.width), `--guide-size ${guideSize}: expected a multiple of 32 up to the image size`)
@@ -221,8 +220,7 @@ export async function lookahead(settings: LookaheadSettings): Promise<LookaheadR
     beforeStep,
     afterStep: ({ index }) => settings.onStep?.(index + 1, settings.steps),
   })
-  const decoderKind = settings.decoder ?? finalDecoderKind(settings.models)
-  const image = await decode(await openDecoder(settings.models, decoderKind, settings.session), latents)
+  const { image } = await decodeFinal(settings.models, latents, settings.decoder, settings.session)
   const samplingMs = performance.now() - started - gradientModelMs - guidanceMs
   return { latents, image, iterations, timings: { gradientModelMs, samplingMs, guidanceMs } }
 }

@@ -2,10 +2,10 @@
 // beside the LCM preview (sharp, close to the end result) beside the final image.
 import { check } from '../errors.js'
 import { conditioning, outputTensor, type Tensor } from '../diffusion/conditioning.js'
-import { decode, finalDecoderKind, openDecoder } from '../diffusion/decoders.js'
+import { decodeFinal } from '../diffusion/decoders.js'
 import { ddimLoop, initialNoise, latentDims, loadSdxl, unetEpsModel, type GenerateSettings } from '../diffusion/pipeline.js'
 import { IMAGE, type PreviewKind } from './preview.js'
-import { previewFeeds, previewImageSession, previewModels } from './engine.js'
+import { previewFeeds, previewImageSession, previewModels, previewShape } from './engine.js'
 
 export interface FigureRow {
   step: number
@@ -26,10 +26,9 @@ export async function previewFigure(settings: GenerateSettings & { at: number[];
   const cond = await conditioning(settings, models.unet, models.text)
   const lcmCond = settings.cfg > 1 ? await conditioning({ ...settings, cfg: 1 }, models.unet, models.text) : cond
   const dims = latentDims(models.unet, settings.size)
-  const imageSize = { height: dims[2] * 8, width: dims[3] * 8 }
   const sessions = {
-    x0: await previewImageSession(await previewModels(settings.models, 'x0'), { cfg: settings.cfg, latentShape: dims, imageSize }, settings),
-    lcm: await previewImageSession(await previewModels(settings.models, 'lcm'), { cfg: 1, latentShape: dims, imageSize }, settings),
+    x0: await previewImageSession(await previewModels(settings.models, 'x0'), previewShape(settings.cfg, dims), settings),
+    lcm: await previewImageSession(await previewModels(settings.models, 'lcm'), previewShape(1, dims), settings),
   }
   const rows: FigureRow[] = []
   const latents = await ddimLoop(initialNoise(settings.seed, dims), settings.steps, unetEpsModel(models.unet, cond, settings.cfg), {
@@ -43,6 +42,5 @@ export async function previewFigure(settings: GenerateSettings & { at: number[];
     },
     afterStep: ({ index }) => settings.onStep?.(index + 1, settings.steps),
   })
-  const kind = settings.decoder ?? finalDecoderKind(settings.models)
-  return { rows, final: await decode(await openDecoder(settings.models, kind, settings.session), latents) }
+  return { rows, final: (await decodeFinal(settings.models, latents, settings.decoder, settings.session)).image }
 }
