@@ -31,7 +31,7 @@ export const COEF_B = 'coef_b'
 export const LOSS = 'loss'
 export const IMAGE = 'image'
 
-function declaredShape(model: LoadedModel, name: string): { dtype: DType; shape: Dim[] } {
+function declaredInput(model: LoadedModel, name: string): { dtype: DType; shape: Dim[] } {
   const input = graphOf(model.model).input.find(i => i.name === name)
   const tensor = input?.type?.tensorType
   if (!tensor) throw new UserError(`${model.dir}: the model has no tensor input named ${name}`)
@@ -66,7 +66,7 @@ export function buildPreviewGraph(p: PreviewGraph): GraphBuilder {
   for (const input of graphOf(p.unet.model).input) {
     const name = input.name ?? ''
     if (name === 'sample' || graphOf(p.unet.model).initializer.some(t => t.name === name)) continue
-    const { dtype, shape } = declaredShape(p.unet, name)
+    const { dtype, shape } = declaredInput(p.unet, name)
     unetInputs[name] = g.input(name, dtype, shape)
   }
   // guiding at a lower resolution: the preview sees x_t resized (linear), the gradient flows back through it
@@ -76,7 +76,7 @@ export function buildPreviewGraph(p: PreviewGraph): GraphBuilder {
     : g.op('Resize', [latent, '', '', g.ints([p.latentShape[0], p.latentShape[1], h, w])], { mode: 'linear', coordinate_transformation_mode: 'half_pixel' })
   const withCfg = p.cfg > 1
   const sample = withCfg ? g.op('Concat', [x, x], { axis: 0 }) : x
-  unetInputs.sample = cast(g, sample, 'float32', declaredShape(p.unet, 'sample').dtype)
+  unetInputs.sample = cast(g, sample, 'float32', declaredInput(p.unet, 'sample').dtype)
   const unetOutput = embedModel(g, p.unet, unetInputs, 'unet/').out_sample
   if (!unetOutput) throw new UserError('the UNet has no output named out_sample')
   // the preview, the loss and the update stay float32 whatever the UNet's precision
@@ -91,7 +91,7 @@ export function buildPreviewGraph(p: PreviewGraph): GraphBuilder {
   const { inputScale, outputScale, outputShift } = p.decoderScales
   const scaled = inputScale === 1 ? preview : g.op('Mul', [preview, g.constant(inputScale)])
   const decoderOutput = graphOf(p.decoder.model).output[0].name ?? 'sample'
-  const decoderFeed = cast(g, scaled, 'float32', declaredShape(p.decoder, decoderInput).dtype)
+  const decoderFeed = cast(g, scaled, 'float32', declaredInput(p.decoder, decoderInput).dtype)
   let decoded = cast(g, embedModel(g, p.decoder, { [decoderInput]: decoderFeed }, 'decoder/')[decoderOutput], outputType(p.decoder, decoderOutput), 'float32')
   if (outputScale !== 1 || outputShift !== 0) decoded = g.op('Add', [g.op('Mul', [decoded, g.constant(outputScale)]), g.constant(outputShift)])
   g.outputAs(decoded, IMAGE, 'float32', [1, 3, p.imageSize.height, p.imageSize.width])

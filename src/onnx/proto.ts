@@ -1,6 +1,6 @@
 // ONNX ModelProto I/O through the `onnx-proto` package (protobufjs, generated from onnx.proto).
 // External-data tensors stay where they are: we read and rewrite only the graph, never the weights.
-import { link, mkdir, open, readFile, stat, symlink } from 'node:fs/promises'
+import { link, mkdir, readFile, stat, symlink } from 'node:fs/promises'
 import { basename, dirname, isAbsolute, join, parse, relative, resolve } from 'node:path'
 import onnxProto from 'onnx-proto'
 import { UserError } from '../errors.js'
@@ -147,34 +147,11 @@ function aligned(bytes: Uint8Array): ArrayBuffer {
   return buffer
 }
 
-/**
- * The values of a tensor, from raw_data, the typed fields, or its external file (read just that range).
- * For weights that fit in memory: constants, small initializers, shape tensors.
- */
-export async function tensorValues(tensor: TensorProto, dir: string): Promise<ArrayLike<number | bigint>> {
-  const make = typedArrayOf[tensor.dataType]
-  if (!make) throw new UserError(`tensor ${tensor.name}: data type ${tensor.dataType} is not supported`)
-  if (isExternal(tensor)) {
-    const file = resolve(dir, externalField(tensor, 'location') ?? '')
-    const offset = Number(externalField(tensor, 'offset') ?? 0)
-    const length = Number(externalField(tensor, 'length') ?? 0)
-    const handle = await open(file, 'r')
-    try {
-      const bytes = new Uint8Array(length)
-      await handle.read(bytes, 0, length, offset)
-      return make(bytes.buffer)
-    } finally {
-      await handle.close()
-    }
-  }
-  return inlineTensorValues(tensor)
-}
-
 /** The values of a tensor stored inside the model. */
 export function inlineTensorValues(tensor: TensorProto): ArrayLike<number | bigint> {
   const make = typedArrayOf[tensor.dataType]
   if (!make) throw new UserError(`tensor ${tensor.name}: data type ${tensor.dataType} is not supported`)
-  if (isExternal(tensor)) throw new Error(`tensor ${tensor.name} lives in external data; use tensorValues`)
+  if (isExternal(tensor)) throw new Error(`tensor ${tensor.name} lives in external data`)
   if (tensor.rawData && tensor.rawData.length > 0) return make(aligned(tensor.rawData))
   switch (tensor.dataType) {
     case DataType.FLOAT: return Float32Array.from(tensor.floatData)
