@@ -4,7 +4,6 @@ import { existsSync } from 'node:fs'
 import { mkdtemp, readdir, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import type { GraphBuilder } from '../src/onnx/builder.js'
 import { gradcheck } from '../src/onnx/gradcheck.js'
 import { closeSessions } from '../src/onnx/session.js'
 import { graphOf, readModel, writeModel } from '../src/onnx/proto.js'
@@ -13,27 +12,13 @@ import { embedModel } from '../src/onnx/compose.js'
 import { cp } from 'node:fs/promises'
 import { differentiate } from '../src/onnx/autodiff.js'
 import { lookahead, previewModels, type LookaheadSettings } from '../src/guidance/engine.js'
-import type { Guide } from '../src/guidance/guide.js'
+import { pixelGuide } from '../src/guidance/guide.js'
 import { buildPreviewGraph, LATENT, LOSS } from '../src/guidance/preview.js'
 import { drawnFaces } from '../src/world/world.js'
 import { buildWorldFolder } from '../src/world/models.js'
 import { writeTinyModels } from '../src/diffusion/tiny/index.js'
 
 const SIZE = 64
-
-/** Mean squared difference to a target image: differentiable, and needs nothing outside the graph. */
-function pixelGuide(target: Float32Array): Guide {
-  return {
-    name: 'pixel',
-    description: 'mean squared pixel difference (test guide)',
-    async prepare() {},
-    lossFragment(g: GraphBuilder, image: string, size: { height: number; width: number }) {
-      const diff = g.op('Sub', [image, g.constant(target, [1, 3, size.height, size.width])])
-      return g.op('ReduceMean', [g.op('Mul', [diff, diff])], { keepdims: 0 })
-    },
-    async feeds() { return {} },
-  }
-}
 
 /** A [3,S,S] image at half size (2×2 means), for the half-size preview's target. */
 function halfSize(image: Float32Array, side: number): Float32Array {

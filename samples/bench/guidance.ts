@@ -12,7 +12,7 @@ import { initialNoise, latentDims, loadSdxl, unetEpsModel } from '../../src/diff
 import { writeTinyModels } from '../../src/diffusion/tiny/index.js'
 import { lookahead, type LookaheadSettings } from '../../src/guidance/engine.js'
 import { runCost } from '../../src/guidance/estimate.js'
-import type { Guide } from '../../src/guidance/guide.js'
+import { pixelGuide } from '../../src/guidance/guide.js'
 import { buildWorldFolder } from '../../src/world/models.js'
 import { drawnFaces } from '../../src/world/world.js'
 
@@ -54,15 +54,6 @@ async function bench(name: string, models: string, side: number, cache: string) 
     session: { threads }, preview: 'none', guideSteps: [10], iters: 10, cacheDir: cache, guide,
     update: { optimizer: 'sgd', lr: 0.01, normalize: true, clip: 0, renormalize: false },
   }
-  // the same with a loss that costs nothing (mean squared pixel difference): what the UNet, the decoder and
-  // the engine cost per iteration without the face network
-  const pixels: Guide = {
-    name: 'pixel', description: 'mean squared pixel difference', async prepare() {}, async feeds() { return {} },
-    lossFragment: (g, image) => {
-      const diff = g.op('Sub', [image, g.constant(reference.pixels, [1, 3, side, side])])
-      return g.op('ReduceMean', [g.op('Mul', [diff, diff])], { keepdims: 0 })
-    },
-  }
   const counted = runCost({ steps: 50, cfg: 5, guideSteps: [10], iters: 10, previewCfg: 1, guided: true })
   const plain = await best(base)
   // the units: one batch-1 UNet evaluation, and one decode of the preview, timed alone
@@ -82,7 +73,9 @@ async function bench(name: string, models: string, side: number, cache: string) 
     `one batch-1 UNet evaluation ${unetMs.toFixed(2)} ms, one preview decode ${decodeMs.toFixed(2)} ms (= ${(decodeMs / unetMs).toFixed(1)} UNet evaluations); ` +
     `UNet-evaluation count with guidance: ${counted.ratio.toFixed(2)}×`)
   await line('id loss (face-api network)', { ...base, preview: 'lcm' })
-  await line('pixel loss (no guide network)', { ...base, preview: 'lcm', guide: pixels })
+  // the same with a loss that costs nothing (mean squared pixel difference): what the UNet, the decoder and
+  // the engine cost per iteration without the face network
+  await line('pixel loss (no guide network)', { ...base, preview: 'lcm', guide: pixelGuide(reference.pixels) })
 }
 
 const dir = await mkdtemp(join(tmpdir(), 'lookahead-bench-'))

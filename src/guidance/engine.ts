@@ -16,7 +16,7 @@ import { lcmUnetPath } from '../diffusion/models-folder.js'
 import { ddimLoop, initialNoise, latentDims, loadSdxl, unetEpsModel, type GenerateSettings, type LoopHooks, type StepState } from '../diffusion/pipeline.js'
 import { ddimStep, lcmPreviewCoefficients, naiveX0Coefficients, renoise, type Linear } from '../diffusion/schedulers.js'
 import { imageFromTensor } from '../image/image.js'
-import type { Guide } from './guide.js'
+import { pixelGuide, type Guide } from './guide.js'
 import { buildPreviewGraph, COEF_A, COEF_B, IMAGE, LATENT, LOSS, type PreviewKind } from './preview.js'
 import { graphMemory, runCost, type GraphMemory, type RunCost } from './estimate.js'
 import { defaultUpdate, makeUpdater, type Skip, type UpdateSettings } from './update.js'
@@ -225,15 +225,6 @@ export async function lookahead(settings: LookaheadSettings): Promise<LookaheadR
   return { latents, image, iterations, timings: { gradientModelMs, samplingMs, guidanceMs } }
 }
 
-/** A stand-in loss for estimates without a guide: mean(image²) (the real guide networks are small beside the UNet). */
-const meanSquare: Guide = {
-  name: 'mean-square',
-  description: 'mean of the squared image (a stand-in loss for memory estimates)',
-  prepare: async () => {},
-  feeds: async () => ({}),
-  lossFragment: (g, image) => g.op('ReduceMean', [g.op('Mul', [image, image])], { keepdims: 0 }),
-}
-
 export interface DryRun extends RunCost {
   memory: GraphMemory
   /** weights + the gradient pass's simulated peak of activations, in bytes */
@@ -256,6 +247,6 @@ export async function dryRun(settings: LookaheadSettings): Promise<DryRun> {
   const parts = await previewModels(settings.models, settings.preview as PreviewKind, settings.previewDecoder)
   // the dims the pipeline feeds: the batch, 77 text tokens, a timestep of [1] where it is int64 [steps] (optimum ≤ 1.23)
   const dims = { batch_size: previewCfg > 1 ? 2 : 1, sequence_length: 77, steps: 1 }
-  const memory = await graphMemory(previewForward(parts, previewShape(previewCfg, latentShape, settings.guideSize), settings.guide ?? meanSquare), dims)
+  const memory = await graphMemory(previewForward(parts, previewShape(previewCfg, latentShape, settings.guideSize), settings.guide ?? pixelGuide()), dims)
   return { ...cost, memory, peakBytes: memory.weights + memory.peak, latentShape }
 }

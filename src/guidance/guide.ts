@@ -34,3 +34,21 @@ export interface Guide {
    */
   feeds(preview?: ImageTensor): Promise<Record<string, ort.Tensor>>
 }
+
+/**
+ * A loss that needs no network: the mean squared difference of the image to `target` ([3,H,W] values in
+ * [-1,1], at the preview's size), or without a target the image's mean square. For tests, benchmarks of the
+ * engine's own cost, and memory estimates, where the guide network would only blur the measurement.
+ */
+export function pixelGuide(target?: Float32Array): Guide {
+  return {
+    name: 'pixel',
+    description: target ? 'mean squared pixel difference to a target' : 'mean square of the image',
+    async prepare() {},
+    async feeds() { return {} },
+    lossFragment(g, image, size) {
+      const diff = target ? g.op('Sub', [image, g.constant(target, [1, 3, size.height, size.width])]) : image
+      return g.op('ReduceMean', [g.op('Mul', [diff, diff])], { keepdims: 0 })
+    },
+  }
+}
