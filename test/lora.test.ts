@@ -4,11 +4,11 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { LORA_SCALE, addLoraBranches, cachedLoraUnet, loraTargets, parseLora, writeLoraUnet } from '../src/diffusion/lora.js'
 import { f32, floatToHalf, floatValues, halfToFloat, readSafetensors, toHalf, writeSafetensors, type NamedTensor } from '../src/diffusion/safetensors.js'
-import { GraphBuilder, tensor } from '../src/onnx/builder.js'
+import { GraphBuilder, tensor, type AttrValue } from '../src/onnx/builder.js'
 import { seededNormal } from '../src/onnx/layers.js'
 import { tinyLora, tinyUnet } from '../src/diffusion/tiny/index.js'
 import { initialNoise } from '../src/diffusion/pipeline.js'
-import { dims, graphOf, inlineTensorValues, readModel, writeModelWithExternalData, type ModelProto, type TensorProto } from '../src/onnx/proto.js'
+import { dims, graphOf, inlineTensorValues, onnx, readModel, writeModelWithExternalData, type ModelProto, type TensorProto } from '../src/onnx/proto.js'
 import { closeSessions, openSession, ort } from '../src/onnx/session.js'
 
 /** W + scale·(α/r)·up·down written into the ONNX weight layout (MatMul [in,out], Gemm transB [out,in], Conv [out,in,k,k]). */
@@ -160,6 +160,60 @@ describe('LoRA', () => {
     assert.ok(maxDifference(outputs[0].conv_out, plain) > 0.1, 'the branch changes the output')
     assert.ok(maxDifference(outputs[0].conv_out, outputs[1].conv_out) < 0.05)
     assert.ok(maxDifference(outputs[0].linear_out, outputs[1].linear_out) < 0.02)
+  })
+
+  it('places layers whose weight torch.onnx deduplicated (an Identity of an equal initializer)', async () => {
+    // torch.onnx keeps one initializer per set of equal tensors; the other layers read an Identity of it, named as
+    // their own weight was (found in a torch 1.13 export by samples/export/check_lora_naming.py)
+    const rand = seededNormal(12)
+    const values = (n: number) => Float32Array.from({ length: n }, () => rand())
+    const [convWeight, linearWeight, gemmWeight] = [values(3 * 3 * 3 * 3), values(3 * 3), values(3 * 3)]
+    const build = (deduplicated: boolean) => {
+      const g = new GraphBuilder('deduplicated', 17)
+      const first = new Map<Float32Array, string>() // the initializer of each weight's values
+      // a layer named as torch.onnx names it; with `deduplicated`, a weight equal to an earlier one is an Identity of it
+      const layer = (node: string, op: string, x: string, weight: string, shape: number[], data: Float32Array, attributes: Record<string, AttrValue> = {}) => {
+        const source = first.get(data)
+        if (deduplicated && source) g.nodes.push(new onnx.NodeProto({ opType: 'Identity', name: `Identity_${g.nodes.length}`, input: [source], output: [weight] }))
+        else g.initializers.push(tensor(weight, 'float32', shape, data))
+        if (!source) first.set(data, weight)
+        const out = g.op(op, [x, weight], attributes)
+        g.nodes.at(-1)!.name = node
+        return out
+      }
+      const image = g.input('image', 'float32', [1, 3, 4, 4])
+      const context = g.input('context', 'float32', [1, 5, 3])
+      const temb = g.input('temb', 'float32', [2, 3])
+      const conv = { pads: [1, 1, 1, 1], kernel_shape: [3, 3] }
+      const c0 = layer('/resnets.0/conv2/Conv', 'Conv', image, 'resnets.0.conv2.weight', [3, 3, 3, 3], convWeight, conv)
+      g.outputAs(layer('/resnets.1/conv2/Conv', 'Conv', c0, 'resnets.1.conv2.weight', [3, 3, 3, 3], convWeight, conv), 'conv_out')
+      const k = layer('/attn2/to_k/MatMul', 'MatMul', context, 'onnx::MatMul_1', [3, 3], linearWeight)
+      const v = layer('/attn2/to_v/MatMul', 'MatMul', context, 'onnx::MatMul_2', [3, 3], linearWeight)
+      g.outputAs(g.op('Add', [k, v]), 'linear_out')
+      const t0 = layer('/resnets.0/time_emb_proj/Gemm', 'Gemm', temb, 'resnets.0.time_emb_proj.weight', [3, 3], gemmWeight, { transB: 1 })
+      g.outputAs(layer('/resnets.1/time_emb_proj/Gemm', 'Gemm', t0, 'resnets.1.time_emb_proj.weight', [3, 3], gemmWeight, { transB: 1 }), 'gemm_out')
+      return g.build()
+    }
+    const modules = { 'resnets.0.conv2': 3, 'resnets.1.conv2': 3, 'attn2.to_k': 1, 'attn2.to_v': 1, 'resnets.0.time_emb_proj': 1, 'resnets.1.time_emb_proj': 1 }
+    const lora = new Map<string, NamedTensor>()
+    for (const [module, k] of Object.entries(modules)) {
+      const key = `lora_unet_${module.replace(/\./g, '_')}`
+      lora.set(`${key}.lora_down.weight`, f32(k === 3 ? [2, 3, 3, 3] : [2, 3], values(2 * 3 * k * k)))
+      lora.set(`${key}.lora_up.weight`, f32(k === 3 ? [3, 2, 1, 1] : [3, 2], values(3 * 2)))
+    }
+    const model = { model: build(true), dir }
+    assert.deepEqual(addLoraBranches(model, parseLora(lora).layers).applied.sort(), Object.keys(modules).sort())
+    await writeModelWithExternalData(model.model, join(dir, 'deduplicated', 'model.onnx'))
+    await writeModelWithExternalData(fuse(build(false), lora, 1), join(dir, 'deduplicated-fused', 'model.onnx'))
+    const feeds = { image: new ort.Tensor('float32', values(48), [1, 3, 4, 4]), context: new ort.Tensor('float32', values(15), [1, 5, 3]), temb: new ort.Tensor('float32', values(6), [2, 3]) }
+    const branched = await (await openSession(join(dir, 'deduplicated', 'model.onnx'))).run({ ...feeds, ...scale(1) })
+    const plain = await (await openSession(join(dir, 'deduplicated', 'model.onnx'))).run({ ...feeds, ...scale(0) })
+    const fused = await (await openSession(join(dir, 'deduplicated-fused', 'model.onnx'))).run(feeds)
+    for (const name of ['conv_out', 'linear_out', 'gemm_out']) {
+      const [b, p, f] = [branched, plain, fused].map(r => r[name].data as Float32Array)
+      assert.ok(maxDifference(f, p) > 1e-2, `${name}: the LoRA changes the output`)
+      assert.ok(maxDifference(b, f) < 1e-4, `${name}: branch vs fused differ by ${maxDifference(b, f)}`)
+    }
   })
 
   it('caches the LoRA\'d UNet by its inputs', async () => {

@@ -10,8 +10,11 @@
 // names ("down_blocks.0.resnets.0.conv1.weight"); 3-D Linear layers become MatMul nodes whose weights are
 // anonymous ("onnx::MatMul_123", transposed by constant folding) but whose node names carry the module scope
 // ("/down_blocks.1/attentions.0/proj_in/MatMul"). Both are reduced to the kohya spelling (dots and slashes → "_")
-// and matched; a matched pair must also fit the weight's shape. This is a heuristic checked on our tiny models
-// with torch-style names, not on a real export here: keys it cannot place are reported, never guessed.
+// and matched; a matched pair must also fit the weight's shape. torch.onnx also keeps one initializer per set of
+// equal tensors and feeds the other layers an Identity of it (_jit_pass_onnx_deduplicate_initializers, eval
+// exports), so a weight input may be such an Identity's output: it still carries the layer's own name, which is
+// what names the module. Checked against a torch 1.13 export of an SDXL-shaped module tree, all LoRA spellings
+// (samples/export/check_lora_naming.py); keys it cannot place are reported, never guessed.
 import { createHash } from 'node:crypto'
 import { stat } from 'node:fs/promises'
 import { basename, join, resolve } from 'node:path'
@@ -73,16 +76,25 @@ export interface LoraTarget {
   weight: TensorProto
 }
 
-/** Conv, Gemm and MatMul nodes whose weight (input 1) is an initializer, keyed by the kohya spelling of their module. */
+/**
+ * Conv, Gemm and MatMul nodes whose weight (input 1) is an initializer, or an Identity of one (a deduplicated
+ * weight), keyed by the kohya spelling of their module.
+ */
 export function loraTargets(model: LoadedModel['model']): Map<string, LoraTarget> {
   const graph = graphOf(model)
-  const initializers = new Map(graph.initializer.map(t => [t.name, t as TensorProto]))
+  // each initializer under every name it is read by: its own, and the outputs of Identity nodes of it
+  const weights = new Map(graph.initializer.map(t => [t.name, t as TensorProto]))
+  for (const node of graph.node as NodeProto[]) {
+    const source = weights.get(node.input[0] ?? '')
+    if (node.opType === 'Identity' && source) weights.set(node.output[0], source)
+  }
   const targets = new Map<string, LoraTarget>()
   for (const node of graph.node as NodeProto[]) {
-    const weight = initializers.get(node.input[1] ?? '')
+    const name = node.input[1] ?? ''
+    const weight = weights.get(name)
     if (!weight || !['Conv', 'Gemm', 'MatMul'].includes(node.opType ?? '')) continue
-    const module = weight.name.endsWith('.weight')
-      ? weight.name.slice(0, -'.weight'.length)
+    const module = name.endsWith('.weight')
+      ? name.slice(0, -'.weight'.length)
       : (node.name ?? '').replace(/^\//, '').split('/').slice(0, -1).join('.')
     if (module) targets.set(flat(module), { node, module, weight })
   }
