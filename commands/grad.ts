@@ -12,6 +12,7 @@ export default class Grad extends LookaheadCommand {
   static examples = [
     '<%= config.bin %> grad loss.onnx --wrt image -o loss_grad.onnx',
     '<%= config.bin %> grad unet_loss.onnx --wrt sample --of loss -o grad.onnx --check --dim batch=1 --dim height=16 --dim width=16',
+    '<%= config.bin %> grad unet_loss.onnx --wrt sample --of loss -o grad.onnx --recompute 4',
   ]
 
   static args = { model: Args.string({ description: 'the forward ONNX model', required: true }) }
@@ -23,13 +24,14 @@ export default class Grad extends LookaheadCommand {
     check: Flags.boolean({ description: 'compare with central finite differences on random inputs and print the worst relative error' }),
     dim: Flags.string({ description: 'for --check: a size for a symbolic dim, name=value (repeatable); unset ones are 1 for batch-like names, else 8', multiple: true }),
     directions: Flags.integer({ description: 'random directions per input for --check', default: 3, min: 1 }),
+    recompute: Flags.integer({ description: 'hold less: recompute the forward in this many segments during the backward (1: keep all)', default: 1, min: 1 }),
   }
 
   async run() {
     const { args, flags } = await this.parse(Grad)
     const dims = parseDims(flags.dim ?? [])
     const spinner = this.spinner(`differentiating ${args.model}`)
-    const summary = await writeGradientModel(args.model, flags.output, { wrt: flags.wrt, of: flags.of }).finally(() => spinner.stop())
+    const summary = await writeGradientModel(args.model, flags.output, { wrt: flags.wrt, of: flags.of, segments: flags.recompute }).finally(() => spinner.stop())
     if (!summary.scalar) this.warning(`${summary.of} is not a scalar: the gradients are those of the sum of its elements`)
     this.note(`wrote ${summary.output}: ${summary.of} and ${summary.wrt.map(x => `${x}_grad`).join(', ')} (${summary.nodes.forward} forward nodes → ${summary.nodes.gradient} nodes)`)
     if (!flags.check) return summary

@@ -5,7 +5,7 @@ import { check } from '../src/errors.js'
 import { guidanceFlags, jobFromFlags, modelFlags, numberFlag, promptArg, samplingFlags } from '../src/cli/flags.js'
 import { METHODS, type Method } from '../src/guidance/engine.js'
 import { saveImage } from '../src/image/image.js'
-import { dryRunJob, jobSettings, resolveModels, runGuideJob, type GuideJob } from '../guides/jobs.js'
+import { dryRunJob, fitMemoryJob, jobSettings, resolveModels, runGuideJob, type GuideJob } from '../guides/jobs.js'
 
 export default class Guide extends LookaheadCommand {
   static description = 'Generate an image guided by an image-space loss through a lookahead preview (LCM, or the naive x0 estimate)'
@@ -60,15 +60,22 @@ export default class Guide extends LookaheadCommand {
   /** Prints the run's cost and the gradient pass's memory estimate, with advice past `limitGb`. */
   private async dryRun(job: GuideJob, limitGb: number) {
     const cost = await dryRunJob(job)
-    const gb = (bytes: number) => `${(bytes / 1e9).toFixed(2)} GB`
+    const gb = (bytes: number) => (bytes >= 1e8 ? `${(bytes / 1e9).toFixed(2)} GB` : `${(bytes / 1e6).toFixed(2)} MB`)
     this.note(`latent ${cost.latentShape.join('×')}: sampling ${cost.samplingEvaluations} UNet evaluations, guidance ${cost.guidanceEvaluations} more (${cost.gradientPasses} gradient passes): ${cost.ratio.toFixed(2)}× an unguided image`)
     if (cost.gradientPasses > 0) {
-      const { weights, peak, upperBound, unknown } = cost.memory
-      this.note(`gradient pass: weights ${gb(weights)} + activations ≈ ${gb(peak)} at its peak = ${gb(cost.peakBytes)} ` +
-        `(values freed after their last reader, as onnxruntime plans; ≤ ${gb(upperBound)} of activations if none were freed; ` +
+      const { weights, peak, lowerBound, upperBound, unknown } = cost.memory
+      const recomputed = (job.recompute ?? 1) > 1 ? `, its forward recomputed in ${job.recompute} segments` : ''
+      this.note(`gradient pass${recomputed}: weights ${gb(weights)} + activations ≈ ${gb(peak)} at its peak = ${gb(cost.peakBytes)} ` +
+        `(buffers as onnxruntime's planner holds them; ${gb(lowerBound)} if each value were freed at its last reader, ${gb(upperBound)} if none were; ` +
         `UNet and decoder with a stand-in loss: the guide network, kernel workspaces and arena overhead add to it)` +
         (unknown > 0 ? `; ${unknown} values of unknown size not counted` : ''))
-      if (cost.peakBytes > limitGb * 1e9) this.warning(`this exceeds ${limitGb} GB: guide at a lower resolution (--guide-size, e.g. 768), use --preview-decoder taesd, or an fp16 UNet export`)
+      if (cost.peakBytes > limitGb * 1e9) {
+        const fit = await fitMemoryJob(job, limitGb * 1e9)
+        const flags = fit && [`--recompute ${fit.recompute}`, ...(fit.guideSize ? [`--guide-size ${fit.guideSize}`] : [])].join(' ')
+        this.warning(`this exceeds ${limitGb} GB: ` + (fit
+          ? `${flags} fits (${gb(fit.cost.peakBytes)}; guidance ${fit.cost.guidanceEvaluations.toFixed(0)} UNet evaluations instead of ${cost.guidanceEvaluations.toFixed(0)})`
+          : 'no recomputation or --guide-size down to 512 fits; try an fp16 UNet export or --preview-decoder taesd'))
+      }
     }
     return cost
   }

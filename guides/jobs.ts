@@ -4,7 +4,7 @@ import { readFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { check, UserError } from '../src/errors.js'
 import { modelsDir, readWorld } from '../src/diffusion/models-folder.js'
-import { dryRun, lookahead, type DryRun, type Iteration, type LookaheadSettings, type Method } from '../src/guidance/engine.js'
+import { dryRun, fitMemory, lookahead, type DryRun, type MemoryFit, type Iteration, type LookaheadSettings, type Method } from '../src/guidance/engine.js'
 import type { DecoderKind } from '../src/diffusion/decoders.js'
 import type { UpdateSettings } from '../src/guidance/update.js'
 import { imageFromTensor, loadImage, resizeImage, type ImageTensor } from '../src/image/image.js'
@@ -115,6 +115,8 @@ export interface GuideJob {
   previewDecoder?: DecoderKind
   /** the preview's image side, to guide at a lower resolution */
   guideSize?: number
+  /** segments the gradient pass's forward is recomputed in (less memory); 1: off */
+  recompute?: number
   idNetwork?: AllGuideSettings['idNetwork']
   onStep?: (done: number, total: number) => void
   onIteration?: (iteration: Iteration) => void
@@ -164,6 +166,11 @@ export async function runGuideJob(job: GuideJob, prepared?: PreparedJob): Promis
 /** The cost of a job from its graphs alone, without the guide network (it is small beside the UNet). */
 export async function dryRunJob(job: GuideJob): Promise<DryRun> {
   return dryRun(await engineSettings(job))
+}
+
+/** The first lower-memory settings whose gradient pass fits in `limitBytes` (see fitMemory). */
+export async function fitMemoryJob(job: GuideJob, limitBytes: number): Promise<MemoryFit | undefined> {
+  return fitMemory(await engineSettings(job), limitBytes)
 }
 
 /** A job's settings as plain data, for --json and reports: no callbacks, the device instead of the session. */

@@ -11,7 +11,7 @@ import { GraphBuilder as Builder } from '../src/onnx/builder.js'
 import { embedModel } from '../src/onnx/compose.js'
 import { cp } from 'node:fs/promises'
 import { differentiate } from '../src/onnx/autodiff.js'
-import { lookahead, previewModels, type LookaheadSettings } from '../src/guidance/engine.js'
+import { dryRun, fitMemory, lookahead, previewModels, type LookaheadSettings } from '../src/guidance/engine.js'
 import { pixelGuide } from '../src/guidance/guide.js'
 import { buildPreviewGraph, LATENT, LOSS } from '../src/guidance/preview.js'
 import { drawnFaces } from '../src/world/world.js'
@@ -102,6 +102,22 @@ describe('lookahead engine (demo world)', function () {
     assert.ok(losses[5] < losses[0], `loss ${losses[0]} → ${losses[5]}`)
     await assert.rejects(lookahead({ ...settings, models: tiny, size: { height: 128, width: 128 }, guideSize: 48 }), /--guide-size 48: expected a multiple of 32/)
     await assert.rejects(lookahead({ ...settings, guideSize: 32 }), /demo world's models work at its own size only/)
+  })
+
+  it('recomputes the gradient pass in segments (--recompute): the same guided latents, less memory, offered when over a limit', async () => {
+    const tiny = join(dir, 'tiny')
+    if (!existsSync(tiny)) await writeTinyModels(tiny)
+    const base = { ...settings, models: tiny, size: { height: 128, width: 128 }, guide: pixelGuide(drawnFaces(128)[4].pixels) }
+    const [kept, recomputed] = [await lookahead(base), await lookahead({ ...base, recompute: 3 })]
+    const worst = Math.max(...recomputed.latents.data.map((v, i) => Math.abs(v - kept.latents.data[i])))
+    assert.ok(worst < 1e-4, `latents differ by ${worst}`)
+    assert.ok((await readdir(settings.cacheDir!)).some(name => name.startsWith('grad-recompute3-')))
+    const [one, four] = [await dryRun(base), await dryRun({ ...base, recompute: 4 })]
+    assert.ok(four.memory.peak < 0.8 * one.memory.peak, `peak ${one.memory.peak} → ${four.memory.peak}`)
+    assert.ok(four.guidanceEvaluations > one.guidanceEvaluations)
+    const fit = await fitMemory(base, one.peakBytes * 0.8)
+    assert.ok(fit && fit.recompute > 1 && fit.guideSize === undefined && fit.cost.peakBytes <= one.peakBytes * 0.8, JSON.stringify(fit && { ...fit, cost: fit.cost.peakBytes }))
+    assert.equal(await fitMemory(base, 1000), undefined)
   })
 
   it('refuses a guide step outside the schedule and guidance without a loss', async () => {

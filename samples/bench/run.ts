@@ -1,7 +1,9 @@
 // `npm run bench`: a small UNet-shaped network (diffusers-style blocks, built in PyTorch and exported with
 // torch.onnx so both sides run identical weights) at two sizes. For each: onnxruntime forward vs
 // forward+gradient (our autodiff), and PyTorch forward vs forward+backward (autograd w.r.t. the sample),
-// time (best of RUNS: the machine may be shared) and peak memory (VmHWM of a child process per measurement), printed as ratios.
+// time (best of RUNS: the machine may be shared) and peak memory (VmHWM of a child process per measurement), printed as ratios;
+// and our gradient with its forward recomputed in RECOMPUTE segments (--recompute), against the one that keeps it,
+// each beside the memory estimator's prediction (estimate.ts: onnxruntime's planner modelled on the graph).
 // Options: --threads N (default 1, the same for both), --runs N (default 7), --python PATH.
 import { execFile } from 'node:child_process'
 import { mkdtemp, readFile, rm } from 'node:fs/promises'
@@ -9,7 +11,9 @@ import { tmpdir } from 'node:os'
 import { dirname, join, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { promisify } from 'node:util'
+import { activationPeak } from '../../src/guidance/estimate.js'
 import { writeGradientModel } from '../../src/onnx/autodiff.js'
+import { graphOf, readModel } from '../../src/onnx/proto.js'
 import { ort } from '../../src/onnx/session.js'
 
 const run = promisify(execFile)
@@ -23,6 +27,7 @@ const threads = option('threads', '1')
 const runs = option('runs', '7')
 const python = option('python', process.env.PYTHON ?? '/usr/bin/python3')
 const SIZES = [{ channels: 32, size: 32 }, { channels: 64, size: 64 }]
+const RECOMPUTE = 4
 
 interface Measurement { best_ms: number; baseline_kb: number; peak_kb: number }
 
@@ -59,6 +64,8 @@ async function agreement(dir: string, size: number): Promise<number> {
 }
 
 const mb = (kb: number) => `${(kb / 1024).toFixed(0)} MB`
+/** The estimator's activation peak of a model file, in kB like the measurements. */
+const estimatedKb = async (model: string) => activationPeak(graphOf((await readModel(model)).model)).peak / 1024
 const working = (m: Measurement) => m.peak_kb - m.baseline_kb
 
 async function main() {
@@ -78,18 +85,24 @@ async function main() {
       const start = performance.now()
       const summary = await writeGradientModel(join(dir, 'model.onnx'), join(dir, 'grad.onnx'), { wrt: ['sample'] })
       const differentiateMs = performance.now() - start
+      await writeGradientModel(join(dir, 'model.onnx'), join(dir, 'grad-recompute.onnx'), { wrt: ['sample'], segments: RECOMPUTE })
       const error = await agreement(dir, size)
       const ortForward = await ortMeasure(join(dir, 'model.onnx'), dir, size)
       const ortGradient = await ortMeasure(join(dir, 'grad.onnx'), dir, size)
+      const ortRecomputed = await ortMeasure(join(dir, 'grad-recompute.onnx'), dir, size)
       const torchForward = await torchMeasure('forward', channels, size)
       const torchBackward = await torchMeasure('backward', channels, size)
       console.log(`UNet-shaped, ${channels} channels, latent ${size}×${size} (${summary.nodes.forward} exported nodes → ${summary.nodes.gradient} with the gradient, differentiated in ${differentiateMs.toFixed(0)} ms; gradient vs torch autograd: max rel. difference ${error.toExponential(1)})`)
       const row = (name: string, m: Measurement) => console.log(`  ${name.padEnd(30)} ${m.best_ms.toFixed(1).padStart(9)} ms   peak ${mb(m.peak_kb).padStart(8)}   working ${mb(working(m)).padStart(8)}`)
       row('onnxruntime forward', ortForward)
       row('onnxruntime forward+gradient', ortGradient)
+      row(`  recomputed in ${RECOMPUTE} segments`, ortRecomputed)
       row('PyTorch forward', torchForward)
       row('PyTorch forward+backward', torchBackward)
       console.log(`  gradient step / our forward:          time ${(ortGradient.best_ms / ortForward.best_ms).toFixed(2)}×  (goal ≤ 3)`)
+      const [keptKb, recomputedKb] = [await estimatedKb(join(dir, 'grad.onnx')), await estimatedKb(join(dir, 'grad-recompute.onnx'))]
+      console.log(`  estimated activations (planner model) vs measured working memory: kept ${mb(keptKb)} vs ${mb(working(ortGradient))}, recomputed ${mb(recomputedKb)} vs ${mb(working(ortRecomputed))}`)
+      console.log(`  recomputed / kept gradient step:     time ${(ortRecomputed.best_ms / ortGradient.best_ms).toFixed(2)}×  working memory ${(working(ortRecomputed) / working(ortGradient)).toFixed(2)}×  (${(ortRecomputed.best_ms / ortForward.best_ms).toFixed(2)}× our forward)`)
       console.log(`  gradient step / PyTorch fwd+bwd:      time ${(ortGradient.best_ms / torchBackward.best_ms).toFixed(2)}×  working memory ${(working(ortGradient) / working(torchBackward)).toFixed(2)}×  peak ${(ortGradient.peak_kb / torchBackward.peak_kb).toFixed(2)}×  (goal ≤ 1)\n`)
     }
   } finally {

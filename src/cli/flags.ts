@@ -34,6 +34,7 @@ export const guidanceFlags = {
   'no-normalize': Flags.boolean({ description: 'use the raw gradient instead of dividing it by its RMS' }),
   renormalize: Flags.boolean({ description: 'keep the latent\'s norm across each update (DOODL)' }),
   'guide-size': Flags.integer({ description: 'guide at a lower resolution: the preview\'s image side, a multiple of 32 (less memory; e.g. 768 for a 1024 image)', min: 32 }),
+  recompute: Flags.integer({ description: 'less memory: recompute the gradient pass\'s forward in this many segments during its backward (about one more UNet evaluation per iteration; 1: off)', default: 1, min: 1 }),
   'preview-cfg': Flags.string({ description: 'CFG inside the preview (default: the sampler\'s for x0, none for lcm)' }),
   'preview-decoder': Flags.string({ description: 'decoder inside the preview (default: TAESDXL where present)', options: ['taesd', 'vae'] }),
   'id-network': Flags.string({ description: 'identity network for --loss id', options: ['auto', 'arcface', 'faceapi'], default: 'auto' }),
@@ -73,7 +74,7 @@ type GuidanceFlagValues = {
   negative?: string; steps: number; cfg: string; seed: number; size?: number; threads: number
   loss: string; ref?: string; 'ref-text'?: string; 'guide-step': number; 'guide-steps'?: string; iters: number; recur: number
   lr?: string; optimizer: string; clip: string; 'no-normalize': boolean; renormalize: boolean
-  'preview-cfg'?: string; 'preview-decoder'?: string; 'id-network': string; 'guide-size'?: number
+  'preview-cfg'?: string; 'preview-decoder'?: string; 'id-network': string; 'guide-size'?: number; recompute: number
 }
 
 /** The default step size: 0.05 for SDXL; 0.01 in a demo world (a step normalised over the whole latent is
@@ -110,6 +111,7 @@ export async function jobFromFlags(prompt: string, flags: GuidanceFlagValues, mo
     previewCfg: flags['preview-cfg'] === undefined ? undefined : numberFlag(flags['preview-cfg'], 'preview-cfg'),
     previewDecoder: flags['preview-decoder'] as GuideJob['previewDecoder'],
     guideSize: flags['guide-size'],
+    recompute: flags.recompute,
     idNetwork: flags['id-network'] as GuideJob['idNetwork'],
   }
 }

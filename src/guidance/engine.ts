@@ -39,6 +39,8 @@ export interface LookaheadSettings extends GenerateSettings {
   previewCfg?: number
   /** guide at a lower resolution: the preview's square image side (x_t is resized for the preview only) */
   guideSize?: number
+  /** hold less in the gradient pass: recompute its forward in this many segments during the backward (1: off) */
+  recompute?: number
   /** the decoder inside the preview; default TAESDXL where the folder has one */
   previewDecoder?: DecoderKind
   /** where gradient models are cached; default $LOOKAHEAD_CACHE or ~/.cache/lcm-lookahead */
@@ -132,10 +134,10 @@ export const previewImageSession = (parts: PreviewModels, shape: PreviewShape, s
 
 /**
  * The gradient of the preview's loss w.r.t. the latent, built once and cached on disk, keyed by the forward
- * graph (which holds the guide's target) and its weight files.
+ * graph (which holds the guide's target), its weight files and the recomputation's segments.
  */
-export const gradientSession = (parts: PreviewModels, guide: Guide, shape: PreviewShape, settings: CacheSettings) =>
-  cachedSession(previewForward(parts, shape, guide), m => differentiate(m, { wrt: [LATENT], of: LOSS }), 'grad', settings)
+export const gradientSession = (parts: PreviewModels, guide: Guide, shape: PreviewShape, settings: CacheSettings, segments = 1) =>
+  cachedSession(previewForward(parts, shape, guide), m => differentiate(m, { wrt: [LATENT], of: LOSS, segments }), segments > 1 ? `grad-recompute${segments}` : 'grad', settings)
 
 /** Feeds for a preview or gradient session at latent x, timestep t. */
 export function previewFeeds(session: Session, kind: PreviewKind, x: Tensor, t: number, cond: Conditioning): Record<string, ort.Tensor> {
@@ -157,6 +159,8 @@ export async function lookahead(settings: LookaheadSettings): Promise<LookaheadR
   check(settings.preview === 'none' || settings.guide, `--preview ${settings.preview} needs a loss (--loss) and its reference`)
   const recur = settings.recur ?? 1
   check(Number.isInteger(recur) && recur >= 1, `--recur ${recur}: expected a positive integer`)
+  const segments = settings.recompute ?? 1
+  check(Number.isInteger(segments) && segments >= 1, `--recompute ${segments}: expected a positive integer`)
   const update = settings.update ?? defaultUpdate
   const models = await loadSdxl(settings.models, settings.session)
   const cond = await conditioning(settings, models.unet, models.text)
@@ -175,7 +179,7 @@ export async function lookahead(settings: LookaheadSettings): Promise<LookaheadR
     const parts = await previewModels(settings.models, kind, settings.previewDecoder)
     const built = performance.now()
     const shape = previewShape(previewCfg, dims, settings.guideSize)
-    const gradient = await gradientSession(parts, guide, shape, settings)
+    const gradient = await gradientSession(parts, guide, shape, settings, segments)
     gradientModelMs = performance.now() - built
     const previewCond = previewCfg === settings.cfg ? cond : await conditioning({ ...settings, cfg: previewCfg }, models.unet, models.text)
     const previewImage = await previewImageSession(parts, shape, settings)
@@ -243,10 +247,35 @@ export async function dryRun(settings: LookaheadSettings): Promise<DryRun> {
   const channels = graphOf(base.model).input.find(i => i.name === 'sample')?.type?.tensorType?.shape?.dim?.[1]?.dimValue
   const latentShape = [1, channels ? toNumber(channels) : 4, settings.size.height / 8, settings.size.width / 8]
   const cost = runCost({ ...settings, previewCfg, guided })
-  if (!guided) return { ...cost, memory: { weights: 0, peak: 0, saved: 0, upperBound: 0, unknown: 0 }, peakBytes: 0, latentShape }
+  if (!guided) return { ...cost, memory: { weights: 0, peak: 0, lowerBound: 0, saved: 0, upperBound: 0, unknown: 0 }, peakBytes: 0, latentShape }
   const parts = await previewModels(settings.models, settings.preview as PreviewKind, settings.previewDecoder)
   // the dims the pipeline feeds: the batch, 77 text tokens, a timestep of [1] where it is int64 [steps] (optimum ≤ 1.23)
   const dims = { batch_size: previewCfg > 1 ? 2 : 1, sequence_length: 77, steps: 1 }
-  const memory = await graphMemory(previewForward(parts, previewShape(previewCfg, latentShape, settings.guideSize), settings.guide ?? pixelGuide()), dims)
+  const memory = await graphMemory(previewForward(parts, previewShape(previewCfg, latentShape, settings.guideSize), settings.guide ?? pixelGuide()), dims, settings.recompute)
   return { ...cost, memory, peakBytes: memory.weights + memory.peak, latentShape }
 }
+
+/** A way to fit the gradient pass into less memory, with its estimate. */
+export interface MemoryFit {
+  recompute: number
+  guideSize?: number
+  cost: DryRun
+}
+
+/**
+ * The first settings whose gradient pass fits in `limitBytes`: recomputation first (full resolution, at most one
+ * more UNet evaluation per iteration), then a smaller preview (--guide-size, a blurrier guide) with it.
+ */
+export async function fitMemory(settings: LookaheadSettings, limitBytes: number): Promise<MemoryFit | undefined> {
+  const side = Math.min(settings.size.height, settings.size.width)
+  const sizes = [settings.guideSize, ...[768, 512].filter(s => s < (settings.guideSize ?? side))]
+  for (const guideSize of sizes) {
+    for (const recompute of [1, 2, 4, 8]) {
+      if (recompute < (settings.recompute ?? 1) || (recompute === (settings.recompute ?? 1) && guideSize === settings.guideSize)) continue
+      const cost = await dryRun({ ...settings, guideSize, recompute })
+      if (cost.peakBytes <= limitBytes) return { recompute, guideSize, cost }
+    }
+  }
+  return undefined
+}
+

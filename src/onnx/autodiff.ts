@@ -5,6 +5,7 @@ import { UserError } from '../errors.js'
 import { dtypeOf, GraphBuilder, tensor, type AttrValue } from './builder.js'
 import { gradients } from './gradients.js'
 import { DataType, graphOf, inlineTensorValues, isExternal, onnx, readModel, writeModel, type AttributeProto, type LoadedModel, type NodeProto, type TensorProto, type ValueInfoProto } from './proto.js'
+import { recomputeSegments, type Reached } from './recompute.js'
 import { dtypeName, floatTypes, inferShapes, type Info } from './shapes.js'
 
 export interface DifferentiateOptions {
@@ -14,6 +15,8 @@ export interface DifferentiateOptions {
   of?: string
   /** values for symbolic input dims: the result is specialised to them (its inputs declare them), with more static shapes */
   dims?: Record<string, number>
+  /** recompute the forward in this many segments during the backward pass, to hold less (recompute.ts); default 1: keep all */
+  segments?: number
 }
 
 /** What a gradient rule sees: the forward node, its values, the gradients flowing into its outputs, and an emitter. */
@@ -56,7 +59,7 @@ export class Emitter extends GraphBuilder {
     opset: number,
     readonly infos: Map<string, Info>,
     /** inline initializers and Constant node values of the forward graph */
-    private readonly constants: Map<string, TensorProto>,
+    readonly constants: Map<string, TensorProto>,
     prefix: string,
   ) {
     super('gradient', opset, prefix)
@@ -278,6 +281,8 @@ export function differentiate(loaded: LoadedModel, options: DifferentiateOptions
   const output = graph.output.find(o => o.name === of)
   if (!output) throw new UserError(`the model has no output named ${of} (it has ${graph.output.map(o => o.name).join(', ')})`)
   if (options.wrt.length === 0) throw new UserError('say which inputs to differentiate with respect to (--wrt)')
+  const segments = options.segments ?? 1
+  if (!Number.isInteger(segments) || segments < 1) throw new UserError(`recompute segments ${segments}: expected a positive integer`)
 
   const infos = inferShapes(graph, options.dims)
   const inputs = new Map(graph.input.map(i => [i.name!, i as ValueInfoProto]))
@@ -334,9 +339,12 @@ export function differentiate(loaded: LoadedModel, options: DifferentiateOptions
 
   const onPath = new Set(path)
   const done = new Set<NodeProto>()
+  const reached = new Map<NodeProto, Reached>()
   for (const node of [...path].reverse()) {
     done.add(node)
+    const at = e.nodes.length
     const dy = node.output.map(name => (active.has(name) ? total(name) : undefined))
+    reached.set(node, { at, gradient: dy.find(d => d !== undefined) })
     if (dy.every(d => d === undefined)) continue
     const rule = (node.domain ?? '') === '' || node.domain === 'ai.onnx' ? gradients[node.opType] : undefined
     if (!rule) throw new UserError(`autodiff: no gradient rule for ${node.domain ? `${node.domain}.` : ''}${node.opType} (node ${node.name || node.output[0]}) on the path from ${options.wrt.join(', ')} to ${of}`)
@@ -367,8 +375,11 @@ export function differentiate(loaded: LoadedModel, options: DifferentiateOptions
     const outputs = e.forwardOutputs.get(node)
     return outputs ? onnx.NodeProto.fromObject({ ...onnx.NodeProto.toObject(node), output: outputs }) : node
   }
-  const allNodes = [...nodes.map(withOutputs), ...e.nodes]
-  const needed = new Set([of, ...gradOutputs.map(o => o.name!)])
+  const forward = nodes.map(withOutputs)
+  const outputs = new Set([of, ...gradOutputs.map(o => o.name!)])
+  const backward = segments > 1 ? recomputeSegments({ forward, backward: e.nodes, reached: nodes.map(n => reached.get(n)), outputs, segments, e }) : e.nodes
+  const allNodes = [...forward, ...backward]
+  const needed = new Set(outputs)
   const kept: NodeProto[] = []
   for (const node of [...allNodes].reverse()) {
     if (!node.output.some(name => needed.has(name))) continue
