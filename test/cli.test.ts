@@ -85,6 +85,20 @@ describe('lookahead CLI', function () {
     assert.match(stderr, /cannot also be provided|exclude/)
   })
 
+  it('estimates a guided run with --dry-run, recomputation included, and says when nothing fits the memory limit', async () => {
+    const base = ['guide', '--world', 'demo', '--ref', 'world:dev', '--dry-run', '--json']
+    const kept = JSON.parse((await lookahead(...base)).stdout)
+    const recomputed = JSON.parse((await lookahead(...base, '--recompute', '4')).stdout)
+    assert.equal(kept.guidanceEvaluations, 31)
+    assert.equal(recomputed.guidanceEvaluations, 38.5) // (S − 1)/S of one more forward per iteration
+    assert.ok(kept.memory.lowerBound > 0 && kept.memory.lowerBound <= kept.memory.peak, JSON.stringify(kept.memory))
+    const tight = await lookahead(...base.slice(0, -1), '--memory-limit', '0.000001')
+    assert.equal(tight.code, 0)
+    assert.match(tight.stderr, /exceeds 0.000001 GB: no recomputation or --guide-size down to 512 fits/)
+    const zero = await lookahead(...base, '--recompute', '0')
+    assert.notEqual(zero.code, 0)
+  })
+
   it('stops on Ctrl-C with exit 130 and no output file', async () => {
     const out = join(dir, 'interrupted.png')
     const { spawn } = await import('node:child_process')
