@@ -1,12 +1,15 @@
 // The SDXL-shaped graphs of samples/bench/sdxl-shape.ts: valid graphs with optimum's I/O (a scaled-down UNet of
 // the same structure runs in onnxruntime from its sparse, all-zero external weights file), weights laid out
-// as one contiguous external file, and TAESD's decoder size.
+// as one contiguous external file, layers named by their diffusers module paths (what LoRA matches), and TAESD's
+// decoder size.
 import assert from 'node:assert/strict'
 import { mkdtemp, rm, stat } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { openSession, ort } from '../src/onnx/session.js'
-import { SDXL_UNET, parameterCount, sdxlShapedUnet, taesdShapedDecoder, writeShapedModels, type UnetShape } from '../samples/bench/sdxl-shape.js'
+import { loraTargets } from '../src/diffusion/lora.js'
+import { type UnetShape } from '../src/diffusion/tiny/index.js'
+import { SDXL_UNET, parameterCount, sparseSdxlUnet, taesdShapedDecoder, writeShapedModels } from '../samples/bench/sdxl-shape.js'
 
 /** SDXL's structure (3 levels, depths 0/1/2 transformer blocks, 2 layers per block) at a few dozen channels. */
 const SMALL: UnetShape = { ...SDXL_UNET, channels: [32, 64, 128], depths: [0, 1, 2], heads: [1, 2, 4], groups: 8, contextDim: 32, pooledDim: 16, addTimeProj: 8 }
@@ -19,7 +22,7 @@ describe('SDXL-shaped models (samples/bench/sdxl-shape.ts)', () => {
   after(async () => { await rm(dir, { recursive: true, force: true }) })
 
   it('writes the UNet\'s weights as contiguous external data in a sparse file of the right size', async () => {
-    const unet = sdxlShapedUnet(SMALL, 18)
+    const unet = sparseSdxlUnet(SMALL, 18)
     await writeShapedModels(dir, unet, taesdShapedDecoder(18, 8, [1, 1, 1, 1]))
     let next = 0
     for (const t of unet.initializers.filter(t => t.externalData.length > 0)) {
@@ -47,6 +50,19 @@ describe('SDXL-shaped models (samples/bench/sdxl-shape.ts)', () => {
       time_ids: zeros([1, 6]),
     })
     assert.deepEqual(out.out_sample.dims, [1, 4, 16, 16])
+  })
+
+  it('names every layer by its own diffusers module path, so that a LoRA (LCM-LoRA) finds each one', () => {
+    const unet = sparseSdxlUnet(SMALL, 18).build()
+    const weights = new Set(unet.graph!.initializer!.map(t => t.name))
+    const layers = unet.graph!.node!.filter(n => ['Conv', 'Gemm', 'MatMul'].includes(n.opType!) && weights.has(n.input![1]))
+    const modules = [...loraTargets(unet).values()].map(t => t.module)
+    assert.equal(modules.length, layers.length, 'one module per layer')
+    for (const module of [
+      'time_embedding.linear_2', 'add_embedding.linear_1', 'conv_in', 'down_blocks.0.resnets.1.conv2', 'down_blocks.1.downsamplers.0.conv',
+      'down_blocks.2.attentions.1.transformer_blocks.1.attn2.to_k', 'mid_block.attentions.0.transformer_blocks.1.ff.net.2',
+      'up_blocks.0.resnets.2.conv_shortcut', 'up_blocks.1.upsamplers.0.conv', 'up_blocks.1.attentions.2.proj_out', 'up_blocks.2.resnets.0.time_emb_proj', 'conv_out',
+    ]) assert.ok(modules.includes(module), module)
   })
 
   it('builds the TAESD decoder with 1.22 M parameters, 8× upsampling to [-1,1]', async () => {

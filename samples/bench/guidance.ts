@@ -2,6 +2,10 @@
 // (50 DDIM steps, CFG 5, K = 10 lookahead iterations at step 10, LCM preview, id guide on face-api's network),
 // on the tiny SDXL-shaped models and in the demo world. Times are the best of --runs runs in this process
 // (the first run, which builds and caches the gradient model, is not counted); ratios come from one run.
+// --big adds a third line where, as in SDXL, the UNet dominates: SDXL's UNet at a quarter of its width with random
+// weights (143 M parameters, 570 MB) beside the tiny text encoders and decoders, at 256²: one generate takes ≈ 27 s
+// on one thread and the line ≈ 8½ min (the other two ≈ 20 s), so `npm run bench` leaves it out.
+// Usage: npx tsx samples/bench/guidance.ts [--runs N] [--threads N] [--big]
 import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -9,12 +13,13 @@ import { guideFromSpec } from '../../guides/index.js'
 import { conditioning } from '../../src/diffusion/conditioning.js'
 import { decode, openDecoder } from '../../src/diffusion/decoders.js'
 import { initialNoise, latentDims, loadSdxl, unetEpsModel } from '../../src/diffusion/pipeline.js'
-import { writeTinyModels } from '../../src/diffusion/tiny/index.js'
+import { TINY, writeTinyModels, type UnetShape } from '../../src/diffusion/tiny/index.js'
 import { lookahead, type LookaheadSettings } from '../../src/guidance/engine.js'
 import { runCost } from '../../src/guidance/estimate.js'
 import { pixelGuide } from '../../src/guidance/guide.js'
 import { buildWorldFolder } from '../../src/world/models.js'
 import { drawnFaces } from '../../src/world/world.js'
+import { SDXL_UNET } from './sdxl-shape.js'
 
 const option = (name: string, fallback: string) => {
   const i = process.argv.indexOf(`--${name}`)
@@ -22,6 +27,14 @@ const option = (name: string, fallback: string) => {
 }
 const runs = Number(option('runs', '3'))
 const threads = Number(option('threads', '1'))
+
+/**
+ * SDXL's UNet (depths, heads, layers per block) at a quarter of its width; 16 groups, as 32 do not divide 80
+ * channels; the tiny text encoders' context and pooled sizes.
+ */
+const QUARTER_SDXL_UNET: UnetShape = {
+  ...SDXL_UNET, channels: SDXL_UNET.channels.map(c => c / 4), groups: 16, contextDim: TINY.unet.contextDim, pooledDim: TINY.unet.pooledDim,
+}
 
 async function best(settings: LookaheadSettings): Promise<{ ms: number; guidanceMs: number }> {
   let result = { ms: Infinity, guidanceMs: 0 }
@@ -85,6 +98,10 @@ try {
   await bench('tiny SDXL-shaped models', join(dir, 'tiny'), 128, join(dir, 'cache'))
   await buildWorldFolder(join(dir, 'world'))
   await bench('demo world', join(dir, 'world'), 256, join(dir, 'cache'))
+  if (process.argv.includes('--big')) {
+    await writeTinyModels(join(dir, 'big'), { unet: QUARTER_SDXL_UNET })
+    await bench('SDXL-shaped UNet at ¼ width, tiny text encoders and decoders', join(dir, 'big'), 256, join(dir, 'cache'))
+  }
 } finally {
   await rm(dir, { recursive: true, force: true })
 }

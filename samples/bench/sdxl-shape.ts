@@ -2,16 +2,17 @@
 // SDXL-shaped UNet (diffusers UNet2DConditionModel with SDXL's config, optimum's I/O) and a TAESD-shaped
 // decoder (diffusers DecoderTiny) are built from layers.ts into a temporary models folder, the UNet's weights
 // as external data in a sparse file (sizes only, no disk used), and the project's own estimator (dryRun) is
-// run on them at 1024², at --guide-size 768 and 512, and with the x0 preview under CFG (~2 minutes, ~350 MB).
+// run on them at 1024², at --guide-size 768 and 512, with --recompute 2, 4 and 8, and with the x0 preview under
+// CFG (~4 minutes, ~400 MB).
 // Usage: npx tsx samples/bench/sdxl-shape.ts [--opset 14|18] [--keep | --models DIR]
 import { mkdir, mkdtemp, rm, truncate, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { pathToFileURL } from 'node:url'
 import { GraphBuilder, type DType, type Values } from '../../src/onnx/builder.js'
-import { conv2d, downsample, groupNorm, linear, resnetBlock, silu, spatialTransformer, upsampleNearest2x, type Normal } from '../../src/onnx/layers.js'
+import { conv2d, upsampleNearest2x, type Normal } from '../../src/onnx/layers.js'
 import { DataType, encodeModel, onnx, writeModel } from '../../src/onnx/proto.js'
-import { timestepEmbedding } from '../../src/diffusion/tiny/unet.js'
+import { sdxlShapedUnet, type UnetShape } from '../../src/diffusion/tiny/index.js'
 import { tinyBlock } from '../../src/diffusion/tiny/decoders.js'
 import { dryRun, type LookaheadSettings } from '../../src/guidance/engine.js'
 
@@ -53,24 +54,6 @@ export class ExternalWeightsBuilder extends GraphBuilder {
   }
 }
 
-/** UNet2DConditionModel's config, the parts that set the graph's structure. */
-export interface UnetShape {
-  /** block_out_channels */
-  channels: number[]
-  /** transformer_layers_per_block; 0: a block without attention (DownBlock2D / UpBlock2D) */
-  depths: number[]
-  /** attention heads per level (SDXL's attention_head_dim [5, 10, 20], i.e. 64 channels per head) */
-  heads: number[]
-  layersPerBlock: number
-  groups: number
-  /** cross_attention_dim */
-  contextDim: number
-  /** projection_class_embeddings_input_dim = pooledDim + 6·addTimeProj */
-  pooledDim: number
-  addTimeProj: number
-  latentChannels: number
-}
-
 /** stabilityai/stable-diffusion-xl-base-1.0 unet/config.json */
 export const SDXL_UNET: UnetShape = {
   channels: [320, 640, 1280],
@@ -84,65 +67,8 @@ export const SDXL_UNET: UnetShape = {
   latentChannels: 4,
 }
 
-/**
- * diffusers' UNet2DConditionModel (addition_embed_type "text_time", linear projections in the transformers)
- * with optimum's I/O: sample [B,4,h,w], timestep (opset 14: int64 [steps]; 18: float32 scalar),
- * encoder_hidden_states [B,S,contextDim], text_embeds [B,pooledDim], time_ids [B,6] → out_sample.
- */
-export function sdxlShapedUnet(shape: UnetShape = SDXL_UNET, opset = 18): ExternalWeightsBuilder {
-  const { channels, depths, heads, layersPerBlock, groups, contextDim, pooledDim, addTimeProj, latentChannels } = shape
-  const g = new ExternalWeightsBuilder('unet', opset)
-  const rand = zeros
-  const timeProj = channels[0]
-  const temb = 4 * channels[0]
-  const sample = g.input('sample', 'float32', ['batch_size', latentChannels, 'height', 'width'])
-  const timestep = opset < 18 ? g.input('timestep', 'int64', ['steps']) : g.input('timestep', 'float32', [])
-  const context = g.input('encoder_hidden_states', 'float32', ['batch_size', 'sequence_length', contextDim])
-  const textEmbeds = g.input('text_embeds', 'float32', ['batch_size', pooledDim])
-  const timeIds = g.input('time_ids', 'float32', ['batch_size', 6])
-
-  // time_proj + time_embedding; add_time_proj(time_ids) after text_embeds + add_embedding; summed
-  const batch = g.op('Unsqueeze', [g.op('Gather', [g.op('Shape', [sample]), g.constant([0], [], 'int64')], { axis: 0 }), g.ints([0])])
-  const t = g.op('Expand', [g.op('Cast', [timestep], { to: DataType.FLOAT }), batch])
-  const mlp = (x: string, inDim: number) => linear(g, silu(g, linear(g, x, rand, inDim, temb, { gemm: true })), rand, temb, temb, { gemm: true })
-  const idsEmb = timestepEmbedding(g, g.op('Reshape', [timeIds, g.ints([-1])]), addTimeProj)
-  const addInput = g.op('Concat', [textEmbeds, g.op('Reshape', [idsEmb, g.op('Concat', [batch, g.ints([-1])], { axis: 0 })])], { axis: -1 })
-  const emb = g.op('Add', [mlp(timestepEmbedding(g, t, timeProj), timeProj), mlp(addInput, pooledDim + 6 * addTimeProj)])
-
-  const resnet = (x: string, cin: number, cout: number) => resnetBlock(g, x, rand, cin, cout, { groups, temb: emb, tembDim: temb })
-  const transformer = (x: string, level: number) =>
-    spatialTransformer(g, x, rand, channels[level], { heads: heads[level], context, contextDim, groups, depth: depths[level] })
-  const last = channels.length - 1
-
-  let h = conv2d(g, sample, rand, latentChannels, channels[0])
-  const skips = [{ value: h, channels: channels[0] }]
-  let previous = channels[0]
-  for (let level = 0; level <= last; level++) {
-    for (let i = 0; i < layersPerBlock; i++) {
-      h = resnet(h, i === 0 ? previous : channels[level], channels[level])
-      if (depths[level] > 0) h = transformer(h, level)
-      skips.push({ value: h, channels: channels[level] })
-    }
-    if (level < last) {
-      h = downsample(g, h, rand, channels[level])
-      skips.push({ value: h, channels: channels[level] })
-    }
-    previous = channels[level]
-  }
-  h = resnet(transformer(resnet(h, channels[last], channels[last]), last), channels[last], channels[last])
-  for (let level = last; level >= 0; level--) {
-    for (let i = 0; i <= layersPerBlock; i++) {
-      const skip = skips.pop()!
-      h = resnet(g.op('Concat', [h, skip.value], { axis: 1 }), (i === 0 ? previous : channels[level]) + skip.channels, channels[level])
-      if (depths[level] > 0) h = transformer(h, level)
-    }
-    if (level > 0) h = conv2d(g, upsampleNearest2x(g, h), rand, channels[level], channels[level])
-    previous = channels[level]
-  }
-  h = conv2d(g, silu(g, groupNorm(g, h, rand, channels[0], groups)), rand, channels[0], latentChannels)
-  g.outputAs(h, 'out_sample', 'float32', ['batch_size', latentChannels, 'height', 'width'])
-  return g
-}
+/** The UNet of `shape` (src/diffusion/tiny/unet.ts) with its weights as empty external data: sizes only. */
+export const sparseSdxlUnet = (shape: UnetShape = SDXL_UNET, opset = 18) => sdxlShapedUnet(new ExternalWeightsBuilder('unet', opset), shape, zeros)
 
 /**
  * diffusers AutoencoderTiny's DecoderTiny (TAESDXL): tanh clamp, conv + ReLU, stages of AutoencoderTinyBlocks
@@ -195,6 +121,7 @@ interface Row {
   setting: string
   weightsGb: number
   peakGb: number
+  lowerBoundGb: number
   savedGb: number
   upperBoundGb: number
   unknown: number
@@ -204,16 +131,17 @@ interface Row {
 const GB = 1e9
 
 /** The estimate `lookahead guide --dry-run` prints, for one setting. */
-async function estimate(models: string, setting: string, preview: 'lcm' | 'x0', cfg: number, guideSize?: number): Promise<Row> {
+async function estimate(models: string, setting: string, preview: 'lcm' | 'x0', cfg: number, { guideSize, recompute }: { guideSize?: number; recompute?: number } = {}): Promise<Row> {
   const settings: LookaheadSettings = {
     prompt: '', steps: 50, cfg, seed: 0, size: { height: 1024, width: 1024 }, models,
-    preview, previewCfg: preview === 'lcm' ? 1 : undefined, guideSteps: [10], iters: 10, guideSize,
+    preview, previewCfg: preview === 'lcm' ? 1 : undefined, guideSteps: [10], iters: 10, guideSize, recompute,
   }
   const { memory, peakBytes } = await dryRun(settings)
   return {
     setting,
     weightsGb: memory.weights / GB,
     peakGb: memory.peak / GB,
+    lowerBoundGb: memory.lowerBound / GB,
     savedGb: memory.saved / GB,
     upperBoundGb: memory.upperBound / GB,
     unknown: memory.unknown,
@@ -224,7 +152,7 @@ async function estimate(models: string, setting: string, preview: 'lcm' | 'x0', 
 /** Builds the SDXL-shaped models into a temporary folder; returns it. */
 async function buildModels(opset: number): Promise<string> {
   const started = performance.now()
-  const unet = sdxlShapedUnet(SDXL_UNET, opset)
+  const unet = sparseSdxlUnet(SDXL_UNET, opset)
   const decoder = taesdShapedDecoder(opset)
   console.log(`SDXL-shaped UNet (opset ${opset}): ${unet.nodes.length} nodes, ${unet.initializers.length} initializers, ` +
     `${parameterCount(unet).toLocaleString('en')} parameters (${(unet.externalBytes / GB).toFixed(2)} GB external); ` +
@@ -245,15 +173,20 @@ async function main(): Promise<void> {
     const started = performance.now()
     const rows = [
       await estimate(models, 'lcm, 1024²', 'lcm', 1),
-      await estimate(models, 'lcm, 1024², --guide-size 768', 'lcm', 1, 768),
-      await estimate(models, 'lcm, 1024², --guide-size 512', 'lcm', 1, 512),
+      await estimate(models, 'lcm, 1024², --guide-size 768', 'lcm', 1, { guideSize: 768 }),
+      await estimate(models, 'lcm, 1024², --guide-size 512', 'lcm', 1, { guideSize: 512 }),
+      await estimate(models, 'lcm, 1024², --recompute 2', 'lcm', 1, { recompute: 2 }),
+      await estimate(models, 'lcm, 1024², --recompute 4', 'lcm', 1, { recompute: 4 }),
+      await estimate(models, 'lcm, 1024², --recompute 8', 'lcm', 1, { recompute: 8 }),
       await estimate(models, 'x0, CFG 5, 1024²', 'x0', 5),
+      await estimate(models, 'x0, CFG 5, 1024², --recompute 4', 'x0', 5, { recompute: 4 }),
     ]
     console.log(`models folder: ${models}${given || args.includes('--keep') ? ' (kept)' : ''}`)
     console.table(rows.map(r => ({
       setting: r.setting,
       'weights GB': r.weightsGb.toFixed(2),
       'activations at the peak GB': r.peakGb.toFixed(2),
+      'freed at last reader GB': r.lowerBoundGb.toFixed(2),
       'saved for backward GB': r.savedGb.toFixed(2),
       'upper bound GB': r.upperBoundGb.toFixed(2),
       unknown: r.unknown,

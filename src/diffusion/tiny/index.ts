@@ -5,15 +5,15 @@ import { dims, writeModelWithExternalData, type ModelProto } from '../../onnx/pr
 import { seededNormal } from '../../onnx/layers.js'
 import { loraTargets } from '../lora.js'
 import { f32, toHalf, writeSafetensors, type NamedTensor } from '../safetensors.js'
-import { TINY, type Generation } from './config.js'
+import { TINY, type Generation, type UnetShape } from './config.js'
 import { tinyTaesdDecoder, tinyVaeDecoder } from './decoders.js'
 import { tinyTextEncoder, tinyTokenizer } from './text.js'
 import { tinyUnet } from './unet.js'
 
-export { GENERATIONS, TINY, type Generation } from './config.js'
+export { GENERATIONS, TINY, type Generation, type UnetShape } from './config.js'
 export { tinyTaesdDecoder, tinyVaeDecoder } from './decoders.js'
 export { tinyTextEncoder, tinyTokenizer } from './text.js'
-export { tinyUnet } from './unet.js'
+export { sdxlShapedUnet, tinyUnet } from './unet.js'
 
 /** The layers latent-consistency/lcm-lora-sdxl adapts (train_lcm_distill_lora_sdxl.py's target modules). */
 const LCM_LORA_TARGETS = /(to_q|to_k|to_v|to_out\.0|proj_in|proj_out|ff\.net\.0\.proj|ff\.net\.2|conv1|conv2|conv_shortcut|downsamplers\.0\.conv|upsamplers\.0\.conv|time_emb_proj)$/
@@ -40,11 +40,12 @@ export function tinyLora(unet: ModelProto, rank = 4, seed = 500): Map<string, Na
 
 /**
  * Writes a tiny models folder: unet (model.onnx + model.onnx_data, as optimum writes it), text_encoder,
- * text_encoder_2, tokenizer, tokenizer_2, vae_decoder, taesdxl_decoder, lcm_lora and world.json.
+ * text_encoder_2, tokenizer, tokenizer_2, vae_decoder, taesdxl_decoder, lcm_lora and world.json. `unet`: another
+ * UNet shape instead of TINY.unet (the guidance bench's bigger UNet), with the tiny text encoders' contextDim and pooledDim.
  */
-export async function writeTinyModels(dir: string, options: { generation?: Generation } = {}): Promise<void> {
+export async function writeTinyModels(dir: string, options: { generation?: Generation; unet?: UnetShape } = {}): Promise<void> {
   const generation = options.generation ?? 'optimum-onnx'
-  const unet = tinyUnet(generation).build()
+  const unet = tinyUnet(generation, options.unet).build()
   // stored in float16, as latent-consistency/lcm-lora-sdxl is
   const lora = new Map([...tinyLora(unet)].map(([key, t]) => [key, toHalf(t)]))
   await writeSafetensors(join(dir, 'lcm_lora', 'pytorch_lora_weights.safetensors'), lora)
