@@ -13,13 +13,13 @@ import { guideFromSpec } from '../../guides/index.js'
 import { conditioning } from '../../src/diffusion/conditioning.js'
 import { decode, openDecoder } from '../../src/diffusion/decoders.js'
 import { initialNoise, latentDims, loadSdxl, unetEpsModel } from '../../src/diffusion/pipeline.js'
-import { TINY, writeTinyModels, type UnetShape } from '../../src/diffusion/tiny/index.js'
+import { writeTinyModels } from '../../src/diffusion/tiny/index.js'
 import { lookahead, type LookaheadSettings } from '../../src/guidance/engine.js'
 import { runCost } from '../../src/guidance/estimate.js'
 import { pixelGuide } from '../../src/guidance/guide.js'
 import { buildWorldFolder } from '../../src/world/models.js'
 import { drawnFaces } from '../../src/world/world.js'
-import { SDXL_UNET } from './sdxl-shape.js'
+import { QUARTER_SDXL_UNET } from './sdxl-shape.js'
 
 const option = (name: string, fallback: string) => {
   const i = process.argv.indexOf(`--${name}`)
@@ -27,14 +27,6 @@ const option = (name: string, fallback: string) => {
 }
 const runs = Number(option('runs', '3'))
 const threads = Number(option('threads', '1'))
-
-/**
- * SDXL's UNet (depths, heads, layers per block) at a quarter of its width; 16 groups, as 32 do not divide 80
- * channels; the tiny text encoders' context and pooled sizes.
- */
-const QUARTER_SDXL_UNET: UnetShape = {
-  ...SDXL_UNET, channels: SDXL_UNET.channels.map(c => c / 4), groups: 16, contextDim: TINY.unet.contextDim, pooledDim: TINY.unet.pooledDim,
-}
 
 async function best(settings: LookaheadSettings): Promise<{ ms: number; guidanceMs: number }> {
   let result = { ms: Infinity, guidanceMs: 0 }

@@ -38,8 +38,7 @@ async function json(command: string, args: string[]): Promise<Measurement> {
   return JSON.parse(stdout.trim().split('\n').pop()!)
 }
 
-const ortMeasure = (model: string, dir: string, size: number) =>
-  json(process.execPath, ['--import', 'tsx', join(here, 'measure.ts'), model, dir, String(size), runs, threads])
+const ortMeasure = (model: string) => json(process.execPath, ['--import', 'tsx', join(here, 'measure.ts'), model, runs, threads])
 const torchMeasure = (mode: string, channels: number, size: number) =>
   json(python, [join(here, 'torch_unet.py'), 'measure', '--channels', String(channels), '--size', String(size), '--mode', mode, '--runs', runs, '--threads', threads])
 
@@ -87,9 +86,9 @@ async function main() {
       const differentiateMs = performance.now() - start
       await writeGradientModel(join(dir, 'model.onnx'), join(dir, 'grad-recompute.onnx'), { wrt: ['sample'], segments: RECOMPUTE })
       const error = await agreement(dir, size)
-      const ortForward = await ortMeasure(join(dir, 'model.onnx'), dir, size)
-      const ortGradient = await ortMeasure(join(dir, 'grad.onnx'), dir, size)
-      const ortRecomputed = await ortMeasure(join(dir, 'grad-recompute.onnx'), dir, size)
+      const ortForward = await ortMeasure(join(dir, 'model.onnx'))
+      const ortGradient = await ortMeasure(join(dir, 'grad.onnx'))
+      const ortRecomputed = await ortMeasure(join(dir, 'grad-recompute.onnx'))
       const torchForward = await torchMeasure('forward', channels, size)
       const torchBackward = await torchMeasure('backward', channels, size)
       console.log(`UNet-shaped, ${channels} channels, latent ${size}×${size} (${summary.nodes.forward} exported nodes → ${summary.nodes.gradient} with the gradient, differentiated in ${differentiateMs.toFixed(0)} ms; gradient vs torch autograd: max rel. difference ${error.toExponential(1)})`)

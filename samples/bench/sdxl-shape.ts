@@ -12,7 +12,7 @@ import { pathToFileURL } from 'node:url'
 import { GraphBuilder, type DType, type Values } from '../../src/onnx/builder.js'
 import { conv2d, upsampleNearest2x, type Normal } from '../../src/onnx/layers.js'
 import { DataType, encodeModel, onnx, writeModel } from '../../src/onnx/proto.js'
-import { sdxlShapedUnet, type UnetShape } from '../../src/diffusion/tiny/index.js'
+import { sdxlShapedUnet, TINY, type UnetShape } from '../../src/diffusion/tiny/index.js'
 import { tinyBlock } from '../../src/diffusion/tiny/decoders.js'
 import { dryRun, type LookaheadSettings } from '../../src/guidance/engine.js'
 
@@ -65,6 +65,14 @@ export const SDXL_UNET: UnetShape = {
   pooledDim: 1280,
   addTimeProj: 256,
   latentChannels: 4,
+}
+
+/**
+ * SDXL's UNet (depths, heads, layers per block) at a quarter of its width, to run for real (143 M parameters):
+ * 16 groups, as 32 do not divide 80 channels; the tiny text encoders' context and pooled sizes.
+ */
+export const QUARTER_SDXL_UNET: UnetShape = {
+  ...SDXL_UNET, channels: SDXL_UNET.channels.map(c => c / 4), groups: 16, contextDim: TINY.unet.contextDim, pooledDim: TINY.unet.pooledDim,
 }
 
 /** The UNet of `shape` (src/diffusion/tiny/unet.ts) with its weights as empty external data: sizes only. */

@@ -82,18 +82,23 @@ export function openSession(path: string, settings: SessionSettings = {}): Promi
   return session
 }
 
+/** The options every session of the project is created with. */
+export function sessionOptions(device: Device, threads: number): ort.InferenceSession.SessionOptions {
+  return {
+    executionProviders: providers(device),
+    intraOpNumThreads: threads,
+    graphOptimizationLevel: 'all',
+    // memory patterns pre-plan one block for all intermediates: for gradient graphs that nearly doubled the
+    // peak RSS (npm run bench), at no measurable speed gain
+    enableMemPattern: false,
+  }
+}
+
 async function createSession(path: string, device: Device, threads: number): Promise<Session> {
   if (!existsSync(path)) throw new UserError(`model file ${path} does not exist`)
   if (device === 'cuda' && !cudaInstalled()) throw new UserError(CUDA_HELP)
   try {
-    const session = await ort.InferenceSession.create(path, {
-      executionProviders: providers(device),
-      intraOpNumThreads: threads,
-      graphOptimizationLevel: 'all',
-      // memory patterns pre-plan one block for all intermediates: for gradient graphs that nearly doubled the
-      // peak RSS (npm run bench), at no measurable speed gain
-      enableMemPattern: false,
-    })
+    const session = await ort.InferenceSession.create(path, sessionOptions(device, threads))
     return new Session(path, device, session)
   } catch (error) {
     const message = (error as Error).message

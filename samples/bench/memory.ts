@@ -1,0 +1,58 @@
+// `npm run bench` (part 3): the dry run's memory estimate against onnxruntime, on SDXL's structure. SDXL's UNet at
+// a quarter of its width (random weights) with LCM-LoRA branches, TAESD-shaped decoder and a pixel loss: the
+// preview's gradient pass at 256², kept and recomputed in 4 and 8 segments. For each: the estimator's activations
+// (estimate.ts, as `lookahead guide --dry-run` computes them), the working memory onnxruntime measures (peak RSS
+// above the RSS after loading, in a process of its own), and the time. ≈ 1 minute.
+// Usage: npx tsx samples/bench/memory.ts [--side 256] [--runs 3] [--threads 1]
+import { execFile } from 'node:child_process'
+import { mkdtemp, rm } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { dirname, join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { promisify } from 'node:util'
+import { writeTinyModels } from '../../src/diffusion/tiny/index.js'
+import { previewModels, previewShape } from '../../src/guidance/engine.js'
+import { graphMemory } from '../../src/guidance/estimate.js'
+import { pixelGuide } from '../../src/guidance/guide.js'
+import { buildPreviewGraph, LATENT, LOSS } from '../../src/guidance/preview.js'
+import { differentiate } from '../../src/onnx/autodiff.js'
+import { writeModel } from '../../src/onnx/proto.js'
+import { QUARTER_SDXL_UNET } from './sdxl-shape.js'
+
+const here = dirname(fileURLToPath(import.meta.url))
+const option = (name: string, fallback: string) => {
+  const i = process.argv.indexOf(`--${name}`)
+  return i >= 0 ? process.argv[i + 1] : fallback
+}
+const side = Number(option('side', '256'))
+const runs = option('runs', '3')
+const threads = option('threads', '1')
+// the dims the pipeline feeds (engine.ts dryRun)
+const DIMS = { batch_size: 1, sequence_length: 77, steps: 1 }
+const MB = 2 ** 20
+
+const dir = await mkdtemp(join(tmpdir(), 'lookahead-memory-'))
+try {
+  await writeTinyModels(join(dir, 'models'), { unet: QUARTER_SDXL_UNET })
+  const parts = await previewModels(join(dir, 'models'), 'lcm')
+  const forward = () => ({
+    model: buildPreviewGraph({ unet: parts.unet, decoder: parts.decoder, decoderScales: parts.scales, ...previewShape(1, [1, 4, side / 8, side / 8]), guide: pixelGuide() }).build(),
+    dir: parts.unet.dir,
+  })
+  console.log(`SDXL's UNet at ¼ width, LCM preview's gradient pass at ${side}², ${threads} thread(s), best of ${runs}; working memory: peak RSS above the RSS after loading`)
+  let keptMs = 0
+  for (const segments of [1, 4, 8]) {
+    const memory = await graphMemory(forward(), DIMS, segments)
+    const path = join(dir, `grad-${segments}`, 'model.onnx')
+    await writeModel(differentiate(forward(), { wrt: [LATENT], of: LOSS, dims: DIMS, segments }), path)
+    const dims = Object.entries(DIMS).map(([name, value]) => `${name}=${value}`)
+    const { stdout } = await promisify(execFile)(process.execPath, ['--import', 'tsx', join(here, 'measure.ts'), path, runs, threads, ...dims])
+    const measured = JSON.parse(stdout.trim().split('\n').pop()!) as { best_ms: number; baseline_kb: number; peak_kb: number }
+    keptMs ||= measured.best_ms
+    const label = segments === 1 ? 'kept' : `--recompute ${segments}`
+    console.log(`  ${label.padEnd(13)} estimate ${(memory.peak / MB).toFixed(0).padStart(5)} MB (freed at last reader ${(memory.lowerBound / MB).toFixed(0)} MB)   ` +
+      `measured ${((measured.peak_kb - measured.baseline_kb) / 1024).toFixed(0).padStart(5)} MB   ${measured.best_ms.toFixed(0)} ms (${(measured.best_ms / keptMs).toFixed(2)}× kept)`)
+  }
+} finally {
+  await rm(dir, { recursive: true, force: true })
+}
