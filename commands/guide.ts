@@ -62,20 +62,22 @@ export default class Guide extends LookaheadCommand {
     const cost = await dryRunJob(job)
     const gb = (bytes: number) => (bytes >= 1e8 ? `${(bytes / 1e9).toFixed(2)} GB` : `${(bytes / 1e6).toFixed(2)} MB`)
     this.note(`latent ${cost.latentShape.join('×')}: sampling ${cost.samplingEvaluations} UNet evaluations, guidance ${cost.guidanceEvaluations} more (${cost.gradientPasses} gradient passes): ${cost.ratio.toFixed(2)}× an unguided image`)
+    const { weights: held, samplingActivations } = cost.sessions
     if (cost.gradientPasses > 0) {
       const { weights, peak, lowerBound, upperBound, unknown } = cost.memory
       const recomputed = (job.recompute ?? 1) > 1 ? `, its forward recomputed in ${job.recompute} segments` : ''
-      this.note(`gradient pass${recomputed}: weights ${gb(weights)} + activations ≈ ${gb(peak)} at its peak = ${gb(cost.peakBytes)} ` +
+      this.note(`gradient pass${recomputed}: weights ${gb(weights)} + activations ≈ ${gb(peak)} at their peak ` +
         `(buffers as onnxruntime's planner holds them; ${gb(lowerBound)} if each value were freed at its last reader, ${gb(upperBound)} if none were; ` +
         `UNet and decoder with a stand-in loss: the guide network, kernel workspaces and arena overhead add to it)` +
         (unknown > 0 ? `; ${unknown} values of unknown size not counted` : ''))
-      if (cost.peakBytes > limitGb * 1e9) {
-        const fit = await fitMemoryJob(job, limitGb * 1e9)
-        const flags = fit && [`--recompute ${fit.recompute}`, ...(fit.guideSize ? [`--guide-size ${fit.guideSize}`] : [])].join(' ')
-        this.warning(`this exceeds ${limitGb} GB: ` + (fit
-          ? `${flags} fits (${gb(fit.cost.peakBytes)}; guidance ${fit.cost.guidanceEvaluations.toFixed(0)} UNet evaluations instead of ${cost.guidanceEvaluations.toFixed(0)})`
-          : 'no recomputation or --guide-size down to 512 fits; try an fp16 UNet export or --preview-decoder taesd'))
-      }
+    }
+    this.note(`other sessions (sampling UNet, text encoders, final decoder): weights ${gb(held)} + the sampling UNet's activations ≈ ${gb(samplingActivations)}; in all ≈ ${gb(cost.peakBytes)}`)
+    if (cost.gradientPasses > 0 && cost.peakBytes > limitGb * 1e9) {
+      const fit = await fitMemoryJob(job, limitGb * 1e9)
+      const flags = fit && [`--recompute ${fit.recompute}`, ...(fit.guideSize ? [`--guide-size ${fit.guideSize}`] : [])].join(' ')
+      this.warning(`this exceeds ${limitGb} GB: ` + (fit
+        ? `${flags} fits (${gb(fit.cost.peakBytes)}; guidance ${fit.cost.guidanceEvaluations.toFixed(0)} UNet evaluations instead of ${cost.guidanceEvaluations.toFixed(0)})`
+        : 'no recomputation or --guide-size down to 512 fits; try an fp16 UNet export or --preview-decoder taesd'))
     }
     return cost
   }

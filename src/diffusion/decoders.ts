@@ -64,10 +64,14 @@ export async function decode(decoder: Decoder, latents: Tensor): Promise<Tensor>
   return image
 }
 
+/** The decoder for final images: the one asked for, else the VAE where the folder has one, else TAESDXL. */
+export const finalDecoder = (models: string, kind?: DecoderKind): DecoderKind =>
+  kind ?? (existsSync(join(models, DECODER_FOLDERS.vae, 'model.onnx')) ? 'vae' : 'taesd')
+
 /**
  * Decodes a run's final latents with `kind`, by default the SDXL VAE where the folder has it, else TAESDXL.
  */
 export async function decodeFinal(models: string, latents: Tensor, kind?: DecoderKind, settings: SessionSettings = {}): Promise<{ image: Tensor; kind: DecoderKind }> {
-  const chosen = kind ?? (existsSync(join(models, DECODER_FOLDERS.vae, 'model.onnx')) ? 'vae' : 'taesd')
+  const chosen = finalDecoder(models, kind)
   return { image: await decode(await openDecoder(models, chosen, settings), latents), kind: chosen }
 }

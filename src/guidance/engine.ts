@@ -9,16 +9,17 @@ import { check } from '../errors.js'
 import { cacheRoot } from '../fsutil.js'
 import { differentiate } from '../onnx/autodiff.js'
 import { encodeModel, externalDataFiles, graphOf, readModel, toNumber, writeModel, type LoadedModel } from '../onnx/proto.js'
+import { inferShapes } from '../onnx/shapes.js'
 import { openSession, ort, type Session, type SessionSettings } from '../onnx/session.js'
 import { conditioning, conditioningFeeds, inputTensor, type Conditioning, type Tensor } from '../diffusion/conditioning.js'
-import { decodeFinal, decoderScales, DECODER_FOLDERS, type Decoder, type DecoderKind } from '../diffusion/decoders.js'
+import { decodeFinal, decoderScales, DECODER_FOLDERS, finalDecoder, type Decoder, type DecoderKind } from '../diffusion/decoders.js'
 import { lcmUnetPath } from '../diffusion/models-folder.js'
 import { ddimLoop, initialNoise, latentDims, loadSdxl, unetEpsModel, type GenerateSettings, type LoopHooks, type StepState } from '../diffusion/pipeline.js'
 import { ddimStep, lcmPreviewCoefficients, naiveX0Coefficients, renoise, type Linear } from '../diffusion/schedulers.js'
 import { imageFromTensor } from '../image/image.js'
 import { pixelGuide, type Guide } from './guide.js'
 import { buildPreviewGraph, COEF_A, COEF_B, IMAGE, LATENT, LOSS, type PreviewKind } from './preview.js'
-import { graphMemory, runCost, type GraphMemory, type RunCost } from './estimate.js'
+import { activationPeak, graphMemory, runCost, weightBytes, type GraphMemory, type RunCost } from './estimate.js'
 import { defaultUpdate, makeUpdater, type Skip, type UpdateSettings } from './update.js'
 
 export type Method = PreviewKind | 'none'
@@ -133,11 +134,12 @@ export const previewImageSession = (parts: PreviewModels, shape: PreviewShape, s
   cachedSession(previewForward(parts, shape), m => m, 'preview', settings)
 
 /**
- * The gradient of the preview's loss w.r.t. the latent, built once and cached on disk, keyed by the forward
- * graph (which holds the guide's target), its weight files and the recomputation's segments.
+ * The gradient of the preview's loss w.r.t. the latent, with the loss and the decoded preview, built once and
+ * cached on disk, keyed by the forward graph (which holds the guide's target), its weight files and the
+ * recomputation's segments.
  */
 export const gradientSession = (parts: PreviewModels, guide: Guide, shape: PreviewShape, settings: CacheSettings, segments = 1) =>
-  cachedSession(previewForward(parts, shape, guide), m => differentiate(m, { wrt: [LATENT], of: LOSS, segments }), segments > 1 ? `grad-recompute${segments}` : 'grad', settings)
+  cachedSession(previewForward(parts, shape, guide), m => differentiate(m, { wrt: [LATENT], of: LOSS, keep: [IMAGE], segments }), segments > 1 ? `grad-image-recompute${segments}` : 'grad-image', settings)
 
 /** Feeds for a preview or gradient session at latent x, timestep t. */
 export function previewFeeds(session: Session, kind: PreviewKind, x: Tensor, t: number, cond: Conditioning): Record<string, ort.Tensor> {
@@ -182,15 +184,19 @@ export async function lookahead(settings: LookaheadSettings): Promise<LookaheadR
     const gradient = await gradientSession(parts, guide, shape, settings, segments)
     gradientModelMs = performance.now() - built
     const previewCond = previewCfg === settings.cfg ? cond : await conditioning({ ...settings, cfg: previewCfg }, models.unet, models.text)
-    const previewImage = await previewImageSession(parts, shape, settings)
 
     /** K updates of x_t down the gradient of the preview's loss. */
     const guideAt = async (index: number, t: number, x: Tensor, round: number): Promise<Tensor> => {
       const step = makeUpdater(update)
       let latent = x
-      // inputs the guide computes outside the gradient (the face alignment) come from this round's first preview
-      const shown = await previewImage.run(previewFeeds(previewImage, kind, latent, t, previewCond), [IMAGE])
-      const guideFeeds = await guide.feeds(imageFromTensor(shown[IMAGE].data as Float32Array, shown[IMAGE].dims))
+      // inputs the guide computes outside the gradient (the face alignment) come from this round's first
+      // preview: a pass with the reference's defaults shows it (its gradient is not used). The gradient session
+      // gives the preview, so no second copy of the UNet is held for it.
+      let guideFeeds = await guide.feeds()
+      if (Object.keys(guideFeeds).length > 0) {
+        const shown = await gradient.run({ ...previewFeeds(gradient, kind, latent, t, previewCond), ...guideFeeds }, [IMAGE])
+        guideFeeds = await guide.feeds(imageFromTensor(shown[IMAGE].data as Float32Array, shown[IMAGE].dims))
+      }
       for (let iter = 0; iter < settings.iters; iter++) {
         const out = await gradient.run({ ...previewFeeds(gradient, kind, latent, t, previewCond), ...guideFeeds })
         const record: Iteration = { step: index, t, iter, loss: Number((out[LOSS].data as Float32Array)[0]), ...(recur > 1 ? { round } : {}) }
@@ -231,7 +237,9 @@ export async function lookahead(settings: LookaheadSettings): Promise<LookaheadR
 
 export interface DryRun extends RunCost {
   memory: GraphMemory
-  /** weights + the gradient pass's simulated peak of activations, in bytes */
+  /** the sessions a run holds beside the gradient pass: the sampling UNet, the text encoders, the final decoder */
+  sessions: { weights: number; samplingActivations: number }
+  /** the gradient pass (weights + activations at their peak) and the other sessions, in bytes */
   peakBytes: number
   latentShape: number[]
 }
@@ -247,12 +255,19 @@ export async function dryRun(settings: LookaheadSettings): Promise<DryRun> {
   const channels = graphOf(base.model).input.find(i => i.name === 'sample')?.type?.tensorType?.shape?.dim?.[1]?.dimValue
   const latentShape = [1, channels ? toNumber(channels) : 4, settings.size.height / 8, settings.size.width / 8]
   const cost = runCost({ ...settings, previewCfg, guided })
-  if (!guided) return { ...cost, memory: { weights: 0, peak: 0, lowerBound: 0, saved: 0, upperBound: 0, unknown: 0 }, peakBytes: 0, latentShape }
-  const parts = await previewModels(settings.models, settings.preview as PreviewKind, settings.previewDecoder)
   // the dims the pipeline feeds: the batch, 77 text tokens, a timestep of [1] where it is int64 [steps] (optimum ≤ 1.23)
-  const dims = { batch_size: previewCfg > 1 ? 2 : 1, sequence_length: 77, steps: 1 }
-  const memory = await graphMemory(previewForward(parts, previewShape(previewCfg, latentShape, settings.guideSize), settings.guide ?? pixelGuide()), dims, settings.recompute)
-  return { ...cost, memory, peakBytes: memory.weights + memory.peak, latentShape }
+  const dims = (cfg: number) => ({ batch_size: cfg > 1 ? 2 : 1, sequence_length: 77, steps: 1 })
+  const baseGraph = graphOf(base.model)
+  const held = [join(settings.models, 'text_encoder'), join(settings.models, 'text_encoder_2'), join(settings.models, DECODER_FOLDERS[finalDecoder(settings.models, settings.decoder)])]
+  let weights = await weightBytes(base)
+  for (const folder of held) if (existsSync(join(folder, 'model.onnx'))) weights += await weightBytes(await readModel(join(folder, 'model.onnx')))
+  // a CUDA arena keeps the sampling UNet's activations at their peak between its runs
+  const sessions = { weights, samplingActivations: activationPeak(baseGraph, inferShapes(baseGraph, dims(settings.cfg))).peak }
+  const others = sessions.weights + sessions.samplingActivations
+  if (!guided) return { ...cost, memory: { weights: 0, peak: 0, lowerBound: 0, saved: 0, upperBound: 0, unknown: 0 }, sessions, peakBytes: others, latentShape }
+  const parts = await previewModels(settings.models, settings.preview as PreviewKind, settings.previewDecoder)
+  const memory = await graphMemory(previewForward(parts, previewShape(previewCfg, latentShape, settings.guideSize), settings.guide ?? pixelGuide()), dims(previewCfg), settings.recompute)
+  return { ...cost, memory, sessions, peakBytes: memory.weights + memory.peak + others, latentShape }
 }
 
 /** A way to fit the gradient pass into less memory, with its estimate. */

@@ -89,6 +89,14 @@ export function plannedPeak(nodes: NodeProto[], bytes: (v: string) => number, ke
   return peak
 }
 
+/** Bytes of a model's weights: its external data files and its inline initializers. */
+export async function weightBytes(model: LoadedModel): Promise<number> {
+  let bytes = 0
+  for (const file of externalDataFiles(model)) bytes += (await stat(file)).size
+  for (const t of graphOf(model.model).initializer as TensorProto[]) if (!isExternal(t)) bytes += t.rawData?.length ?? 0
+  return bytes
+}
+
 /** A graph's peak bytes of activations as onnxruntime's planner holds them, and if each were freed at once (`infos`: its inferred shapes, dims fixed). */
 export function activationPeak(graph: GraphProto, infos = inferShapes(graph)): { peak: number; lowerBound: number } {
   const size = sizes(infos)
@@ -105,9 +113,7 @@ export function activationPeak(graph: GraphProto, infos = inferShapes(graph)): {
  */
 export async function graphMemory(forward: LoadedModel, dims: Record<string, number> = {}, segments = 1): Promise<GraphMemory> {
   const graph = graphOf(forward.model)
-  let weights = 0
-  for (const file of externalDataFiles(forward)) weights += (await stat(file)).size
-  for (const t of graph.initializer as TensorProto[]) if (!isExternal(t)) weights += t.rawData?.length ?? 0
+  const weights = await weightBytes(forward)
 
   const forwardBytes = sizes(inferShapes(graph, dims))
   const active = new Set([LATENT])
@@ -154,10 +160,11 @@ export function runCost(s: { steps: number; cfg: number; guideSteps: number[]; i
   const samplingEvaluations = s.steps * perPass(s.cfg)
   const rounds = s.guided ? s.guideSteps.length * (s.recur ?? 1) : 0
   const gradientPasses = rounds * s.iters
-  // per round one extra preview forward, for the guide's inputs found on the preview (face alignment); each
-  // recurrence round also takes one sampler step
+  // per round one more gradient pass, whose preview the guide's inputs are found on (the face alignment of
+  // the id and perceptual guides; counted for every guide, the others skip it); each recurrence round also takes
+  // one sampler step
   const recurrenceSteps = s.guided ? s.guideSteps.length * ((s.recur ?? 1) - 1) * perPass(s.cfg) : 0
   const segments = s.recompute ?? 1
-  const guidanceEvaluations = (gradientPasses * (3 + (segments - 1) / segments) + rounds) * perPass(s.previewCfg) + recurrenceSteps
+  const guidanceEvaluations = (gradientPasses + rounds) * (3 + (segments - 1) / segments) * perPass(s.previewCfg) + recurrenceSteps
   return { samplingEvaluations, guidanceEvaluations, gradientPasses, ratio: (samplingEvaluations + guidanceEvaluations) / samplingEvaluations }
 }

@@ -17,6 +17,8 @@ export interface DifferentiateOptions {
   dims?: Record<string, number>
   /** recompute the forward in this many segments during the backward pass, to hold less (recompute.ts); default 1: keep all */
   segments?: number
+  /** other outputs of the model to keep beside `of` (a preview image the gradient pass computes anyway) */
+  keep?: string[]
 }
 
 /** What a gradient rule sees: the forward node, its values, the gradients flowing into its outputs, and an emitter. */
@@ -281,6 +283,11 @@ export function differentiate(loaded: LoadedModel, options: DifferentiateOptions
   const output = graph.output.find(o => o.name === of)
   if (!output) throw new UserError(`the model has no output named ${of} (it has ${graph.output.map(o => o.name).join(', ')})`)
   if (options.wrt.length === 0) throw new UserError('say which inputs to differentiate with respect to (--wrt)')
+  const keptOutputs = (options.keep ?? []).map(name => {
+    const found = graph.output.find(o => o.name === name)
+    if (!found) throw new UserError(`the model has no output named ${name} to keep (it has ${graph.output.map(o => o.name).join(', ')})`)
+    return found
+  })
   const segments = options.segments ?? 1
   if (!Number.isInteger(segments) || segments < 1) throw new UserError(`recompute segments ${segments}: expected a positive integer`)
 
@@ -376,7 +383,7 @@ export function differentiate(loaded: LoadedModel, options: DifferentiateOptions
     return outputs ? onnx.NodeProto.fromObject({ ...onnx.NodeProto.toObject(node), output: outputs }) : node
   }
   const forward = nodes.map(withOutputs)
-  const outputs = new Set([of, ...gradOutputs.map(o => o.name!)])
+  const outputs = new Set([of, ...keptOutputs.map(o => o.name!), ...gradOutputs.map(o => o.name!)])
   const backward = segments > 1 ? recomputeSegments({ forward, backward: e.nodes, reached: nodes.map(n => reached.get(n)), outputs, segments, e }) : e.nodes
   const allNodes = [...forward, ...backward]
   const needed = new Set(outputs)
@@ -401,7 +408,7 @@ export function differentiate(loaded: LoadedModel, options: DifferentiateOptions
         ...e.initializers.filter(t => needed.has(t.name!)),
       ],
       input: options.dims ? graph.input.map(i => specialise(i as ValueInfoProto, options.dims!)) : graph.input,
-      output: [output, ...gradOutputs],
+      output: [output, ...keptOutputs, ...gradOutputs],
       valueInfo: graph.valueInfo.filter(v => needed.has(v.name!)),
     }),
   })
