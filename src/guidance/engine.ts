@@ -8,7 +8,7 @@ import { join } from 'node:path'
 import { check } from '../errors.js'
 import { cacheRoot } from '../fsutil.js'
 import { differentiate } from '../onnx/autodiff.js'
-import { encodeModel, externalDataFiles, graphOf, readModel, toNumber, writeModel, type LoadedModel } from '../onnx/proto.js'
+import { encodeModel, externalDataFiles, graphOf, readModel, toNumber, writeModel, type GraphProto, type LoadedModel } from '../onnx/proto.js'
 import { inferShapes } from '../onnx/shapes.js'
 import { openSession, ort, type Session, type SessionSettings } from '../onnx/session.js'
 import { conditioning, conditioningFeeds, inputTensor, type Conditioning, type Tensor } from '../diffusion/conditioning.js'
@@ -235,6 +235,12 @@ export async function lookahead(settings: LookaheadSettings): Promise<LookaheadR
   return { latents, image, iterations, timings: { gradientModelMs, samplingMs, guidanceMs } }
 }
 
+/** Values for the symbolic dims of a UNet's `sample` input (optimum: batch_size, height, width), by position. */
+function sampleDims(unet: GraphProto, shape: number[]): Record<string, number> {
+  const declared = unet.input.find(i => i.name === 'sample')?.type?.tensorType?.shape?.dim ?? []
+  return Object.fromEntries(declared.flatMap((d, i) => (d.dimParam ? [[d.dimParam, shape[i]]] : [])))
+}
+
 export interface DryRun extends RunCost {
   memory: GraphMemory
   /** the sessions a run holds beside the gradient pass: the sampling UNet, the text encoders, the final decoder */
@@ -262,7 +268,8 @@ export async function dryRun(settings: LookaheadSettings): Promise<DryRun> {
   let weights = await weightBytes(base)
   for (const folder of held) if (existsSync(join(folder, 'model.onnx'))) weights += await weightBytes(await readModel(join(folder, 'model.onnx')))
   // a CUDA arena keeps the sampling UNet's activations at their peak between its runs
-  const sessions = { weights, samplingActivations: activationPeak(baseGraph, inferShapes(baseGraph, dims(settings.cfg))).peak }
+  const samplingDims = { ...dims(settings.cfg), ...sampleDims(baseGraph, [dims(settings.cfg).batch_size, ...latentShape.slice(1)]) }
+  const sessions = { weights, samplingActivations: activationPeak(baseGraph, inferShapes(baseGraph, samplingDims)).peak }
   const others = sessions.weights + sessions.samplingActivations
   if (!guided) return { ...cost, memory: { weights: 0, peak: 0, lowerBound: 0, saved: 0, upperBound: 0, unknown: 0 }, sessions, peakBytes: others, latentShape }
   const parts = await previewModels(settings.models, settings.preview as PreviewKind, settings.previewDecoder)
