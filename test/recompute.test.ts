@@ -94,6 +94,23 @@ describe('recomputation in segments', () => {
     assert.deepEqual(copies.filter(n => (n.output ?? []).some(v => depth.get(v)! <= forwardEnd)).map(n => n.name), [])
   })
 
+  it('recomputes an fp16 body between Casts in fp16 (its copies wait on a gradient cast to each input\'s type)', async () => {
+    const g = new GraphBuilder('half', 17)
+    const rand = L.seededNormal(7)
+    const x = g.input('latent', 'float32', [4, 8])
+    let h = g.op('Cast', [x], { to: 10 })
+    for (let i = 0; i < 6; i++) h = g.op('Tanh', [g.op('MatMul', [h, g.op('Cast', [L.randomWeight(g, rand, [8, 8], 0.5)], { to: 10 })])])
+    const y = g.op('Mul', [g.op('Cast', [h], { to: 1 }), x])
+    g.outputAs(g.op('ReduceSum', [g.op('Mul', [y, y])], { keepdims: 0 }), 'loss', 'float32', [])
+    const model = g.build()
+    const feeds = randomFeeds(await ort.InferenceSession.create(encodeModel(model)), {}, 0)
+    const kept = await latentGradient(model, 1, feeds)
+    const recomputed = await latentGradient(model, 3, feeds)
+    const graph = graphOf(differentiate({ model, dir: '.' }, { wrt: ['latent'], of: 'loss', segments: 3 }).model)
+    assert.ok(graph.node.some(n => n.name!.includes('recompute_') && n.opType === 'MatMul'), 'nothing was recomputed')
+    assert.deepEqual(Array.from(recomputed), Array.from(kept)) // the same ops in the same precision
+  })
+
   it('refuses a segment count that is not a positive integer', () => {
     assert.throws(() => differentiate({ model: vit(), dir: '.' }, { wrt: ['latent'], of: 'loss', segments: 0 }), /recompute segments 0: expected a positive integer/)
   })

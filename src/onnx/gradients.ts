@@ -27,9 +27,9 @@ function known(e: Emitter, value: string | undefined): number[] | undefined {
   return v && v.every(d => typeof d === 'number') ? (v as number[]) : undefined
 }
 
-/** Records the static shape of an emitted value (for later broadcast decisions). */
-function shaped(e: Emitter, value: string, shape: Dim[] | undefined): string {
-  e.infos.set(value, { dtype: e.dtype(value), shape })
+/** Records the static shape of an emitted value (for later broadcast decisions), with the type of `like`. */
+function shaped(e: Emitter, value: string, like: string, shape: Dim[] | undefined): string {
+  e.infos.set(value, { dtype: e.dtype(like), shape })
   return value
 }
 
@@ -347,8 +347,8 @@ export const gradients: Record<string, GradRule> = {
     const sy = e.info(c.y[0]).shape
     const batch = sy?.slice(0, -2)
     const transposed = (v: string, rank: number) => e.op('Transpose', [v], { perm: swapLast(rank) })
-    const dA = c.needs[0] ? shaped(e, e.op('MatMul', [c.g, transposed(b, rb)]), batch && [...batch, ...(e.info(a).shape ?? [undefined, undefined]).slice(-2)]) : undefined
-    const dB = c.needs[1] ? shaped(e, e.op('MatMul', [transposed(a, ra), c.g]), batch && [...batch, ...(e.info(b).shape ?? [undefined, undefined]).slice(-2)]) : undefined
+    const dA = c.needs[0] ? shaped(e, e.op('MatMul', [c.g, transposed(b, rb)]), a, batch && [...batch, ...(e.info(a).shape ?? [undefined, undefined]).slice(-2)]) : undefined
+    const dB = c.needs[1] ? shaped(e, e.op('MatMul', [transposed(a, ra), c.g]), b, batch && [...batch, ...(e.info(b).shape ?? [undefined, undefined]).slice(-2)]) : undefined
     return [dA && e.unbroadcast(dA, a, dA), dB && e.unbroadcast(dB, b, dB)]
   },
   // Y = α·op(A)·op(B) + β·C
