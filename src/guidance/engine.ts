@@ -285,8 +285,9 @@ export interface MemoryFit {
 }
 
 /**
- * The first settings whose run (gradient pass and other sessions) fits in `limitBytes`: recomputation first (full resolution, at most one
- * more UNet evaluation per iteration), then a smaller preview (--guide-size, a blurrier guide) with it.
+ * The first settings whose run (gradient pass and other sessions) fits in `limitBytes`: recomputation first
+ * (full resolution, at most one more UNet evaluation per iteration), then a smaller preview (--guide-size, a
+ * blurrier guide) with it.
  */
 export async function fitMemory(settings: LookaheadSettings, limitBytes: number): Promise<MemoryFit | undefined> {
   const side = Math.min(settings.size.height, settings.size.width)
