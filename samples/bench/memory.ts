@@ -11,10 +11,10 @@ import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { promisify } from 'node:util'
 import { writeTinyModels } from '../../src/diffusion/tiny/index.js'
-import { previewModels, previewShape } from '../../src/guidance/engine.js'
+import { pipelineDims, previewForward, previewModels, previewShape } from '../../src/guidance/engine.js'
 import { graphMemory } from '../../src/guidance/estimate.js'
 import { pixelGuide } from '../../src/guidance/guide.js'
-import { buildPreviewGraph, LATENT, LOSS } from '../../src/guidance/preview.js'
+import { LATENT, LOSS } from '../../src/guidance/preview.js'
 import { differentiate } from '../../src/onnx/autodiff.js'
 import { writeModel } from '../../src/onnx/proto.js'
 import { QUARTER_SDXL_UNET } from './sdxl-shape.js'
@@ -27,18 +27,14 @@ const option = (name: string, fallback: string) => {
 const side = Number(option('side', '256'))
 const runs = option('runs', '3')
 const threads = option('threads', '1')
-// the dims the pipeline feeds (engine.ts dryRun)
-const DIMS = { batch_size: 1, sequence_length: 77, steps: 1 }
+const DIMS = pipelineDims(1)
 const MB = 2 ** 20
 
 const dir = await mkdtemp(join(tmpdir(), 'lookahead-memory-'))
 try {
   await writeTinyModels(join(dir, 'models'), { unet: QUARTER_SDXL_UNET })
   const parts = await previewModels(join(dir, 'models'), 'lcm')
-  const forward = () => ({
-    model: buildPreviewGraph({ unet: parts.unet, decoder: parts.decoder, decoderScales: parts.scales, ...previewShape(1, [1, 4, side / 8, side / 8]), guide: pixelGuide() }).build(),
-    dir: parts.unet.dir,
-  })
+  const forward = () => previewForward(parts, previewShape(1, [1, 4, side / 8, side / 8]), pixelGuide())
   console.log(`SDXL's UNet at ¼ width, LCM preview's gradient pass at ${side}², ${threads} thread(s), best of ${runs}; working memory: peak RSS above the RSS after loading`)
   let keptMs = 0
   for (const segments of [1, 4, 8]) {

@@ -37,9 +37,12 @@ export interface TextEncoders {
   encoders: [Session, Session]
 }
 
+/** The folders of SDXL's two text encoders in a models folder. */
+export const TEXT_ENCODERS = ['text_encoder', 'text_encoder_2']
+
 export async function loadTextEncoders(dir: string, settings: SessionSettings = {}): Promise<TextEncoders> {
   const tokenizers = await Promise.all([ClipTokenizer.fromFolder(join(dir, 'tokenizer')), ClipTokenizer.fromFolder(join(dir, 'tokenizer_2'))])
-  const encoders = await Promise.all(['text_encoder', 'text_encoder_2'].map(name => openSession(join(dir, name, 'model.onnx'), settings)))
+  const encoders = await Promise.all(TEXT_ENCODERS.map(name => openSession(join(dir, name, 'model.onnx'), settings)))
   return { tokenizers: tokenizers as [ClipTokenizer, ClipTokenizer], encoders: encoders as [Session, Session] }
 }
 

@@ -11,7 +11,7 @@ import { differentiate } from '../onnx/autodiff.js'
 import { encodeModel, externalDataFiles, graphOf, readModel, toNumber, writeModel, type GraphProto, type LoadedModel } from '../onnx/proto.js'
 import { inferShapes } from '../onnx/shapes.js'
 import { openSession, ort, type Session, type SessionSettings } from '../onnx/session.js'
-import { conditioning, conditioningFeeds, inputTensor, type Conditioning, type Tensor } from '../diffusion/conditioning.js'
+import { conditioning, conditioningFeeds, inputTensor, TEXT_ENCODERS, type Conditioning, type Tensor } from '../diffusion/conditioning.js'
 import { decodeFinal, decoderScales, DECODER_FOLDERS, finalDecoder, type Decoder, type DecoderKind } from '../diffusion/decoders.js'
 import { lcmUnetPath } from '../diffusion/models-folder.js'
 import { ddimLoop, initialNoise, latentDims, loadSdxl, unetEpsModel, type GenerateSettings, type LoopHooks, type StepState } from '../diffusion/pipeline.js'
@@ -109,7 +109,7 @@ interface CacheSettings {
 }
 
 /** The preview's forward graph: with a guide it outputs `loss` (and `image`), without one only `image`. */
-function previewForward(parts: PreviewModels, shape: PreviewShape, guide?: Guide): LoadedModel {
+export function previewForward(parts: PreviewModels, shape: PreviewShape, guide?: Guide): LoadedModel {
   const g = buildPreviewGraph({ unet: parts.unet, decoder: parts.decoder, decoderScales: parts.scales, ...shape, guide })
   return { model: g.build(), dir: parts.unet.dir }
 }
@@ -241,10 +241,16 @@ function sampleDims(unet: GraphProto, shape: number[]): Record<string, number> {
   return Object.fromEntries(declared.flatMap((d, i) => (d.dimParam ? [[d.dimParam, shape[i]]] : [])))
 }
 
+/** The memory of the sessions a run holds beside the gradient pass, in bytes. */
+export interface HeldSessions {
+  weights: number
+  samplingActivations: number
+}
+
 export interface DryRun extends RunCost {
   memory: GraphMemory
   /** the sessions a run holds beside the gradient pass: the sampling UNet, the text encoders, the final decoder */
-  sessions: { weights: number; samplingActivations: number }
+  sessions: HeldSessions
   /** the gradient pass (weights + activations at their peak) and the other sessions, in bytes */
   peakBytes: number
   latentShape: number[]
@@ -254,27 +260,39 @@ export interface DryRun extends RunCost {
  * What `lookahead` would cost with these settings, from the graphs alone (no session is opened, no weights
  * are read): UNet evaluations, gradient passes, and the gradient pass's peak memory.
  */
-export async function dryRun(settings: LookaheadSettings): Promise<DryRun> {
+export async function dryRun(settings: LookaheadSettings, held?: HeldSessions): Promise<DryRun> {
   const guided = settings.preview !== 'none' && settings.iters > 0 && settings.guideSteps.length > 0
   const previewCfg = settings.previewCfg ?? (settings.preview === 'x0' ? settings.cfg : 1)
-  const base = await readModel(join(settings.models, 'unet', 'model.onnx'))
-  const channels = graphOf(base.model).input.find(i => i.name === 'sample')?.type?.tensorType?.shape?.dim?.[1]?.dimValue
-  const latentShape = [1, channels ? toNumber(channels) : 4, settings.size.height / 8, settings.size.width / 8]
+  const { base, latentShape } = await samplingUnet(settings)
   const cost = runCost({ ...settings, previewCfg, guided })
-  // the dims the pipeline feeds: the batch, 77 text tokens, a timestep of [1] where it is int64 [steps] (optimum ≤ 1.23)
-  const dims = (cfg: number) => ({ batch_size: cfg > 1 ? 2 : 1, sequence_length: 77, steps: 1 })
-  const baseGraph = graphOf(base.model)
-  const held = [join(settings.models, 'text_encoder'), join(settings.models, 'text_encoder_2'), join(settings.models, DECODER_FOLDERS[finalDecoder(settings.models, settings.decoder)])]
-  let weights = await weightBytes(base)
-  for (const folder of held) if (existsSync(join(folder, 'model.onnx'))) weights += await weightBytes(await readModel(join(folder, 'model.onnx')))
-  // a CUDA arena keeps the sampling UNet's activations at their peak between its runs
-  const samplingDims = { ...dims(settings.cfg), ...sampleDims(baseGraph, [dims(settings.cfg).batch_size, ...latentShape.slice(1)]) }
-  const sessions = { weights, samplingActivations: activationPeak(baseGraph, inferShapes(baseGraph, samplingDims)).peak }
+  const sessions = held ?? (await heldSessions(settings, base, latentShape))
   const others = sessions.weights + sessions.samplingActivations
   if (!guided) return { ...cost, memory: { weights: 0, peak: 0, lowerBound: 0, saved: 0, upperBound: 0, unknown: 0 }, sessions, peakBytes: others, latentShape }
   const parts = await previewModels(settings.models, settings.preview as PreviewKind, settings.previewDecoder)
-  const memory = await graphMemory(previewForward(parts, previewShape(previewCfg, latentShape, settings.guideSize), settings.guide ?? pixelGuide()), dims(previewCfg), settings.recompute)
+  const memory = await graphMemory(previewForward(parts, previewShape(previewCfg, latentShape, settings.guideSize), settings.guide ?? pixelGuide()), pipelineDims(previewCfg), settings.recompute)
   return { ...cost, memory, sessions, peakBytes: memory.weights + memory.peak + others, latentShape }
+}
+
+/** The dims the pipeline feeds: the batch, 77 text tokens, a timestep of [1] where it is int64 [steps] (optimum ≤ 1.23). */
+export const pipelineDims = (cfg: number) => ({ batch_size: cfg > 1 ? 2 : 1, sequence_length: 77, steps: 1 })
+
+/** The base UNet (its graph; no weights are read) and the latent shape it samples at these settings. */
+async function samplingUnet(settings: LookaheadSettings): Promise<{ base: LoadedModel; latentShape: number[] }> {
+  const base = await readModel(join(settings.models, 'unet', 'model.onnx'))
+  const channels = graphOf(base.model).input.find(i => i.name === 'sample')?.type?.tensorType?.shape?.dim?.[1]?.dimValue
+  return { base, latentShape: [1, channels ? toNumber(channels) : 4, settings.size.height / 8, settings.size.width / 8] }
+}
+
+/** The sessions a run holds beside the gradient pass: the sampling UNet, the text encoders, the final decoder. */
+async function heldSessions(settings: LookaheadSettings, base: LoadedModel, latentShape: number[]): Promise<HeldSessions> {
+  const folders = [...TEXT_ENCODERS, DECODER_FOLDERS[finalDecoder(settings.models, settings.decoder)]].map(folder => join(settings.models, folder, 'model.onnx'))
+  let weights = await weightBytes(base)
+  for (const path of folders) if (existsSync(path)) weights += await weightBytes(await readModel(path))
+  // a CUDA arena keeps the sampling UNet's activations at their peak between its runs
+  const graph = graphOf(base.model)
+  const dims = pipelineDims(settings.cfg)
+  const infos = inferShapes(graph, { ...dims, ...sampleDims(graph, [dims.batch_size, ...latentShape.slice(1)]) })
+  return { weights, samplingActivations: activationPeak(graph, infos).peak }
 }
 
 /** A way to fit the gradient pass into less memory, with its estimate. */
@@ -290,12 +308,14 @@ export interface MemoryFit {
  * blurrier guide) with it.
  */
 export async function fitMemory(settings: LookaheadSettings, limitBytes: number): Promise<MemoryFit | undefined> {
+  const { base, latentShape } = await samplingUnet(settings)
+  const held = await heldSessions(settings, base, latentShape) // the same for every candidate
   const side = Math.min(settings.size.height, settings.size.width)
   const sizes = [settings.guideSize, ...[768, 512].filter(s => s < (settings.guideSize ?? side))]
   for (const guideSize of sizes) {
     for (const recompute of [1, 2, 4, 8]) {
       if (recompute < (settings.recompute ?? 1) || (recompute === (settings.recompute ?? 1) && guideSize === settings.guideSize)) continue
-      const cost = await dryRun({ ...settings, guideSize, recompute })
+      const cost = await dryRun({ ...settings, guideSize, recompute }, held)
       if (cost.peakBytes <= limitBytes) return { recompute, guideSize, cost }
     }
   }

@@ -11,11 +11,9 @@
 // says 710 and 568, freeing at the last reader alone 641 and 418.
 import { stat } from 'node:fs/promises'
 import { differentiate } from '../onnx/autodiff.js'
-import { DataType, externalDataFiles, graphOf, isExternal, type GraphProto, type LoadedModel, type NodeProto, type TensorProto } from '../onnx/proto.js'
-import { inferShapes, type Info } from '../onnx/shapes.js'
+import { externalDataFiles, graphOf, isExternal, type GraphProto, type LoadedModel, type NodeProto, type TensorProto } from '../onnx/proto.js'
+import { floatBytes, inferShapes, type Info } from '../onnx/shapes.js'
 import { LATENT, LOSS } from './preview.js'
-
-const BYTES: Partial<Record<number, number>> = { [DataType.FLOAT]: 4, [DataType.FLOAT16]: 2, [DataType.DOUBLE]: 8, [DataType.BFLOAT16]: 2 }
 
 export interface GraphMemory {
   /** bytes of all weights: external data files plus inline initializers */
@@ -33,15 +31,7 @@ export interface GraphMemory {
 }
 
 /** Bytes of each value of a graph, from inferred shapes; undefined where a dim is not known. */
-function sizes(infos: Map<string, Info>): (value: string) => number | undefined {
-  return value => {
-    const info = infos.get(value)
-    const size = info?.dtype === undefined ? undefined : BYTES[info.dtype]
-    if (size === undefined) return 0
-    if (!info?.shape || info.shape.some(d => typeof d !== 'number')) return undefined
-    return size * (info.shape as number[]).reduce((a, b) => a * b, 1)
-  }
-}
+const sizes = (infos: Map<string, Info>) => (value: string) => floatBytes(infos.get(value))
 
 /** The key under which the planner lets one value take another's buffer: type and static shape (not scalars). */
 function reuseKey(infos: Map<string, Info>): (value: string) => string | undefined {

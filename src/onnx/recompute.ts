@@ -10,7 +10,7 @@
 // the copy as soon as its inputs exist, early in the pass, and hold its values as long as before; with it the
 // copies also differ from the originals, so common-subexpression elimination cannot merge them back.
 import { onnx, type AttributeProto, type NodeProto } from './proto.js'
-import { floatTypes } from './shapes.js'
+import { floatBytes, floatTypes } from './shapes.js'
 import type { Emitter } from './autodiff.js'
 
 export interface Reached {
@@ -39,11 +39,7 @@ const unrepeatable = (node: NodeProto) =>
 
 /** The backward nodes with each segment's recomputation inserted where the backward reaches the segment. */
 export function recomputeSegments({ forward, backward, reached, outputs, segments, e }: RecomputeInput): NodeProto[] {
-  const bytes = (value: string) => {
-    const info = e.info(value)
-    if (!info.shape || info.shape.some(d => typeof d !== 'number')) return 0
-    return (info.shape as number[]).reduce((a, b) => a * b, 1) * (info.dtype === 10 || info.dtype === 16 ? 2 : 4)
-  }
+  const bytes = (value: string) => floatBytes(e.info(value)) ?? 0
   const madeAt = new Map(backward.flatMap((n, j) => n.output.map(v => [v, j] as const)))
   const backwardReaders = new Map<string, number[]>()
   backward.forEach((node, j) => node.input.forEach(v => v && backwardReaders.set(v, [...(backwardReaders.get(v) ?? []), j])))

@@ -468,4 +468,14 @@ export function inferShapes(graph: GraphProto, overrides: Record<string, number>
 }
 
 export const floatTypes = new Set<number>([DataType.FLOAT, DataType.FLOAT16, DataType.DOUBLE, DataType.BFLOAT16])
+
+const FLOAT_BYTES: Partial<Record<number, number>> = { [DataType.FLOAT]: 4, [DataType.FLOAT16]: 2, [DataType.DOUBLE]: 8, [DataType.BFLOAT16]: 2 }
+
+/** Bytes of a float value (0 for other types: shapes, indices); undefined where a dim is not known. */
+export function floatBytes(info: Info | undefined): number | undefined {
+  const size = info?.dtype === undefined ? undefined : FLOAT_BYTES[info.dtype]
+  if (size === undefined) return 0
+  if (!info?.shape || info.shape.some(d => typeof d !== 'number')) return undefined
+  return size * (info.shape as number[]).reduce((a, b) => a * b, 1)
+}
 export const dtypeName = (dtype?: number) => (dtype === undefined ? 'unknown' : dtypeOf[dtype] ?? `type ${dtype}`)
