@@ -3,7 +3,7 @@
 // w.r.t. weights; a rule asked for one throws a UserError naming the node.
 import { UserError } from '../errors.js'
 import type { Emitter, GradContext, GradRule } from './autodiff.js'
-import { attribute, dtypeOf, float, tensor, type AttrValue } from './builder.js'
+import { dtypeOf, float, tensor, type AttrValue } from './builder.js'
 import { DataType, type AttributeProto, type NodeProto } from './proto.js'
 import { axesOf, dimRatio, floatAttr, intAttr, intsAttr, stringAttr, type Dim } from './shapes.js'
 
@@ -218,6 +218,30 @@ function transposedConv(c: GradContext, g: string, w: string, kernel: number[], 
   return e.op('Slice', [dx, e.ints(Array(spatial).fill(0)), ends, e.ints([...Array(spatial).keys()].map(i => i + 2))])
 }
 
+/**
+ * What an AveragePool divides each window by, shaped [1, 1, ...y's spatial dims]: the window's positions inside x,
+ * plus those in the pads with count_include_pad. A ceil_mode window reaching past the pads counts only what it
+ * covers (as torch and onnxruntime divide): a strided sum over ones padded with 1 (counted pads) or 0, then
+ * with stride − 1 zeros at the end so the floor-mode sum reaches the ceil-mode windows, cut to y's size.
+ */
+function windowSizes(c: GradContext, kernel: number[], strides: number[], dilations: number[], pads: number[], countPads: boolean, ceil: boolean): string {
+  const { e } = c
+  const [x, y] = [c.x[0], c.y[0]]
+  const rank = kernel.length + 2
+  const spatial = (v: string) => {
+    const dims = e.info(v).shape?.slice(2)
+    return dims && dims.every(d => typeof d === 'number') ? e.ints(dims as number[]) : e.op('Slice', [e.cached('Shape', [v]), e.ints([2]), e.ints([rank])])
+  }
+  const zeros = Array(kernel.length).fill(0)
+  const one = tensor('one', dtypeName(e.dtype(x)), [1], [1])
+  const inside = e.op('ConstantOfShape', [e.op('Concat', [e.ints([1, 1]), spatial(x)], { axis: 0 })], { value: one })
+  let counted = e.op('Pad', [inside, e.ints([0, 0, ...pads.slice(0, kernel.length), 0, 0, ...pads.slice(kernel.length)]), e.scalar(countPads ? 1 : 0, x)])
+  if (ceil) counted = e.op('Pad', [counted, e.ints([0, 0, ...zeros, 0, 0, ...strides.map(s => s - 1)])])
+  const kernelOnes = e.typed(Array(kernel.reduce((a, b) => a * b, 1)).fill(1), e.dtype(x), [1, 1, ...kernel])
+  const sums = e.op('Conv', [counted, kernelOnes], { strides, dilations })
+  return ceil ? e.op('Slice', [sums, e.ints(zeros), spatial(y), e.ints(kernel.map((_, i) => i + 2))]) : sums
+}
+
 /** Separable resize as a matrix along one axis: resize an identity the same way and read off [in, out]. */
 function resizeMatrix(c: GradContext, axis: 2 | 3): string {
   const { e, node } = c
@@ -369,23 +393,22 @@ export const gradients: Record<string, GradRule> = {
     const kernel = intsAttr(c.node, 'kernel_shape') ?? (c.e.info(c.x[1]).shape?.slice(2) as number[])
     return [transposedConv(c, c.g, c.x[1], kernel, intAttr(c.node, 'group', 1))]
   },
-  // the transposed conv of g / (window count) with a ones kernel, one channel at a time
+  // the transposed conv of g / (each window's divisor) with a ones kernel, one channel at a time
   AveragePool: c => {
     const { e } = c
     const x = c.x[0]
     const rank = e.needRank(x, c.node)
     const kernel = intsAttr(c.node, 'kernel_shape')!
-    const area = kernel.reduce((a, b) => a * b, 1)
-    const padded = (intsAttr(c.node, 'pads') ?? []).some(p => p > 0) || stringAttr(c.node, 'auto_pad', 'NOTSET') !== 'NOTSET' || intAttr(c.node, 'ceil_mode', 0) === 1
-    let counts = e.scalar(area, x)
-    if (padded && intAttr(c.node, 'count_include_pad', 0) === 0) {
-      // windows at the border average fewer pixels: pooling ones with the padding counted gives the fraction inside
-      const attributes = (c.node.attribute as AttributeProto[]).filter(a => a.name !== 'count_include_pad').concat([attribute('count_include_pad', 1)])
-      const inside = e.nodeWith('AveragePool', [e.op('Expand', [e.scalar(1, x), e.shape(x)])], attributes)[0]
-      counts = e.op('Mul', [inside, counts])
-    }
-    const perChannel = e.op('Reshape', [e.op('Div', [c.g, counts]), e.ints([-1, 1, ...Array(rank - 2).fill(0)])])
-    const ones = e.typed(Array(area).fill(1), e.dtype(x), [1, 1, ...kernel])
+    const strides = intsAttr(c.node, 'strides') ?? kernel.map(() => 1)
+    const dilations = intsAttr(c.node, 'dilations') ?? kernel.map(() => 1)
+    const pads = convPads(c, rank - 2, kernel, strides, dilations)
+    const ceil = intAttr(c.node, 'ceil_mode', 0) === 1
+    const countPads = intAttr(c.node, 'count_include_pad', 0) === 1
+    const divisor = ceil || (!countPads && pads.some(p => p > 0))
+      ? windowSizes(c, kernel, strides, dilations, pads, countPads, ceil)
+      : e.scalar(kernel.reduce((a, b) => a * b, 1), x)
+    const perChannel = e.op('Reshape', [e.op('Div', [c.g, divisor]), e.ints([-1, 1, ...Array(rank - 2).fill(0)])])
+    const ones = e.typed(Array(kernel.reduce((a, b) => a * b, 1)).fill(1), e.dtype(x), [1, 1, ...kernel])
     const spread = transposedConv(c, perChannel, ones, kernel, 1)
     return [e.op('Reshape', [spread, e.shape(x)])]
   },
