@@ -7,6 +7,7 @@ import { gradcheck } from '../src/onnx/gradcheck.js'
 import { gradients } from '../src/onnx/gradients.js'
 import { seededNormal, randomWeight, type Normal } from '../src/onnx/layers.js'
 import { encodeModel } from '../src/onnx/proto.js'
+import { ort } from '../src/onnx/session.js'
 
 interface Case {
   name: string
@@ -93,7 +94,7 @@ const cases: Case[] = [
       const late = g.op('Sin', [a])
       return g.op('Add', [g.op('ReduceSum', [g.op('Mul', [b, b])], { keepdims: 0 }), g.op('Add', [g.op('ReduceSum', [late], { keepdims: 0 }), g.op('ReduceSum', [g.op('Exp', [rows])], { keepdims: 0 })])])
     } },
-  { name: 'Gather: the class token, and indices with repeats; GatherElements', inputs: { x: [2, 4, 3] },
+  { name: 'Gather: the class token, and indices with repeats; GatherElements', inputs: { x: [2, 4, 3] }, opsets: [13, 17],
     build: (g, { x }) => {
       const token = g.op('Gather', [x, g.constant([0], [], 'int64')], { axis: 1 })
       const last = g.op('Gather', [x, g.constant([-1], [], 'int64')], { axis: -2 })
@@ -135,7 +136,8 @@ const cases: Case[] = [
       const sq = (v: string) => g.op('ReduceSum', [g.op('Mul', [v, g.op('Sin', [v])])], { keepdims: 0 })
       return g.op('Sum', [sq(nearest), sq(up), sq(down), sq(sized)])
     } },
-  { name: 'MaxPool (overlapping windows), AveragePool, GlobalAveragePool', inputs: { x: [1, 2, 7, 6] }, symbolic: true,
+  // before opset 16 the gradient model is raised to it (ScatterElements adds duplicates from 16 on)
+  { name: 'MaxPool (overlapping windows), AveragePool, GlobalAveragePool', inputs: { x: [1, 2, 7, 6] }, opsets: [13, 14, 17, 18], symbolic: true,
     build: (g, { x }) => {
       const max = g.op('MaxPool', [x], { kernel_shape: [3, 3], strides: [2, 2] })
       const avg = g.op('AveragePool', [x], { kernel_shape: [3, 2], strides: [2, 2], pads: [1, 0, 1, 0] })
@@ -226,4 +228,30 @@ describe('the gradient checker', () => {
     const worst = await worstWith('AveragePool', fullKernel, (g, x) => g.op('AveragePool', [x], { kernel_shape: [2, 2], strides: [2, 2], ceil_mode: 1 }), [1, 2, 5, 5])
     assert.ok(worst > 0.05, `worst relative error ${worst}`)
   })
+})
+
+describe('gradients at ties', () => {
+  /** x_grad of sum(w · op(x)) for a given x, w random: the gradient routed by the rule at tied elements. */
+  async function gradientAt(opset: number, x: number[], shape: number[], build: (g: GraphBuilder, x: string) => string): Promise<{ dx: number[]; dy: number[] }> {
+    const g = new GraphBuilder('ties', opset)
+    const y = build(g, g.input('x', 'float32', shape))
+    const w = g.input('w', 'float32', [])
+    g.outputAs(y, 'y', 'float32')
+    g.outputAs(g.op('ReduceSum', [g.op('Mul', [y, g.op('Add', [w, g.op('Cos', [y])])])], { keepdims: 0 }), 'loss', 'float32', [])
+    const gradient = differentiate({ model: g.build(), dir: '.' }, { wrt: ['x'], of: 'loss', keep: ['y'] })
+    const session = await ort.InferenceSession.create(encodeModel(gradient.model))
+    const out = await session.run({ x: new ort.Tensor('float32', Float32Array.from(x), shape), w: new ort.Tensor('float32', Float32Array.from([2]), []) })
+    await session.release()
+    const ys = Array.from(out.y.data as Float32Array)
+    return { dx: Array.from(out.x_grad.data as Float32Array), dy: ys.map(v => 2 + Math.cos(v) - v * Math.sin(v)) }
+  }
+  const close = (actual: number[], expected: number[]) => actual.forEach((a, i) => assert.ok(Math.abs(a - expected[i]) < 1e-5, `${actual} vs ${expected}`))
+
+  for (const opset of [13, 17]) {
+    it(`MaxPool routes each window's gradient to its first maximum, as torch does (opset ${opset})`, async () => {
+      // every 2×2 window of a constant image ties
+      const { dx, dy } = await gradientAt(opset, Array(9).fill(0.5), [1, 1, 3, 3], (g, x) => g.op('MaxPool', [x], { kernel_shape: [2, 2], strides: [1, 1] }))
+      close(dx, [dy[0], dy[1], 0, dy[2], dy[3], 0, 0, 0, 0])
+    })
+  }
 })

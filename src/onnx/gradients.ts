@@ -4,8 +4,8 @@
 import { UserError } from '../errors.js'
 import type { Emitter, GradContext, GradRule } from './grad-context.js'
 import { dtypeOf, float, tensor, type AttrValue } from './builder.js'
-import { DataType, type AttributeProto } from './proto.js'
-import { axesOf, dimRatio, floatAttr, intAttr, intsAttr, stringAttr, type Dim } from './shapes.js'
+import { DataType, type AttributeProto, type NodeProto } from './proto.js'
+import { axesOf, dimRatio, floatAttr, intAttr, intsAttr, stringAttr, type Dim, type Info } from './shapes.js'
 
 const INT_MAX = 2 ** 62
 
@@ -98,7 +98,7 @@ function scatterBack(c: GradContext, select: (indices: string) => string, duplic
   const x = c.x[0]
   const flat = e.op('Reshape', [e.op('Range', [e.typed(0, DataType.INT64), e.op('Size', [x]), e.typed(1, DataType.INT64)]), e.shape(x)])
   const picked = e.op('Reshape', [select(flat), e.ints([-1])])
-  const attrs: Record<string, AttrValue> = duplicates && e.opset >= 16 ? { axis: 0, reduction: 'add' } : { axis: 0 }
+  const attrs: Record<string, AttrValue> = duplicates ? { axis: 0, reduction: 'add' } : { axis: 0 }
   const scattered = e.op('ScatterElements', [flatZeros(e, x), picked, e.op('Reshape', [c.g, e.ints([-1])])], attrs)
   return e.op('Reshape', [scattered, e.shape(x)])
 }
@@ -243,6 +243,31 @@ function matMulBackward(c: GradContext, a: string, b: string, needs: boolean[]):
     needs[0] ? shaped(e, e.op('MatMul', [c.g, transposed(b, rb)]), a, withBatch(a)) : undefined,
     needs[1] ? shaped(e, e.op('MatMul', [transposed(a, ra), c.g]), b, withBatch(b)) : undefined,
   ]
+}
+
+/** A Gather's index where it is one known scalar (the class token), else undefined. */
+function oneIndex(node: NodeProto, infos: Map<string, Info>): number | undefined {
+  const info = infos.get(node.input[1])
+  return info?.shape?.length === 0 && info.value?.length === 1 && typeof info.value[0] === 'number' ? info.value[0] : undefined
+}
+
+/** Whether a pool's windows share positions (kernel span beyond the stride on some axis). */
+function windowsOverlap(node: NodeProto): boolean {
+  const kernel = intsAttr(node, 'kernel_shape') ?? []
+  const strides = intsAttr(node, 'strides') ?? kernel.map(() => 1)
+  const dilations = intsAttr(node, 'dilations') ?? kernel.map(() => 1)
+  return kernel.some((k, i) => (k - 1) * dilations[i] + 1 > strides[i])
+}
+
+/**
+ * The opset a rule's gradient needs, where it is later than 13: ScatterElements adds up duplicate indices
+ * from opset 16 on. autodiff.ts raises the gradient model's opset to it where no op in the model changed
+ * meaning in between.
+ */
+export const opsetNeeded: Record<string, (node: NodeProto, infos: Map<string, Info>) => number> = {
+  MaxPool: node => (windowsOverlap(node) ? 16 : 13),
+  Gather: (node, infos) => (oneIndex(node, infos) === undefined ? 16 : 13),
+  GatherElements: () => 16,
 }
 
 export const gradients: Record<string, GradRule> = {
@@ -442,11 +467,11 @@ export const gradients: Record<string, GradRule> = {
     only(c, [0], 'its indices')
     const { e } = c
     const axis = intAttr(c.node, 'axis', 0)
-    const index = e.known(c.x[1])
-    if (index && index.length === 1 && e.info(c.x[1]).shape?.length === 0) {
+    const index = oneIndex(c.node, e.infos)
+    if (index !== undefined) {
       // one index (the class token): put the axis back and pad around it
       const rank = e.needRank(c.x[0], c.node)
-      const i = index[0]
+      const i = index
       const end = i === -1 ? INT_MAX : i + 1
       return [padBack(c, e.op('Unsqueeze', [c.g, e.ints([axis])]), e.ints([i]), e.ints([end]), [normalise(axis, rank)])]
     }
@@ -550,16 +575,14 @@ export const gradients: Record<string, GradRule> = {
     if (!factors || factors[3] !== 1) g = e.op('MatMul', [g, e.op('Transpose', [resizeMatrix(c, 3)], { perm: [1, 0] })])
     return [g]
   },
-  // max pooling: recompute with indices, scatter-add g to the argmax positions
+  // max pooling: g scatter-added to the argmax positions, the forward's Indices output (ties: the first
+  // maximum in the window, as onnxruntime's Indices and torch's backward pick it)
   MaxPool: c => {
     const { e } = c
     const x = c.x[0]
-    const kernel = intsAttr(c.node, 'kernel_shape')!
-    const strides = intsAttr(c.node, 'strides') ?? kernel.map(() => 1)
-    if (e.opset < 16 && kernel.some((k, i) => k > strides[i])) refuse(c, 'its input with overlapping windows before opset 16 (ScatterElements has no add reduction)')
     const indices = e.forwardOutput(c.node, 1)
     const scattered = e.op('ScatterElements', [flatZeros(e, x), e.op('Reshape', [indices, e.ints([-1])]), e.op('Reshape', [c.g, e.ints([-1])])],
-      e.opset >= 16 ? { axis: 0, reduction: 'add' } : { axis: 0 })
+      windowsOverlap(c.node) ? { axis: 0, reduction: 'add' } : { axis: 0 })
     return [e.op('Reshape', [scattered, e.shape(x)])]
   },
 
