@@ -5,7 +5,7 @@ import { UserError } from '../errors.js'
 import type { Emitter, GradContext, GradRule } from './grad-context.js'
 import { dtypeOf, float, tensor, type AttrValue } from './builder.js'
 import { DataType, type AttributeProto, type NodeProto } from './proto.js'
-import { axesOf, dimRatio, floatAttr, intAttr, intsAttr, stringAttr, type Dim, type Info } from './shapes.js'
+import { attrOf, axesOf, dimRatio, floatAttr, intAttr, intsAttr, stringAttr, type Dim, type Info } from './shapes.js'
 
 const INT_MAX = 2 ** 62
 
@@ -69,6 +69,29 @@ function unreduce(c: GradContext, g: string): string {
 const reduceIsIdentity = (c: GradContext) => {
   const axes = axesOf(c.node, c.e.infos)
   return intAttr(c.node, 'noop_with_empty_axes', 0) === 1 && (axes === undefined || (Array.isArray(axes) && axes.length === 0))
+}
+
+/**
+ * Max/Min of several inputs: g split evenly between the inputs equal to the result (as torch and tinygrad
+ * do at ties), each share shaped like the broadcast result.
+ */
+function tiedExtremes(c: GradContext): string[] {
+  const { e } = c
+  if (c.x.length === 1) return [c.g]
+  const hits = c.x.map(x => e.op('Cast', [e.op('Equal', [x, c.y[0]])], { to: e.dtype(c.y[0]) }))
+  const share = e.op('Div', [c.g, e.op('Sum', hits)])
+  return hits.map(hit => e.op('Mul', [share, hit]))
+}
+
+/** ReduceMax/ReduceMin: g split evenly between the elements equal to the result (torch's amax). */
+function tiedReduction(c: GradContext): string {
+  const { e } = c
+  if (reduceIsIdentity(c)) return c.g
+  const x = c.x[0]
+  const hit = e.op('Cast', [e.op('Equal', [x, unreduce(c, c.y[0])])], { to: e.dtype(x) })
+  const axes = axesOf(c.node, e.infos)
+  const count = Array.isArray(axes) && axes.length ? e.reduceSum(hit, axes, true) : e.op('ReduceSum', [hit], { keepdims: 1 })
+  return e.op('Mul', [e.op('Div', [unreduce(c, c.g), count]), hit])
 }
 
 /** 1 / (elements reduced), as a scalar of x's dtype: static where the dims are known. */
@@ -137,6 +160,45 @@ function padBack(c: GradContext, g: string, starts: string, ends: string, axes: 
   }
   const pads = e.op('Concat', [...Array.from({ length: rank }, (_, a) => piece(begin, a)), ...Array.from({ length: rank }, (_, a) => piece(after, a))], { axis: 0 })
   return e.op('Pad', [g, pads])
+}
+
+/**
+ * Reflect and edge Pad, one padded axis at a time (they pad separably): the centre of g plus each border
+ * folded back onto the elements it copied: reversed onto x[1..b] (reflect), or summed onto the edge element.
+ */
+function foldPadding(c: GradContext, mode: 'reflect' | 'edge'): string {
+  const { e } = c
+  const [x, padsInput, , axesInput] = c.x
+  const rank = e.needRank(x, c.node)
+  const pads = e.known(padsInput), dims = e.info(x).shape
+  const axes = axesInput ? e.known(axesInput)?.map(a => normalise(a, rank)) : [...Array(rank).keys()]
+  if (!pads || !axes || !dims) throw new UserError(`autodiff: Pad node ${c.node.name} in ${mode} mode needs known pads and axes, and x's rank`)
+  if (pads.some(p => p < 0)) refuse(c, `its input with negative pads in ${mode} mode`)
+  let g = c.g
+  axes.forEach((axis, j) => {
+    const [before, after] = [pads[j], pads[j + axes.length]]
+    if (before === 0 && after === 0) return
+    const n = dims[axis]
+    if (typeof n !== 'number') throw new UserError(`autodiff: Pad node ${c.node.name} in ${mode} mode pads axis ${axis}, whose size is symbolic; give the symbolic dims values (--dim name=value)`)
+    const slice = (start: number, end: number, step = 1) => e.op('Slice', [g, e.ints([start]), e.ints([end]), e.ints([axis]), e.ints([step])])
+    const placed = (part: string, at: number, size: number) => {
+      const widths = Array(2 * rank).fill(0)
+      widths[axis] = at
+      widths[axis + rank] = n - at - size
+      return e.op('Pad', [part, e.ints(widths)])
+    }
+    const parts = [slice(before, before + n)]
+    if (mode === 'edge') {
+      if (before) parts.push(placed(e.reduceSum(slice(0, before), [axis], true), 0, 1))
+      if (after) parts.push(placed(e.reduceSum(slice(before + n, before + n + after), [axis], true), n - 1, 1))
+    } else {
+      // g[b − 1 − i] copied x[1 + i]; g[b + n + i] copied x[n − 2 − i]
+      if (before) parts.push(placed(slice(before - 1, -INT_MAX, -1), 1, before))
+      if (after) parts.push(placed(slice(before + n + after - 1, before + n - 1, -1), n - 1 - after, after))
+    }
+    g = parts.length === 1 ? parts[0] : e.op('Sum', parts)
+  })
+  return g
 }
 
 /** Explicit begin/end pads of a Conv, resolving auto_pad from static dims. */
@@ -302,6 +364,28 @@ export const gradients: Record<string, GradRule> = {
       return e.op('Add', [cdf, e.op('Mul', [x, pdf])])
     })(c)
   },
+  // hard sigmoid: α·g where 0 < αx + β < 1 (y strictly inside its clamp)
+  HardSigmoid: c => {
+    const { e } = c
+    const y = c.y[0]
+    const inside = e.op('And', [e.op('Greater', [y, e.scalar(0, y)]), e.op('Less', [y, e.scalar(1, y)])])
+    return [e.op('Where', [inside, e.op('Mul', [c.g, e.scalar(floatAttr(c.node, 'alpha', 0.2), y)]), e.scalar(0, y)])]
+  },
+  // x·relu6(x + 3)/6: 0 below −3, g·(x/3 + ½) up to 3, g above (torch's hardswish_backward)
+  HardSwish: c => {
+    const { e } = c
+    const x = c.x[0]
+    const ramp = e.op('Mul', [c.g, e.op('Add', [e.op('Mul', [x, e.scalar(1 / 3, x)]), e.scalar(0.5, x)])])
+    return [e.op('Where', [e.op('Less', [x, e.scalar(-3, x)]), e.scalar(0, x), e.op('Where', [e.op('LessOrEqual', [x, e.scalar(3, x)]), ramp, c.g])])]
+  },
+  // piecewise constant (and shape-only) ops: a zero gradient
+  Floor: () => [null],
+  Ceil: () => [null],
+  Round: () => [null],
+  Sign: () => [null],
+  EyeLike: () => [null],
+  RandomNormalLike: () => [null],
+  RandomUniformLike: () => [null],
   Clip: c => {
     only(c, [0], 'bounds')
     const [x, low, high] = c.x
@@ -328,14 +412,24 @@ export const gradients: Record<string, GradRule> = {
   },
   Sum: c => c.x.map(() => c.g),
   Mean: c => c.x.map(x => c.e.op('Mul', [c.g, c.e.scalar(1 / c.x.length, x)])),
-  Max: c => c.x.map(x => c.e.op('Where', [c.e.op('Equal', [x, c.y[0]]), c.g, c.e.scalar(0, x)])),
-  Min: c => c.x.map(x => c.e.op('Where', [c.e.op('Equal', [x, c.y[0]]), c.g, c.e.scalar(0, x)])),
+  Max: c => tiedExtremes(c),
+  Min: c => tiedExtremes(c),
   Where: c => [
     undefined,
     c.needs[1] ? c.e.op('Where', [c.x[0], c.g, c.e.scalar(0, c.x[1])]) : undefined,
     c.needs[2] ? c.e.op('Where', [c.x[0], c.e.scalar(0, c.x[2]), c.g]) : undefined,
   ],
   Expand: c => [c.g],
+  // g as [r₀, d₀, r₁, d₁, …] (repeats beside x's dims), summed over the repeats
+  Tile: c => {
+    only(c, [0], 'its repeats')
+    const { e } = c
+    const [x, repeats] = c.x
+    const rank = e.needRank(x, c.node)
+    const column = (v: string) => e.op('Unsqueeze', [v, e.ints([1])])
+    const interleaved = e.op('Reshape', [e.op('Concat', [column(repeats), column(e.shape(x))], { axis: 1 }), e.ints([-1])])
+    return [e.reduceSum(e.op('Reshape', [c.g, interleaved]), [...Array(rank).keys()].map(i => 2 * i), false)]
+  },
 
   MatMul: c => matMulBackward(c, c.x[0], c.x[1], c.needs),
   // Y = α·op(A)·op(B) + β·C
@@ -419,12 +513,51 @@ export const gradients: Record<string, GradRule> = {
     return [e.op('Sub', [c.g, e.op('Mul', [e.op('Exp', [c.y[0]]), e.reduceSum(c.g, [axis], true)])])]
   },
 
+  /**
+   * loss_i = −w_i·log p_i[label_i], w_i = weights[label_i] (1 without weights, 0 at ignore_index), summed,
+   * averaged over Σ w_i, or per element: d/d scores = coefficient_i·(p − onehot(label)), plus the log_prob
+   * output's own LogSoftmax backward where it flows on.
+   */
+  SoftmaxCrossEntropyLoss: c => {
+    only(c, [0], 'its labels or weights')
+    const { e } = c
+    const [scores, labels, weights] = c.x
+    const dtype = e.dtype(scores)
+    const rank = e.needRank(scores, c.node)
+    const logProb = e.forwardOutput(c.node, 1)
+    const probabilities = e.op('Exp', [logProb])
+    const parts: string[] = []
+    if (c.dy[0]) {
+      const target = e.op('Cast', [labels], { to: DataType.INT64 })
+      const classes = e.op('Range', [e.typed(0, DataType.INT64), e.op('Gather', [e.cached('Shape', [scores]), e.typed(1, DataType.INT64)], { axis: 0 }), e.typed(1, DataType.INT64)])
+      const oneHot = e.op('Cast', [e.op('Equal', [e.op('Unsqueeze', [target, e.ints([1])]), e.op('Reshape', [classes, e.ints([1, -1, ...Array(rank - 2).fill(1)])])])], { to: dtype })
+      const ignored = attrOf(c.node, 'ignore_index') ? intAttr(c.node, 'ignore_index', 0) : undefined
+      const kept = ignored === undefined ? undefined : e.op('Not', [e.op('Equal', [target, e.typed(ignored, DataType.INT64)])])
+      let weight = weights ? e.op('Gather', [weights, kept ? e.op('Where', [kept, target, e.typed(0, DataType.INT64)]) : target], { axis: 0 }) : undefined
+      if (kept) weight = weight ? e.op('Where', [kept, weight, e.scalar(0, scores)]) : e.op('Cast', [kept], { to: dtype })
+      const reduction = stringAttr(c.node, 'reduction', 'mean')
+      let coefficient = weight ? e.op('Mul', [c.g, weight]) : c.g
+      if (reduction === 'mean') coefficient = e.op('Div', [coefficient, weight ? e.op('ReduceSum', [weight], { keepdims: 0 }) : e.op('Cast', [e.op('Size', [labels])], { to: dtype })])
+      if (weight || reduction === 'none') coefficient = e.op('Unsqueeze', [coefficient, e.ints([1])])
+      parts.push(e.op('Mul', [coefficient, e.op('Sub', [probabilities, oneHot])]))
+    }
+    if (c.dy[1]) parts.push(e.op('Sub', [c.dy[1], e.op('Mul', [probabilities, e.reduceSum(c.dy[1], [1], true)])]))
+    return [parts.length === 1 ? parts[0] : e.op('Add', parts)]
+  },
+
   ReduceSum: c => [reduceIsIdentity(c) ? c.g : c.e.op('Expand', [unreduce(c, c.g), c.e.shape(c.x[0])])],
   ReduceMean: c => [reduceIsIdentity(c) ? c.g : c.e.op('Expand', [c.e.op('Mul', [unreduce(c, c.g), reducedFraction(c.e, c.x[0], c.y[0])]), c.e.shape(c.x[0])])],
   ReduceSumSquare: c => [c.e.op('Mul', [unreduce(c, c.g), c.e.op('Mul', [c.x[0], c.e.scalar(2, c.x[0])])])],
   ReduceL2: c => [c.e.op('Mul', [c.e.op('Div', [unreduce(c, c.g), unreduce(c, c.y[0])]), c.x[0]])],
-  ReduceMax: c => [c.e.op('Where', [c.e.op('Equal', [c.x[0], unreduce(c, c.y[0])]), unreduce(c, c.g), c.e.scalar(0, c.x[0])])],
-  ReduceMin: c => [c.e.op('Where', [c.e.op('Equal', [c.x[0], unreduce(c, c.y[0])]), unreduce(c, c.g), c.e.scalar(0, c.x[0])])],
+  ReduceMax: c => [tiedReduction(c)],
+  ReduceMin: c => [tiedReduction(c)],
+  // log Σ exp x: g·exp(x − y), the softmax over the reduced axes
+  ReduceLogSumExp: c => [reduceIsIdentity(c) ? c.g : c.e.op('Mul', [unreduce(c, c.g), c.e.op('Exp', [c.e.op('Sub', [c.x[0], unreduce(c, c.y[0])])])])],
+  // the adjoint of a running sum runs the other way (exclusive stays exclusive)
+  CumSum: c => {
+    only(c, [0], 'its axis')
+    return [c.e.op('CumSum', [c.g, c.x[1]], { exclusive: intAttr(c.node, 'exclusive', 0), reverse: 1 - intAttr(c.node, 'reverse', 0) })]
+  },
   GlobalAveragePool: c => [c.e.op('Expand', [c.e.op('Mul', [c.g, reducedFraction(c.e, c.x[0], c.y[0])]), c.e.shape(c.x[0])])],
 
   // pure data movement
@@ -483,7 +616,9 @@ export const gradients: Record<string, GradRule> = {
   },
   Pad: c => {
     only(c, [0], 'its pads or value')
-    if (stringAttr(c.node, 'mode', 'constant') !== 'constant') refuse(c, `its input in ${stringAttr(c.node, 'mode', '')} mode`)
+    const mode = stringAttr(c.node, 'mode', 'constant')
+    if (mode === 'reflect' || mode === 'edge') return [foldPadding(c, mode)]
+    if (mode !== 'constant') refuse(c, `its input in ${mode} mode`)
     const { e } = c
     const [x, pads, , axesInput] = c.x
     const rank = e.needRank(x, c.node)
@@ -586,11 +721,12 @@ export const gradients: Record<string, GradRule> = {
     return [e.op('Reshape', [scattered, e.shape(x)])]
   },
 
-  // bilinear GridSample (the face-alignment warp): scatter-add g·(corner weight) into the four corners of each sample
+  // bilinear GridSample (the face-alignment warp, spatial transformers): the image's gradient scatter-adds
+  // g·(corner weight) into the four corners of each sample; the grid's is g times the slope between the
+  // corners, summed over channels, times the position's slope in the grid coordinate (0 where border clamps)
   GridSample: c => {
-    only(c, [0], 'its grid')
     const mode = stringAttr(c.node, 'mode', 'bilinear'), padding = stringAttr(c.node, 'padding_mode', 'zeros')
-    if (!['bilinear', 'linear'].includes(mode) || !['zeros', 'border'].includes(padding)) refuse(c, `its input with mode ${mode} and padding_mode ${padding}`)
+    if (!['bilinear', 'linear'].includes(mode) || !['zeros', 'border'].includes(padding)) refuse(c, `its inputs with mode ${mode} and padding_mode ${padding}`)
     const { e } = c
     const [x, grid] = c.x
     const alignCorners = intAttr(c.node, 'align_corners', 0) === 1
@@ -602,31 +738,51 @@ export const gradients: Record<string, GradRule> = {
     const coordinate = (axis: 0 | 1, size: string) => {
       const g = e.op('Squeeze', [e.op('Slice', [flatGrid, e.ints([axis]), e.ints([axis + 1]), e.ints([3])]), e.ints([3])])
       const unit = e.op('Div', [e.op('Add', [g, f(1)]), f(2)])
-      const position = alignCorners ? e.op('Mul', [unit, e.op('Sub', [size, f(1)])]) : e.op('Sub', [e.op('Mul', [unit, size]), f(0.5)])
-      return padding === 'border' ? e.op('Max', [e.op('Min', [position, e.op('Sub', [size, f(1)])]), f(0)]) : position
+      const last = e.op('Sub', [size, f(1)])
+      const position = alignCorners ? e.op('Mul', [unit, last]) : e.op('Sub', [e.op('Mul', [unit, size]), f(0.5)])
+      // d position / d grid, 0 where border padding clamps it (torch's clip_coordinates_set_grad)
+      const slope = e.op('Mul', [alignCorners ? last : size, f(0.5)])
+      if (padding !== 'border') return { position, slope }
+      const inside = e.op('And', [e.op('Greater', [position, f(0)]), e.op('Less', [position, last])])
+      return { position: e.op('Max', [e.op('Min', [position, last]), f(0)]), slope: e.op('Where', [inside, slope, f(0)]) }
     }
     const [width, height] = [dim(3), dim(2)]
-    const [px, py] = [coordinate(0, width), coordinate(1, height)]
-    const [x0, y0] = [e.op('Floor', [px]), e.op('Floor', [py])]
-    const [fx, fy] = [e.op('Sub', [px, x0]), e.op('Sub', [py, y0])]
+    const [along, down] = [coordinate(0, width), coordinate(1, height)]
+    const [x0, y0] = [e.op('Floor', [along.position]), e.op('Floor', [down.position])]
+    const [fx, fy] = [e.op('Sub', [along.position, x0]), e.op('Sub', [down.position, y0])]
+    const [gx, gy] = [e.op('Sub', [f(1), fx]), e.op('Sub', [f(1), fy])]
     const corners = [[0, 0], [1, 0], [0, 1], [1, 1]].map(([dx, dy]) => {
       const cx = dx ? e.op('Add', [x0, f(1)]) : x0, cy = dy ? e.op('Add', [y0, f(1)]) : y0
       const inside = e.op('And', [
         e.op('And', [e.op('GreaterOrEqual', [cx, f(0)]), e.op('LessOrEqual', [cx, e.op('Sub', [width, f(1)])])]),
         e.op('And', [e.op('GreaterOrEqual', [cy, f(0)]), e.op('LessOrEqual', [cy, e.op('Sub', [height, f(1)])])]),
       ])
-      const weight = e.op('Mul', [dx ? fx : e.op('Sub', [f(1), fx]), dy ? fy : e.op('Sub', [f(1), fy])])
+      const weight = e.op('Mul', [dx ? fx : gx, dy ? fy : gy])
       const index = e.op('Cast', [e.op('Where', [inside, e.op('Add', [e.op('Mul', [cy, width]), cx]), f(0)])], { to: DataType.INT64 })
-      return { index, weight: e.op('Where', [inside, weight, f(0)]) }
+      return { index, inside, weight: e.op('Where', [inside, weight, f(0)]) }
     })
     const updates = e.op('Reshape', [c.g, e.ints([0, 0, -1])])
     const spread = (v: string) => e.op('Expand', [v, e.op('Shape', [updates])])
-    const indices = e.op('Concat', corners.map(k => spread(k.index)), { axis: 2 })
-    const values = e.op('Concat', corners.map(k => e.op('Mul', [updates, k.weight])), { axis: 2 })
-    const area = e.op('Mul', [e.op('Gather', [shape, e.ints([2])], { axis: 0 }), e.op('Gather', [shape, e.ints([3])], { axis: 0 })])
-    const zeros = e.op('ConstantOfShape', [e.op('Concat', [e.op('Slice', [shape, e.ints([0]), e.ints([2])]), area], { axis: 0 })], { value: tensor('zero', dtypeName(dtype), [1], [0]) })
-    const scattered = e.op('ScatterElements', [zeros, indices, values], { axis: 2, reduction: 'add' })
-    return [e.op('Reshape', [scattered, shape]), undefined]
+    let dx: string | undefined, dGrid: string | undefined
+    if (c.needs[0]) {
+      const indices = e.op('Concat', corners.map(k => spread(k.index)), { axis: 2 })
+      const values = e.op('Concat', corners.map(k => e.op('Mul', [updates, k.weight])), { axis: 2 })
+      const area = e.op('Mul', [e.op('Gather', [shape, e.ints([2])], { axis: 0 }), e.op('Gather', [shape, e.ints([3])], { axis: 0 })])
+      const zeros = e.op('ConstantOfShape', [e.op('Concat', [e.op('Slice', [shape, e.ints([0]), e.ints([2])]), area], { axis: 0 })], { value: tensor('zero', dtypeName(dtype), [1], [0]) })
+      dx = e.op('Reshape', [e.op('ScatterElements', [zeros, indices, values], { axis: 2, reduction: 'add' }), shape])
+    }
+    if (c.needs[1]) {
+      const flatX = e.op('Reshape', [x, e.ints([0, 0, -1])])
+      const [v00, v10, v01, v11] = corners.map(k => e.op('Where', [k.inside, e.op('GatherElements', [flatX, spread(k.index)], { axis: 2 }), f(0)]))
+      // the sample's slope along one axis: the two differences across it, weighted along the other
+      const across = (a: string, b: string, wa: string, c2: string, d: string, wc: string) => e.op('Add', [e.op('Mul', [e.op('Sub', [b, a]), wa]), e.op('Mul', [e.op('Sub', [d, c2]), wc])])
+      // Σ_channels g·(d sample / d position) · (d position / d grid), as [N, 1, samples, 1]
+      const component = (values: string, slope: string) => e.op('Unsqueeze', [e.op('Mul', [e.reduceSum(e.op('Mul', [updates, values]), [1], true), slope]), e.ints([3])])
+      const dAlong = component(across(v00, v10, gy, v01, v11, fy), along.slope)
+      const dDown = component(across(v00, v01, gx, v10, v11, fx), down.slope)
+      dGrid = e.op('Reshape', [e.op('Concat', [dAlong, dDown], { axis: 3 }), e.shape(grid)])
+    }
+    return [dx, dGrid]
   },
 
   // Einsum: the gradient of operand i is the einsum of the output gradient with the other operands
