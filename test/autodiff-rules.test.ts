@@ -211,6 +211,22 @@ const cases: Case[] = [
       const border = g.op('GridSample', [x, g.op('Mul', [grid, s(g, 1.3)])], { mode: 'bilinear', padding_mode: 'border', align_corners: 1 })
       return g.op('Add', [zeros, border])
     } },
+  // a MatMul after each: its rule needs the rank that shape inference gives them
+  { name: 'DepthToSpace (DCR and CRD: pixel_shuffle) and SpaceToDepth', inputs: { x: [1, 8, 2, 3] }, opsets: [13, 14, 17, 18], symbolic: true,
+    build: (g, { x }, rand) => {
+      const dcr = g.op('DepthToSpace', [x], { blocksize: 2, mode: 'DCR' })
+      const crd = g.op('DepthToSpace', [x], { blocksize: 2, mode: 'CRD' })
+      const back = g.op('SpaceToDepth', [g.op('Sin', [crd])], { blocksize: 2 })
+      const total = (v: string, width: number) => g.op('ReduceSum', [g.op('MatMul', [v, randomWeight(g, rand, [width, 2], 0.5)])], { keepdims: 0 })
+      return g.op('Sum', [total(dcr, 6), total(crd, 6), total(back, 3)])
+    } },
+  { name: 'TopK values flowing on (largest and smallest, k from a constant)', inputs: { x: [2, 3, 6] }, opsets: [13, 14, 17, 18], symbolic: true,
+    build: (g, { x }, rand) => {
+      const [largest] = g.node('TopK', [x, g.ints([3])], { axis: -1 }, 2)
+      const [smallest] = g.node('TopK', [x, g.ints([2])], { axis: 1, largest: 0 }, 2)
+      const total = (v: string, shape: number[]) => g.op('ReduceSum', [g.op('MatMul', [v, randomWeight(g, rand, shape, 0.5)])], { keepdims: 0 })
+      return g.op('Add', [total(largest, [3, 2]), total(smallest, [6, 2])])
+    } },
   { name: 'Einsum (attention as einsum, and a batched contraction with ellipsis)', inputs: { q: [2, 3, 4], k: [2, 5, 4], w: [4, 4] },
     build: (g, { q, k, w }) => g.op('Mul', [g.op('Einsum', [q, k], { equation: 'bik,bjk->bij' }), g.op('Unsqueeze', [g.op('ReduceSum', [g.op('Einsum', [k, w], { equation: '...k,kl->...l' }), g.ints([2])], { keepdims: 0 }), g.ints([1])])]) },
   { name: 'fan-out: one value read by many nodes', inputs: { x: [3, 3] }, symbolic: true,

@@ -190,7 +190,8 @@ export function differentiate(loaded: LoadedModel, options: DifferentiateOptions
   while ([...p.names].some(n => n.startsWith(prefix))) prefix = `_${prefix}`
   const constants = new Map<string, TensorProto>(p.graph.initializer.map(t => [t.name!, t as TensorProto]))
   for (const node of p.nodes) if (node.opType === 'Constant' && node.attribute[0]?.t) constants.set(node.output[0], node.attribute[0].t as TensorProto)
-  const e = new Emitter(opset, p.infos, constants, prefix)
+  const producers = new Map(p.nodes.flatMap(node => node.output.map(name => [name, node] as const)))
+  const e = new Emitter(opset, p.infos, constants, prefix, producers)
 
   const { nodes, partOf } = rewriteForGradients(p.nodes, p.active, new Set(p.graph.output.map(o => o.name!)), e)
   const path = nodes.filter(node => onPath(node, p))

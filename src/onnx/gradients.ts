@@ -170,16 +170,15 @@ function foldPadding(c: GradContext, mode: 'reflect' | 'edge'): string {
   const { e } = c
   const [x, padsInput, , axesInput] = c.x
   const rank = e.needRank(x, c.node)
-  const pads = e.known(padsInput), dims = e.info(x).shape
+  const pads = e.known(padsInput), dims = e.needDims(x, c.node, `${mode} padding`)
   const axes = axesInput ? e.known(axesInput)?.map(a => normalise(a, rank)) : [...Array(rank).keys()]
-  if (!pads || !axes || !dims) throw new UserError(`autodiff: Pad node ${c.node.name} in ${mode} mode needs known pads and axes, and x's rank`)
+  if (!pads || !axes) throw new UserError(`autodiff: Pad node ${c.node.name} in ${mode} mode has pads or axes computed at run time`)
   if (pads.some(p => p < 0)) refuse(c, `its input with negative pads in ${mode} mode`)
   let g = c.g
   axes.forEach((axis, j) => {
     const [before, after] = [pads[j], pads[j + axes.length]]
     if (before === 0 && after === 0) return
     const n = dims[axis]
-    if (typeof n !== 'number') throw new UserError(`autodiff: Pad node ${c.node.name} in ${mode} mode pads axis ${axis}, whose size is symbolic; give the symbolic dims values (--dim name=value)`)
     const slice = (start: number, end: number, step = 1) => e.op('Slice', [g, e.ints([start]), e.ints([end]), e.ints([axis]), e.ints([step])])
     const placed = (part: string, at: number, size: number) => {
       const widths = Array(2 * rank).fill(0)
@@ -206,10 +205,9 @@ function convPads(c: GradContext, spatial: number, kernel: number[], strides: nu
   const autoPad = stringAttr(c.node, 'auto_pad', 'NOTSET')
   if (autoPad === 'NOTSET') return intsAttr(c.node, 'pads') ?? Array(2 * spatial).fill(0)
   if (autoPad === 'VALID') return Array(2 * spatial).fill(0)
-  const dims = c.e.info(c.x[0]).shape?.slice(2)
-  if (!dims || !dims.every(d => typeof d === 'number')) throw new UserError(`autodiff: Conv node ${c.node.name} uses auto_pad ${autoPad} with unknown input dims; give them values (--dim)`)
+  const dims = c.e.needDims(c.x[0], c.node, `auto_pad ${autoPad}`).slice(2)
   const pads = Array(2 * spatial).fill(0)
-  ;(dims as number[]).forEach((d, i) => {
+  dims.forEach((d, i) => {
     const total = Math.max((Math.ceil(d / strides[i]) - 1) * strides[i] + (kernel[i] - 1) * dilations[i] + 1 - d, 0)
     const small = Math.floor(total / 2)
     pads[i] = autoPad === 'SAME_UPPER' ? small : total - small
@@ -583,6 +581,23 @@ export const gradients: Record<string, GradRule> = {
       ? e.ints(sizes as number[])
       : e.op('Concat', c.x.map(x => e.op('Gather', [e.cached('Shape', [x]), e.ints([axis])], { axis: 0 })), { axis: 0 })
     return e.node('Split', [c.g, split], { axis }, c.x.length)
+  },
+  // pixel_shuffle: SpaceToDepth undoes DCR; CRD's g, as [N, C', H, b, W, b], goes back by transposing
+  DepthToSpace: c => {
+    const { e } = c
+    const b = intAttr(c.node, 'blocksize', 1)
+    if (stringAttr(c.node, 'mode', 'DCR') === 'DCR') return [e.op('SpaceToDepth', [c.g], { blocksize: b })]
+    const width = e.op('Gather', [e.shape(c.x[0]), e.ints([3])], { axis: 0 })
+    const blocks = e.op('Reshape', [c.g, e.op('Concat', [e.ints([0, 0, -1, b]), width, e.ints([b])], { axis: 0 })])
+    return [e.op('Reshape', [e.op('Transpose', [blocks], { perm: [0, 1, 3, 5, 2, 4] }), e.shape(c.x[0])])]
+  },
+  SpaceToDepth: c => [c.e.op('DepthToSpace', [c.g], { blocksize: intAttr(c.node, 'blocksize', 1), mode: 'DCR' })],
+  // the values' gradient put back where they came from (indices along the axis are distinct)
+  TopK: c => {
+    only(c, [0], 'k')
+    const { e } = c
+    const indices = e.forwardOutput(c.node, 1)
+    return [e.op('ScatterElements', [e.zerosLike(c.x[0]), indices, c.g], { axis: intAttr(c.node, 'axis', -1) }), undefined]
   },
   Split: c => [c.e.op('Concat', c.y.map((y, i) => c.dy[i] ?? c.e.zerosLike(y)), { axis: intAttr(c.node, 'axis', 0) })],
   Slice: c => {
