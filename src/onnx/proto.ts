@@ -58,26 +58,36 @@ function externalField(tensor: TensorProto, key: string): string | undefined {
   return tensor.externalData.find(entry => entry.key === key)?.value ?? undefined
 }
 
-/** Every initializer in the model, including those of subgraphs (If/Loop bodies). */
-function* allInitializers(graph: GraphProto): Generator<TensorProto> {
+/**
+ * Every tensor stored in the model: initializers and the values of Constant nodes (exporters put weights in
+ * either, and both may live in external data), including those of subgraphs (If/Loop bodies).
+ */
+export function* allTensors(graph: GraphProto): Generator<TensorProto> {
   yield* graph.initializer as TensorProto[]
   for (const node of graph.node) {
     for (const attribute of node.attribute ?? []) {
-      if (attribute.g) yield* allInitializers(attribute.g as GraphProto)
-      for (const g of attribute.graphs ?? []) yield* allInitializers(g as GraphProto)
+      if (attribute.t) yield attribute.t as TensorProto
+      yield* (attribute.tensors ?? []) as TensorProto[]
+      if (attribute.g) yield* allTensors(attribute.g as GraphProto)
+      for (const g of attribute.graphs ?? []) yield* allTensors(g as GraphProto)
     }
   }
+}
+
+/** Where an external tensor's bytes are: its file (absolute), offset and length (undefined: to the end of the file). */
+export interface ExternalSpan { file: string; offset: number; length?: number }
+
+export function externalSpan(tensor: TensorProto, dir: string): ExternalSpan {
+  const location = externalField(tensor, 'location')
+  if (!location) throw new UserError(`tensor ${tensor.name} has external data without a location`)
+  const length = externalField(tensor, 'length')
+  return { file: resolve(dir, location), offset: Number(externalField(tensor, 'offset') ?? 0), length: length === undefined ? undefined : Number(length) }
 }
 
 /** The external data files a model refers to, as absolute paths. */
 export function externalDataFiles({ model, dir }: LoadedModel): string[] {
   const files = new Set<string>()
-  for (const tensor of allInitializers(model.graph as GraphProto)) {
-    if (!isExternal(tensor)) continue
-    const location = externalField(tensor, 'location')
-    if (!location) throw new UserError(`tensor ${tensor.name} has external data without a location`)
-    files.add(resolve(dir, location))
-  }
+  for (const tensor of allTensors(graphOf(model))) if (isExternal(tensor)) files.add(externalSpan(tensor, dir).file)
   return [...files]
 }
 
@@ -90,9 +100,9 @@ export function externalDataFiles({ model, dir }: LoadedModel): string[] {
 export async function writeModel({ model, dir }: LoadedModel, path: string): Promise<LoadedModel> {
   const outDir = dirname(resolve(path))
   const placed = new Map<string, string>()
-  for (const tensor of allInitializers(model.graph as GraphProto)) {
+  for (const tensor of allTensors(graphOf(model))) {
     if (!isExternal(tensor)) continue
-    const source = resolve(dir, externalField(tensor, 'location') ?? '')
+    const source = externalSpan(tensor, dir).file
     let location = placed.get(source)
     if (location === undefined) {
       location = await placeBeside(source, outDir)
@@ -167,14 +177,15 @@ export function dims(tensor: TensorProto): number[] {
 }
 
 /**
- * Writes `model` as optimum does for large models: every initializer of at least `threshold` bytes goes
- * into one `<name>.onnx_data` file beside it (`model.onnx` + `model.onnx_data`). Mutates `model`.
+ * Writes `model` as optimum does for large models: every tensor (initializer or Constant value, as onnx.save's
+ * convert_attribute) of at least `threshold` bytes goes into one `<name>.onnx_data` file beside it
+ * (`model.onnx` + `model.onnx_data`). Mutates `model`.
  */
 export async function writeModelWithExternalData(model: ModelProto, path: string, threshold = 100): Promise<void> {
   const dataName = `${basename(path)}_data`
   const chunks: Uint8Array[] = []
   let offset = 0
-  for (const tensor of allInitializers(model.graph as GraphProto)) {
+  for (const tensor of allTensors(graphOf(model))) {
     if (isExternal(tensor) || !tensor.rawData || tensor.rawData.length < threshold) continue
     chunks.push(tensor.rawData)
     tensor.externalData = [
