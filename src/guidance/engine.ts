@@ -9,6 +9,7 @@ import { check } from '../errors.js'
 import { cacheRoot } from '../fsutil.js'
 import { differentiate } from '../onnx/autodiff.js'
 import { encodeModel, externalDataFiles, graphOf, readModel, toNumber, writeModel, type GraphProto, type LoadedModel } from '../onnx/proto.js'
+import { foldGraph } from '../onnx/fold.js'
 import { inferShapes } from '../onnx/shapes.js'
 import { openSession, ort, type Session, type SessionSettings } from '../onnx/session.js'
 import { conditioning, conditioningFeeds, inputTensor, TEXT_ENCODERS, type Conditioning, type Tensor } from '../diffusion/conditioning.js'
@@ -108,10 +109,13 @@ interface CacheSettings {
   session?: SessionSettings
 }
 
-/** The preview's forward graph: with a guide it outputs `loss` (and `image`), without one only `image`. */
+/**
+ * The preview's forward graph: with a guide it outputs `loss` (and `image`), without one only `image`. It is
+ * specialised to the pipeline's dims and folded (onnx/fold.ts), so its gradient has static shapes.
+ */
 export function previewForward(parts: PreviewModels, shape: PreviewShape, guide?: Guide): LoadedModel {
   const g = buildPreviewGraph({ unet: parts.unet, decoder: parts.decoder, decoderScales: parts.scales, ...shape, guide })
-  return { model: g.build(), dir: parts.unet.dir }
+  return foldGraph({ model: g.build(), dir: parts.unet.dir }, pipelineDims(shape.cfg))
 }
 
 /** The preview's CFG, the sampled latent's shape, and the preview's image size (smaller: --guide-size). */
@@ -139,7 +143,7 @@ export const previewImageSession = (parts: PreviewModels, shape: PreviewShape, s
  * recomputation's segments.
  */
 export const gradientSession = (parts: PreviewModels, guide: Guide, shape: PreviewShape, settings: CacheSettings, segments = 1) =>
-  cachedSession(previewForward(parts, shape, guide), m => differentiate(m, { wrt: [LATENT], of: LOSS, keep: [IMAGE], segments }), segments > 1 ? `grad-image-recompute${segments}` : 'grad-image', settings)
+  cachedSession(previewForward(parts, shape, guide), m => foldGraph(differentiate(m, { wrt: [LATENT], of: LOSS, keep: [IMAGE], segments })), segments > 1 ? `grad-image-recompute${segments}` : 'grad-image', settings)
 
 /** Feeds for a preview or gradient session at latent x, timestep t. */
 export function previewFeeds(session: Session, kind: PreviewKind, x: Tensor, t: number, cond: Conditioning): Record<string, ort.Tensor> {
