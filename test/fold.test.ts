@@ -5,7 +5,8 @@ import { tmpdir } from 'node:os'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { GraphBuilder, tensor } from '../src/onnx/builder.js'
-import { differentiate } from '../src/onnx/autodiff.js'
+import { differentiate, writeGradientModel } from '../src/onnx/autodiff.js'
+import { gradcheck } from '../src/onnx/gradcheck.js'
 import { foldGraph, opCounts } from '../src/onnx/fold.js'
 import { graphOf, readModel, writeModel, type LoadedModel } from '../src/onnx/proto.js'
 import { closeSessions, openSession, ort } from '../src/onnx/session.js'
@@ -67,6 +68,17 @@ describe('fold', () => {
     assert.deepEqual(graphOf(folded.model).input[0].type?.tensorType?.shape?.dim?.map(d => Number(d.dimValue)), [2, 4, 3, 5])
   })
 
+  it('grad --dim: writes a specialised, folded gradient that passes the finite-difference check', async () => {
+    const [path, gradPath] = [join(dir, 'grad-dim', 'patterns.onnx'), join(dir, 'grad-dim', 'grad.onnx')]
+    await writeModel({ model: torchPatterns(), dir }, path)
+    const dims = { batch: 2, h: 3, w: 5, steps: 1 }
+    await writeGradientModel(path, gradPath, { wrt: ['x'], of: 'y', dims })
+    const ops = opCounts((await readModel(gradPath)).model)
+    for (const op of ['Shape', 'NonZero', 'Where', 'ConstantOfShape']) assert.equal(ops[op], undefined, `${op} left: ${JSON.stringify(ops)}`)
+    const check = await gradcheck(path, gradPath, { wrt: ['x'], of: 'y', dims, threads: 1 })
+    assert.ok(check.worst < 1e-2, `worst relative error ${check.worst}`)
+  })
+
   describe('on a torch export', function () {
     this.timeout(120_000)
     let models: string
@@ -117,6 +129,15 @@ describe('fold', () => {
       // and the folded forward is the forward
       const forward = previewForward(parts, shape, pixelGuide())
       assert.ok(graphOf(forward.model).node.length < graphOf(raw.model).node.length / 3)
+    })
+
+    it('grad -o into the folder of a model.onnx_data whose weights are in Constant nodes', async () => {
+      const unet = join(models, 'unet', 'model.onnx')
+      const out = join(models, 'unet', 'grad.onnx')
+      const dims = { batch_size: 1, height: 8, width: 8, steps: 1, sequence_length: 7 }
+      await writeGradientModel(unet, out, { wrt: ['sample'], of: 'out_sample', dims })
+      const check = await gradcheck(unet, out, { wrt: ['sample'], of: 'out_sample', dims, directions: 2, threads: 1 })
+      assert.ok(check.worst < 1e-2, `worst relative error ${check.worst}`)
     })
   })
 })

@@ -5,6 +5,7 @@ import { UserError } from '../errors.js'
 import { dtypeOf, GraphBuilder, tensor, type AttrValue } from './builder.js'
 import { gradients } from './gradients.js'
 import { DataType, graphOf, inlineTensorValues, isExternal, onnx, readModel, writeModel, type AttributeProto, type LoadedModel, type NodeProto, type TensorProto, type ValueInfoProto } from './proto.js'
+import { foldGraph } from './fold.js'
 import { recomputeSegments, type Reached } from './recompute.js'
 import { dtypeName, floatTypes, inferShapes, type Info } from './shapes.js'
 
@@ -431,7 +432,7 @@ export interface GradientFileSummary {
 export async function writeGradientModel(modelPath: string, outputPath: string, options: DifferentiateOptions): Promise<GradientFileSummary> {
   const loaded = await readModel(modelPath)
   const forwardNodes = graphOf(loaded.model).node.length
-  const gradient = differentiate(loaded, options)
+  const gradient = foldGraph(differentiate(foldGraph(loaded, options.dims), options))
   await writeModel(gradient, outputPath)
   const graph = graphOf(gradient.model)
   const of = graph.output[0].name!
