@@ -1,7 +1,7 @@
 // ONNX ModelProto I/O through the `onnx-proto` package (protobufjs, generated from onnx.proto).
 // External-data tensors stay where they are: we read and rewrite only the graph, never the weights.
-import { link, mkdir, readFile, stat, symlink } from 'node:fs/promises'
-import { basename, dirname, isAbsolute, join, parse, relative, resolve } from 'node:path'
+import { link, mkdir, readFile, realpath, stat, symlink } from 'node:fs/promises'
+import { basename, dirname, isAbsolute, join, parse, relative, resolve, sep } from 'node:path'
 import onnxProto from 'onnx-proto'
 import { UserError } from '../errors.js'
 import { writeFileAtomic } from '../fsutil.js'
@@ -114,6 +114,9 @@ export async function writeModel({ model, dir }: LoadedModel, path: string): Pro
   return { model, dir: outDir }
 }
 
+/** How a data file is placed beside a derived model: a hard link, else (across file systems) a symlink. Tests replace it. */
+export const fileLinks = { link, symlink }
+
 async function placeBeside(source: string, outDir: string): Promise<string> {
   const rel = relative(outDir, source)
   if (!rel.startsWith('..') && !isAbsolute(rel)) return rel
@@ -131,12 +134,39 @@ async function placeBeside(source: string, outDir: string): Promise<string> {
       continue
     }
     try {
-      await link(source, target)
+      await fileLinks.link(source, target)
     } catch {
-      await symlink(source, target)
+      await fileLinks.symlink(source, target)
     }
     return placed
   }
+}
+
+/**
+ * The model with every external location made relative to one folder that holds all its data files once symlinks
+ * are resolved (their deepest common folder), for onnxruntime 1.30, which refuses data whose real path leaves the
+ * model's folder: weights symlinked from a Hugging Face cache's blobs, or linked into a cache on another file
+ * system. onnxruntime opens it from its bytes with that folder (see session.ts). Mutates `model`.
+ */
+export async function relocateExternalData({ model, dir }: LoadedModel): Promise<{ model: ModelProto; folder: string }> {
+  const real = new Map<string, string>()
+  for (const file of externalDataFiles({ model, dir })) {
+    real.set(file, await realpath(file).catch(() => { throw new UserError(`external data file ${file} is missing`) }))
+  }
+  let common: string[] | undefined
+  for (const file of real.values()) {
+    const parts = dirname(file).split(sep)
+    let same = 0
+    while (common && same < common.length && common[same] === parts[same]) same++
+    common = common ? common.slice(0, same) : parts
+  }
+  const folder = common ? common.join(sep) || sep : dir
+  for (const tensor of allTensors(graphOf(model))) {
+    if (!isExternal(tensor)) continue
+    const location = relative(folder, real.get(externalSpan(tensor, dir).file)!)
+    for (const entry of tensor.externalData) if (entry.key === 'location') entry.value = location
+  }
+  return { model, folder }
 }
 
 const typedArrayOf: Partial<Record<number, (buffer: ArrayBuffer) => ArrayLike<number | bigint>>> = {
