@@ -336,7 +336,9 @@ function foldPass(graph: GraphProto, dims: Record<string, number>): GraphProto {
   }
   nodes.reverse()
   const produced = new Set(nodes.flatMap(n => n.output))
+  // external tensors are copied: writeModel rewrites their locations, and the source model must keep its own
   const initializers = [...(graph.initializer as TensorProto[]), ...moved].filter(t => needed.has(t.name) && !produced.has(t.name))
+    .map(t => (isExternal(t) ? onnx.TensorProto.fromObject(onnx.TensorProto.toObject(t)) : t))
   const have = new Set(initializers.map(t => t.name))
   for (const name of needed) {
     const k = values.get(name)
