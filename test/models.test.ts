@@ -1,13 +1,13 @@
 import assert from 'node:assert/strict'
-import { mkdtemp, rm, writeFile } from 'node:fs/promises'
+import { mkdtemp, rm, stat, truncate, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { checkModels, modelsDir, type PieceReport } from '../src/diffusion/models-folder.js'
+import { checkModels, heldPieces, modelsDir, type PieceReport } from '../src/diffusion/models-folder.js'
 import { f32, writeSafetensors } from '../src/diffusion/safetensors.js'
 import { tinyVaeDecoder, writeTinyModels } from '../src/diffusion/tiny/index.js'
 import { GraphBuilder } from '../src/onnx/builder.js'
 import { writeModelWithExternalData } from '../src/onnx/proto.js'
-import { closeSessions } from '../src/onnx/session.js'
+import { closeSessions, openSession } from '../src/onnx/session.js'
 
 /** A UNet from an unknown exporter: int32 timestep of rank 2, no time_ids, 3 latent channels out. */
 function brokenUnet() {
@@ -90,5 +90,24 @@ describe('lookahead models (checking a folder)', () => {
     } finally {
       if (saved !== undefined) process.env.LOOKAHEAD_MODELS = saved
     }
+  })
+
+  it('names a truncated weights file and the size it should have; onnxruntime\'s error on it is one line', async () => {
+    const cut = join(dir, 'cut')
+    await writeTinyModels(cut)
+    const data = join(cut, 'unet', 'model.onnx_data')
+    const size = (await stat(data)).size
+    await truncate(data, size - 100)
+    const report = byPiece(await checkModels(cut))
+    assert.equal(report.unet.status, 'mismatch')
+    assert.ok(report.unet.problems.includes(`external data file ${data} is ${size - 100} bytes; its tensors need ${size} (truncated?)`), report.unet.problems.join('\n'))
+    await assert.rejects(openSession(join(cut, 'unet', 'model.onnx')), (error: Error) => /^onnxruntime cannot load .*\S$/.test(error.message) && !error.message.includes('\n'))
+  })
+
+  it('lists the models a folder holds (models --write-tiny refuses those without --force)', async () => {
+    const held = join(dir, 'held')
+    assert.deepEqual(heldPieces(held), [])
+    await writeTinyModels(held)
+    assert.ok(heldPieces(held).includes(join('unet', 'model.onnx')))
   })
 })

@@ -6,7 +6,7 @@ import { readFile } from 'node:fs/promises'
 import { join, resolve } from 'node:path'
 import { UserError } from '../errors.js'
 import { dtypeOf } from '../onnx/builder.js'
-import { graphOf, readModel, toNumber, type LoadedModel } from '../onnx/proto.js'
+import { externalDataProblems, graphOf, readModel, toNumber, type LoadedModel } from '../onnx/proto.js'
 import { cachedLoraUnet, loraKey, loraTargets } from './lora.js'
 import { safetensorsShapes } from './safetensors.js'
 import { taesdOutputRange } from './decoders.js'
@@ -117,7 +117,7 @@ function checkIo(model: LoadedModel, expected: { inputs: IoSpec[]; outputs: IoSp
 const onnxCheck = (expected: { inputs: IoSpec[]; outputs: IoSpec[] }, extra?: (model: LoadedModel) => string[]) =>
   async (_dir: string, path: string) => {
     const model = await readModel(path)
-    return [...checkIo(model, expected), ...(extra?.(model) ?? [])]
+    return [...(await externalDataProblems(model)), ...checkIo(model, expected), ...(extra?.(model) ?? [])]
   }
 
 function timestepProblems(model: LoadedModel): string[] {
@@ -187,6 +187,11 @@ const PIECES: Piece[] = [
   { name: 'guides/lpips', path: join('guides', 'lpips_alex', 'model.onnx'), required: false, howTo: 'see README, "Guide networks" (LPIPS alex or vgg as guides/lpips_alex|lpips_vgg/model.onnx)' },
   { name: 'guides/clip', path: join('guides', 'clip', 'onnx', 'vision_model.onnx'), required: false, howTo: 'see README, "Guide networks" (a transformers.js CLIP export: guides/clip/onnx/vision_model.onnx, text_model.onnx)' },
 ]
+
+/** The pieces (and world.json) a folder already holds: `models --write-tiny` refuses to overwrite them without --force. */
+export function heldPieces(dir: string): string[] {
+  return [...PIECES.map(p => p.path), 'world.json'].filter(path => existsSync(join(dir, path)))
+}
 
 /** Checks every piece of a models folder; text pieces are skipped where world.json says "text": false. */
 export async function checkModels(dir: string): Promise<PieceReport[]> {

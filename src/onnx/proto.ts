@@ -169,6 +169,32 @@ export async function relocateExternalData({ model, dir }: LoadedModel): Promise
   return { model, folder }
 }
 
+const BYTES_PER_ELEMENT: Partial<Record<number, number>> = {
+  [DataType.FLOAT]: 4, [DataType.DOUBLE]: 8, [DataType.FLOAT16]: 2, [DataType.BFLOAT16]: 2, [DataType.INT64]: 8, [DataType.INT32]: 4,
+  [DataType.INT16]: 2, [DataType.UINT16]: 2, [DataType.INT8]: 1, [DataType.UINT8]: 1, [DataType.BOOL]: 1,
+}
+
+/**
+ * What is wrong with a model's external data, one line per file: missing, or shorter than its tensors'
+ * offset + length (a truncated download) — with the size it should have.
+ */
+export async function externalDataProblems({ model, dir }: LoadedModel): Promise<string[]> {
+  const needed = new Map<string, number>()
+  for (const tensor of allTensors(graphOf(model))) {
+    if (!isExternal(tensor)) continue
+    const { file, offset, length } = externalSpan(tensor, dir)
+    const bytes = length ?? tensor.dims.map(toNumber).reduce((a, b) => a * b, 1) * (BYTES_PER_ELEMENT[tensor.dataType] ?? 0)
+    needed.set(file, Math.max(needed.get(file) ?? 0, offset + bytes))
+  }
+  const problems: string[] = []
+  for (const [file, bytes] of needed) {
+    const size = (await stat(file).catch(() => undefined))?.size
+    if (size === undefined) problems.push(`external data file ${file} is missing`)
+    else if (size < bytes) problems.push(`external data file ${file} is ${size} bytes; its tensors need ${bytes} (truncated?)`)
+  }
+  return problems
+}
+
 const typedArrayOf: Partial<Record<number, (buffer: ArrayBuffer) => ArrayLike<number | bigint>>> = {
   [DataType.FLOAT]: b => new Float32Array(b),
   [DataType.DOUBLE]: b => new Float64Array(b),

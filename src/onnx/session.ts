@@ -92,6 +92,8 @@ export function sessionOptions(device: Device, threads: number): ort.InferenceSe
     // memory patterns pre-plan one block for all intermediates: for gradient graphs that nearly doubled the
     // peak RSS (npm run bench), at no measurable speed gain
     enableMemPattern: false,
+    // onnxruntime's own log of a failed load is many raw lines; its error reaches the user as one (loadError)
+    logSeverityLevel: 4,
   }
 }
 
