@@ -2,7 +2,7 @@ import { Args, Flags } from '@oclif/core'
 import chalk from 'chalk'
 import { LookaheadCommand } from '../src/cli/base.js'
 import { check, UserError } from '../src/errors.js'
-import { checkModels, heldPieces, modelsDir } from '../src/diffusion/models-folder.js'
+import { heldPieces, ModelsFolder } from '../src/diffusion/models-folder.js'
 import { GENERATIONS, writeTinyModels, type Generation } from '../src/diffusion/tiny/index.js'
 
 export default class Models extends LookaheadCommand {
@@ -35,8 +35,9 @@ export default class Models extends LookaheadCommand {
       await writeTinyModels(target, { generation: flags.generation as Generation })
       this.note(`wrote tiny models (${flags.generation}) to ${target}`)
     }
-    const dir = modelsDir(target)
-    const pieces = await checkModels(dir)
+    const folder = await ModelsFolder.open(target)
+    const dir = folder.dir
+    const pieces = await folder.check()
     const ok = !pieces.some(p => p.status === 'missing' || p.status === 'mismatch')
     if (!this.jsonEnabled()) {
       const mark = { ok: chalk.green('ok'), missing: chalk.red('missing'), mismatch: chalk.red('mismatch'), optional: chalk.dim('absent') }

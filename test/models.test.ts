@@ -1,8 +1,8 @@
 import assert from 'node:assert/strict'
-import { mkdtemp, rm, stat, truncate, writeFile } from 'node:fs/promises'
+import { mkdtemp, readFile, rm, stat, truncate, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { checkModels, heldPieces, modelsDir, type PieceReport } from '../src/diffusion/models-folder.js'
+import { checkModels, heldPieces, ModelsFolder, modelsDir, type PieceReport } from '../src/diffusion/models-folder.js'
 import { f32, writeSafetensors } from '../src/diffusion/safetensors.js'
 import { tinyVaeDecoder, writeTinyModels } from '../src/diffusion/tiny/index.js'
 import { GraphBuilder } from '../src/onnx/builder.js'
@@ -109,5 +109,23 @@ describe('lookahead models (checking a folder)', () => {
     assert.deepEqual(heldPieces(held), [])
     await writeTinyModels(held)
     assert.ok(heldPieces(held).includes(join('unet', 'model.onnx')))
+  })
+
+  it('ModelsFolder: the layout, world.json, decoder defaults, and the LoRA\'d UNet built once, announced', async () => {
+    const tiny = join(dir, 'folder')
+    await writeTinyModels(tiny)
+    await rm(join(tiny, 'lcm_unet'), { recursive: true, force: true })
+    const folder = await ModelsFolder.at(tiny)
+    assert.equal(folder.path('unet'), join(tiny, 'unet', 'model.onnx'))
+    assert.deepEqual([folder.previewDecoder(), folder.finalDecoder(), folder.previewDecoder('vae')], ['taesd', 'vae', 'vae'])
+    assert.deepEqual(folder.world, JSON.parse(await readFile(folder.path('world'), 'utf8')))
+    const lines: string[] = []
+    const built = await folder.lcmUnet(line => lines.push(line))
+    assert.equal(lines.length, 1)
+    assert.match(lines[0], /applying lcm_lora.* to unet/)
+    assert.equal(await folder.lcmUnet(line => lines.push(line)), built)
+    assert.equal(lines.length, 1, 'the second time it comes from the cache')
+    await rm(join(tiny, 'lcm_lora'), { recursive: true })
+    await assert.rejects(folder.lcmUnet(), /has neither lcm_unet.* nor lcm_lora/)
   })
 })
