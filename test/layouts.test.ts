@@ -47,6 +47,16 @@ describe('file layouts', () => {
     assert.deepEqual(await outputOf(linked), await outputOf(plain))
   })
 
+  it('opens a derived model of symlinked weights written into a cache (the weights hard-linked at their real path)', async () => {
+    const linked = await symlinkedModel(join(dir, 'hub3'), 'a', 3)
+    const derived = join(dir, 'cache3', 'model.onnx')
+    const g = new GraphBuilder('neg', 17)
+    g.outputAs(g.op('Neg', [embedModel(g, await readModel(linked), { x: g.input('x', 'float32', [2, 16]) }, 'a/').y]), 'y', 'float32', [2, 16])
+    await writeModel({ model: g.build(), dir }, derived)
+    assert.ok(!(await lstat(join(dir, 'cache3', 'model.onnx_data'))).isSymbolicLink())
+    assert.deepEqual(await outputOf(derived), (await outputOf(linked)).map(v => -v))
+  })
+
   it('opens a derived model written into a cache on another file system (hard links fail: symlinks to two weight folders)', async () => {
     const [first, second] = [await symlinkedModel(join(dir, 'hub2'), 'a', 1), join(dir, 'other', 'model.onnx')]
     await writeModelWithExternalData(dense(2), second)

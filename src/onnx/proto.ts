@@ -122,6 +122,8 @@ async function placeBeside(source: string, outDir: string): Promise<string> {
   if (!rel.startsWith('..') && !isAbsolute(rel)) return rel
   const original = await stat(source).catch(() => undefined)
   if (!original) throw new UserError(`external data file ${source} is missing`)
+  // a symlinked data file (a Hugging Face cache) is linked at its real path: a link to the symlink would be one too
+  const real = await realpath(source)
   await mkdir(outDir, { recursive: true })
   // composed models hold several files of one name (unet/model.onnx_data, decoder/model.onnx_data): number them
   const { name, ext } = parse(source)
@@ -134,9 +136,9 @@ async function placeBeside(source: string, outDir: string): Promise<string> {
       continue
     }
     try {
-      await fileLinks.link(source, target)
+      await fileLinks.link(real, target)
     } catch {
-      await fileLinks.symlink(source, target)
+      await fileLinks.symlink(real, target)
     }
     return placed
   }
