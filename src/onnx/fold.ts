@@ -301,10 +301,11 @@ function foldPass(graph: GraphProto, dims: Record<string, number>): GraphProto {
   const renamed = (name: string) => alias.get(name) ?? name
   const kept: NodeProto[] = []
   const moved: TensorProto[] = []
+  const pinned = new Set((graph.node as NodeProto[]).flatMap(subgraphReads))
   for (const original of graph.node as NodeProto[]) {
     const node = new onnx.NodeProto({ ...original, input: original.input.map(renamed) })
     const ins = node.input.map(name => (name ? values.get(name) : undefined))
-    const plain = (node.domain ?? '') === '' && subgraphReads(node).length === 0
+    const plain = (node.domain ?? '') === '' && subgraphReads(node).length === 0 && !node.output.some(name => pinned.has(name))
     const outs = plain ? rules[node.opType]?.(node, ins, infos) : undefined
     if (outs && outs.length >= node.output.filter(Boolean).length && outs.every(k => k !== undefined)) {
       node.output.forEach((name, i) => name && values.set(name, outs[i]!))
@@ -332,7 +333,8 @@ function foldPass(graph: GraphProto, dims: Record<string, number>): GraphProto {
   for (const node of [...kept, ...outputs].reverse()) {
     if (!node.output.some(name => needed.has(name) || graph.output.some(o => o.name === name))) continue
     nodes.push(node)
-    for (const name of [...node.input, ...subgraphReads(node)]) if (name) needed.add(renamed(name))
+    for (const name of node.input) if (name) needed.add(renamed(name))
+    for (const name of subgraphReads(node)) needed.add(name)
   }
   nodes.reverse()
   const produced = new Set(nodes.flatMap(n => n.output))
