@@ -22,7 +22,7 @@ export default class Grad extends LookaheadCommand {
     of: Flags.string({ description: 'the output to differentiate (default: the only output)' }),
     output: Flags.string({ char: 'o', description: 'where to write the gradient model', required: true }),
     check: Flags.boolean({ description: 'compare with central finite differences on random inputs and print the worst relative error' }),
-    dim: Flags.string({ description: 'for --check: a size for a symbolic dim, name=value (repeatable); unset ones are 1 for batch-like names, else 8', multiple: true }),
+    dim: Flags.string({ description: 'a size for a symbolic dim, name=value (repeatable): the model is specialised to it and folded (static shapes); for --check, unset ones are 1 for batch-like names, else 8', multiple: true }),
     directions: Flags.integer({ description: 'random directions per input for --check', default: 3, min: 1 }),
     recompute: Flags.integer({ description: 'hold less: recompute the forward in this many segments during the backward (1: keep all)', default: 1, min: 1 }),
   }
@@ -31,7 +31,7 @@ export default class Grad extends LookaheadCommand {
     const { args, flags } = await this.parse(Grad)
     const dims = parseDims(flags.dim ?? [])
     const spinner = this.spinner(`differentiating ${args.model}`)
-    const summary = await writeGradientModel(args.model, flags.output, { wrt: flags.wrt, of: flags.of, segments: flags.recompute }).finally(() => spinner.stop())
+    const summary = await writeGradientModel(args.model, flags.output, { wrt: flags.wrt, of: flags.of, segments: flags.recompute, dims }).finally(() => spinner.stop())
     if (!summary.scalar) this.warning(`${summary.of} is not a scalar: the gradients are those of the sum of its elements`)
     this.note(`wrote ${summary.output}: ${summary.of} and ${summary.wrt.map(x => `${x}_grad`).join(', ')} (${summary.nodes.forward} forward nodes → ${summary.nodes.gradient} nodes)`)
     if (!flags.check) return summary

@@ -1,8 +1,8 @@
 import { Args, Flags } from '@oclif/core'
 import chalk from 'chalk'
 import { LookaheadCommand } from '../src/cli/base.js'
-import { check } from '../src/errors.js'
-import { checkModels, modelsDir } from '../src/diffusion/models-folder.js'
+import { check, UserError } from '../src/errors.js'
+import { heldPieces, ModelsFolder } from '../src/diffusion/models-folder.js'
 import { GENERATIONS, writeTinyModels, type Generation } from '../src/diffusion/tiny/index.js'
 
 export default class Models extends LookaheadCommand {
@@ -22,6 +22,7 @@ export default class Models extends LookaheadCommand {
     models: Flags.string({ description: 'models folder (default: $LOOKAHEAD_MODELS)' }),
     'write-tiny': Flags.boolean({ description: 'first write tiny SDXL-shaped models with random weights into the folder (for trying the commands)' }),
     generation: Flags.string({ description: 'with --write-tiny: which optimum export to imitate', options: GENERATIONS, default: 'optimum-onnx' }),
+    force: Flags.boolean({ description: 'with --write-tiny: overwrite the models the folder already holds' }),
   }
 
   async run() {
@@ -29,11 +30,14 @@ export default class Models extends LookaheadCommand {
     const target = args.dir ?? flags.models
     if (flags['write-tiny']) {
       check(target, '--write-tiny needs a folder: lookahead models DIR --write-tiny')
+      const held = flags.force ? [] : heldPieces(target!)
+      if (held.length) throw new UserError(`${target} already holds models (${held.join(', ')}): --write-tiny would overwrite them; pass --force to do so`)
       await writeTinyModels(target, { generation: flags.generation as Generation })
       this.note(`wrote tiny models (${flags.generation}) to ${target}`)
     }
-    const dir = modelsDir(target)
-    const pieces = await checkModels(dir)
+    const folder = await ModelsFolder.open(target)
+    const dir = folder.dir
+    const pieces = await folder.check()
     const ok = !pieces.some(p => p.status === 'missing' || p.status === 'mismatch')
     if (!this.jsonEnabled()) {
       const mark = { ok: chalk.green('ok'), missing: chalk.red('missing'), mismatch: chalk.red('mismatch'), optional: chalk.dim('absent') }

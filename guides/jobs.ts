@@ -1,9 +1,8 @@
 // Whole jobs for the CLI and for scripts: one guided image (`lookahead guide`), and a comparison of methods
 // over many seeds (`lookahead compare`). Guides are chosen by name here; the engine never knows which it runs.
 import { readFile } from 'node:fs/promises'
-import { join } from 'node:path'
 import { check, UserError } from '../src/errors.js'
-import { modelsDir, readWorld } from '../src/diffusion/models-folder.js'
+import { ModelsFolder } from '../src/diffusion/models-folder.js'
 import { dryRun, fitMemory, lookahead, type DryRun, type MemoryFit, type Iteration, type LookaheadSettings, type Method } from '../src/guidance/engine.js'
 import type { DecoderKind } from '../src/diffusion/decoders.js'
 import type { UpdateSettings } from '../src/guidance/update.js'
@@ -23,18 +22,19 @@ export async function resolveModels(flags: { models?: string; world?: string }):
     check(flags.world === 'demo', `--world ${flags.world}: the only embedded world is "demo" (build others with \`lookahead world build\`)`)
     return ensureDefaultWorld(defaultWorldCache())
   }
-  return modelsDir(flags.models)
+  return (await ModelsFolder.open(flags.models)).dir
 }
 
 /** The default image size of a folder: its world's size, else SDXL's 1024. */
 export async function defaultSize(models: string): Promise<number> {
-  const world = await readWorld(models)
+  const { world } = await ModelsFolder.at(models)
   return typeof world?.imageSize === 'number' ? world.imageSize : 1024
 }
 
 async function demoWorld(models: string): Promise<DemoWorld | undefined> {
-  const path = join(models, 'world.json')
-  if ((await readWorld(models))?.kind !== 'demo') return undefined
+  const folder = await ModelsFolder.at(models)
+  const path = folder.path('world')
+  if (folder.world?.kind !== 'demo') return undefined
   return parseWorld(await readFile(path, 'utf8'), path)
 }
 

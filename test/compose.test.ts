@@ -2,9 +2,9 @@ import assert from 'node:assert/strict'
 import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { GraphBuilder } from '../src/onnx/builder.js'
+import { GraphBuilder, tensor } from '../src/onnx/builder.js'
 import { embedModel } from '../src/onnx/compose.js'
-import { readModel, writeModel, writeModelWithExternalData } from '../src/onnx/proto.js'
+import { externalDataFiles, readModel, writeModel, writeModelWithExternalData } from '../src/onnx/proto.js'
 import { closeSessions, openSession, ort } from '../src/onnx/session.js'
 
 /** An opset-14 model: y = ReduceMean(x·W, axes=[1]) (axes as an attribute, as opset 14 writes it). */
@@ -13,6 +13,17 @@ function meanOfProjection() {
   const x = g.input('x', 'float32', [2, 8])
   const w = g.constant(Float32Array.from({ length: 8 * 4 }, (_, i) => Math.sin(i)), [8, 4])
   g.outputAs(g.op('ReduceMean', [g.op('MatMul', [x, w])], { axes: [1], keepdims: 0 }), 'y', 'float32', [2])
+  return g.build()
+}
+
+/** y = Relu(x·W + b) with W and b as Constant nodes (as torch exports some weights), large enough for external data. */
+function constantWeights(seed: number) {
+  const g = new GraphBuilder('constants', 17)
+  const x = g.input('x', 'float32', [2, 8])
+  const value = (dims: number[]) => tensor('value', 'float32', dims, Float32Array.from({ length: dims.reduce((a, b) => a * b) }, (_, i) => Math.sin(seed + i)))
+  const w = g.op('Constant', [], { value: value([8, 8]) })
+  const b = g.op('Constant', [], { value: value([8]) })
+  g.outputAs(g.op('Relu', [g.op('Add', [g.op('MatMul', [x, w]), b])]), 'y', 'float32', [2, 8])
   return g.build()
 }
 
@@ -90,5 +101,28 @@ describe('compose', () => {
     const single = (await (await openSession(first)).run({ x: input })).y.data as Float32Array
     const both = (await (await openSession(out)).run({ x: input })).sum.data as Float32Array
     assert.deepEqual(Array.from(both), Array.from(single, v => 2 * v))
+  })
+
+  it('composes two models whose Constant nodes hold external data in files of one name, as the models compute them apart', async () => {
+    const [first, second] = [join(dir, 'const-a', 'model.onnx'), join(dir, 'const-b', 'model.onnx')]
+    await writeModelWithExternalData(constantWeights(1), first, 16)
+    await writeModelWithExternalData(constantWeights(2), second, 16)
+    const [a, b] = [await readModel(first), await readModel(second)]
+    assert.deepEqual(externalDataFiles(a), [`${first}_data`])
+    const g = new GraphBuilder('chain', 17)
+    const x = g.input('x', 'float32', [2, 8])
+    g.outputAs(embedModel(g, b, { x: embedModel(g, a, { x }, 'a/').y }, 'b/').y, 'z', 'float32', [2, 8])
+    const composed = { model: g.build(), dir }
+    assert.deepEqual(externalDataFiles(composed).sort(), [`${first}_data`, `${second}_data`])
+    // written into a folder that already holds another model.onnx_data (grad -o beside a model)
+    const out = join(dir, 'const-a', 'chain.onnx')
+    await writeModel(composed, out)
+
+    const input = new ort.Tensor('float32', Float32Array.from({ length: 16 }, (_, i) => i / 5 - 1), [2, 8])
+    const y = (await (await openSession(first)).run({ x: input })).y
+    const expected = (await (await openSession(second)).run({ x: y })).y.data as Float32Array
+    const z = (await (await openSession(out)).run({ x: input })).z.data as Float32Array
+    assert.ok(expected.some(v => v > 0))
+    assert.deepEqual(Array.from(z), Array.from(expected))
   })
 })

@@ -1,13 +1,13 @@
 import assert from 'node:assert/strict'
-import { mkdtemp, rm, writeFile } from 'node:fs/promises'
+import { mkdtemp, readFile, rm, stat, truncate, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { checkModels, modelsDir, type PieceReport } from '../src/diffusion/models-folder.js'
+import { checkModels, heldPieces, ModelsFolder, modelsDir, type PieceReport } from '../src/diffusion/models-folder.js'
 import { f32, writeSafetensors } from '../src/diffusion/safetensors.js'
 import { tinyVaeDecoder, writeTinyModels } from '../src/diffusion/tiny/index.js'
 import { GraphBuilder } from '../src/onnx/builder.js'
 import { writeModelWithExternalData } from '../src/onnx/proto.js'
-import { closeSessions } from '../src/onnx/session.js'
+import { closeSessions, openSession } from '../src/onnx/session.js'
 
 /** A UNet from an unknown exporter: int32 timestep of rank 2, no time_ids, 3 latent channels out. */
 function brokenUnet() {
@@ -90,5 +90,42 @@ describe('lookahead models (checking a folder)', () => {
     } finally {
       if (saved !== undefined) process.env.LOOKAHEAD_MODELS = saved
     }
+  })
+
+  it('names a truncated weights file and the size it should have; onnxruntime\'s error on it is one line', async () => {
+    const cut = join(dir, 'cut')
+    await writeTinyModels(cut)
+    const data = join(cut, 'unet', 'model.onnx_data')
+    const size = (await stat(data)).size
+    await truncate(data, size - 100)
+    const report = byPiece(await checkModels(cut))
+    assert.equal(report.unet.status, 'mismatch')
+    assert.ok(report.unet.problems.includes(`external data file ${data} is ${size - 100} bytes; its tensors need ${size} (truncated?)`), report.unet.problems.join('\n'))
+    await assert.rejects(openSession(join(cut, 'unet', 'model.onnx')), (error: Error) => /^onnxruntime cannot load .*\S$/.test(error.message) && !error.message.includes('\n'))
+  })
+
+  it('lists the models a folder holds (models --write-tiny refuses those without --force)', async () => {
+    const held = join(dir, 'held')
+    assert.deepEqual(heldPieces(held), [])
+    await writeTinyModels(held)
+    assert.ok(heldPieces(held).includes(join('unet', 'model.onnx')))
+  })
+
+  it('ModelsFolder: the layout, world.json, decoder defaults, and the LoRA\'d UNet built once, announced', async () => {
+    const tiny = join(dir, 'folder')
+    await writeTinyModels(tiny)
+    await rm(join(tiny, 'lcm_unet'), { recursive: true, force: true })
+    const folder = await ModelsFolder.at(tiny)
+    assert.equal(folder.path('unet'), join(tiny, 'unet', 'model.onnx'))
+    assert.deepEqual([folder.previewDecoder(), folder.finalDecoder(), folder.previewDecoder('vae')], ['taesd', 'vae', 'vae'])
+    assert.deepEqual(folder.world, JSON.parse(await readFile(folder.path('world'), 'utf8')))
+    const lines: string[] = []
+    const built = await folder.lcmUnet(line => lines.push(line))
+    assert.equal(lines.length, 1)
+    assert.match(lines[0], /applying lcm_lora.* to unet/)
+    assert.equal(await folder.lcmUnet(line => lines.push(line)), built)
+    assert.equal(lines.length, 1, 'the second time it comes from the cache')
+    await rm(join(tiny, 'lcm_lora'), { recursive: true })
+    await assert.rejects(folder.lcmUnet(), /has neither lcm_unet.* nor lcm_lora/)
   })
 })

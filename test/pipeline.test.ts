@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { conditioning, encodePrompt, inputTensor, outputTensor, penultimateHiddenState, unetFeeds } from '../src/diffusion/conditioning.js'
 import { decode, openDecoder, VAE_SCALING_FACTOR } from '../src/diffusion/decoders.js'
-import { lcmUnetPath } from '../src/diffusion/models-folder.js'
+import { ModelsFolder } from '../src/diffusion/models-folder.js'
 import { ddimLoop, generate, initialNoise, loadSdxl, unetEpsModel } from '../src/diffusion/pipeline.js'
 import { alphaBar, ddimTimesteps, guide } from '../src/diffusion/schedulers.js'
 import { writeTinyModels } from '../src/diffusion/tiny/index.js'
@@ -122,7 +122,7 @@ describe('SDXL pipeline', () => {
   })
 
   it('runs the LCM-LoRA UNet (branches, lora_scale fed) and worlds without text (zero conditioning)', async () => {
-    const lcm = await openSession(await lcmUnetPath(join(dir, 'tiny')))
+    const lcm = await openSession(await (await ModelsFolder.at(join(dir, 'tiny'))).lcmUnet())
     const models = await loadSdxl(join(dir, 'tiny'))
     const cond = await conditioning({ prompt: 'a cat', cfg: 1, size }, models.unet, models.text)
     const x = initialNoise(5, [1, 4, 8, 8])

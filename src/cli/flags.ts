@@ -3,7 +3,7 @@ import { Args, Flags } from '@oclif/core'
 import type { GuideJob } from '../../guides/jobs.js'
 import { check } from '../errors.js'
 import type { Device } from '../onnx/session.js'
-import { readWorld } from '../diffusion/models-folder.js'
+import { ModelsFolder } from '../diffusion/models-folder.js'
 
 export const promptArg = Args.string({ description: 'the text prompt (a demo world ignores it)', default: 'a portrait photo of a person' })
 
@@ -80,7 +80,7 @@ type GuidanceFlagValues = {
 /** The default step size: 0.05 for SDXL; 0.01 in a demo world (a step normalised over the whole latent is
  * ~√(4096/r) ≈ 19× larger per data dimension there, and larger steps leave the data distribution). */
 async function defaultLr(models: string): Promise<number> {
-  return (await readWorld(models))?.kind === 'demo' ? 0.01 : 0.05
+  return (await ModelsFolder.at(models)).world?.kind === 'demo' ? 0.01 : 0.05
 }
 
 /** A guidance job from the shared flags (preview 'none' until the command sets it). */

@@ -219,8 +219,11 @@ export async function writeLoraUnet(unetPath: string, loraPath: string, out: str
   return report
 }
 
-/** Where the LoRA'd UNet of (unet, lora) is cached: keyed by both files' paths, sizes and modification times. */
-export async function cachedLoraUnet(unetPath: string, loraPath: string, cacheDir = cacheRoot()): Promise<{ path: string; report?: LoraReport }> {
+/**
+ * Where the LoRA'd UNet of (unet, lora) is cached: keyed by both files' paths, sizes and modification times.
+ * `building` is called before it is built (not when it is found in the cache).
+ */
+export async function cachedLoraUnet(unetPath: string, loraPath: string, cacheDir = cacheRoot(), building?: () => void): Promise<{ path: string; report?: LoraReport }> {
   const hash = createHash('sha256')
   for (const file of [unetPath, loraPath]) {
     const info = await stat(file)
@@ -228,5 +231,6 @@ export async function cachedLoraUnet(unetPath: string, loraPath: string, cacheDi
   }
   const path = join(cacheDir, `lora-unet-${hash.digest('hex').slice(0, 16)}`, basename(loraPath).replace(/\.safetensors$/, '') + '.onnx')
   if (await stat(path).then(() => true, () => false)) return { path }
+  building?.()
   return { path, report: await writeLoraUnet(unetPath, loraPath, path) }
 }

@@ -1,15 +1,16 @@
-// The models folder (`--models DIR`, default $LOOKAHEAD_MODELS): where each export lives, world.json, the LCM
-// UNet (a fused export, or LCM-LoRA applied to the base UNet), and `checkModels`, which names every piece that
-// is missing or does not fit (names, dtypes, shapes) and how to produce it.
+// The models folder (`--models DIR`, default $LOOKAHEAD_MODELS): `ModelsFolder` owns its layout (where each export
+// lives, LAYOUT), world.json, the decoder defaults, the LCM UNet (a fused export, or LCM-LoRA applied to the base
+// UNet: an explicit, announced step) and the checks (`check`), which name every piece that is missing or does not
+// fit (names, dtypes, shapes, truncated weights) and how to produce it.
 import { existsSync } from 'node:fs'
 import { readFile } from 'node:fs/promises'
 import { join, resolve } from 'node:path'
 import { UserError } from '../errors.js'
 import { dtypeOf } from '../onnx/builder.js'
-import { graphOf, readModel, toNumber, type LoadedModel } from '../onnx/proto.js'
+import { externalDataProblems, graphOf, readModel, toNumber, type LoadedModel } from '../onnx/proto.js'
 import { cachedLoraUnet, loraKey, loraTargets } from './lora.js'
 import { safetensorsShapes } from './safetensors.js'
-import { taesdOutputRange } from './decoders.js'
+import { DECODER_FOLDERS, taesdOutputRange, type DecoderKind } from './decoders.js'
 import { ClipTokenizer } from './tokenizer.js'
 
 export interface WorldInfo {
@@ -21,6 +22,74 @@ export interface WorldInfo {
   [key: string]: unknown
 }
 
+/** Where each piece lives in a models folder: declared here once, asked for by name (ModelsFolder.path). */
+export const LAYOUT = {
+  unet: join('unet', 'model.onnx'),
+  text_encoder: join('text_encoder', 'model.onnx'),
+  text_encoder_2: join('text_encoder_2', 'model.onnx'),
+  tokenizer: 'tokenizer',
+  tokenizer_2: 'tokenizer_2',
+  vae_decoder: join('vae_decoder', 'model.onnx'),
+  taesdxl_decoder: join('taesdxl_decoder', 'model.onnx'),
+  lcm_unet: join('lcm_unet', 'model.onnx'),
+  lcm_lora: join('lcm_lora', 'pytorch_lora_weights.safetensors'),
+  world: 'world.json',
+} as const
+export type PieceName = keyof typeof LAYOUT
+
+/** A models folder, opened once: its layout, world.json, decoder defaults, the LCM UNet, and the checks. */
+export class ModelsFolder {
+  private constructor(readonly dir: string, readonly world: WorldInfo | null) {}
+
+  /** The folder from --models, else $LOOKAHEAD_MODELS. */
+  static open(flag?: string): Promise<ModelsFolder> {
+    return ModelsFolder.at(modelsDir(flag))
+  }
+
+  /** The folder at `dir`, with its world.json read. */
+  static async at(dir: string): Promise<ModelsFolder> {
+    return new ModelsFolder(resolve(dir), await readWorld(dir))
+  }
+
+  path(piece: PieceName): string {
+    return join(this.dir, LAYOUT[piece])
+  }
+
+  has(piece: PieceName): boolean {
+    return existsSync(this.path(piece))
+  }
+
+  /** The decoder inside previews: the one asked for, else TAESDXL where the folder has it, else the VAE. */
+  previewDecoder(asked?: DecoderKind): DecoderKind {
+    return asked ?? (this.has('taesdxl_decoder') ? 'taesd' : 'vae')
+  }
+
+  /** The decoder for final images: the one asked for, else the VAE where the folder has it, else TAESDXL. */
+  finalDecoder(asked?: DecoderKind): DecoderKind {
+    return asked ?? (this.has('vae_decoder') ? 'vae' : 'taesd')
+  }
+
+  decoderPath(kind: DecoderKind): string {
+    return this.path(DECODER_FOLDERS[kind] as PieceName)
+  }
+
+  /**
+   * The LCM UNet's path: lcm_unet/, else the UNet with lcm_lora/ applied — built once into the cache (say so with
+   * `progress`: it reads the UNet's whole graph) and reused while neither file changes.
+   */
+  async lcmUnet(progress?: (line: string) => void): Promise<string> {
+    if (this.has('lcm_unet')) return this.path('lcm_unet')
+    if (!this.has('lcm_lora')) throw new UserError(`${this.dir} has neither ${LAYOUT.lcm_unet} nor ${LAYOUT.lcm_lora}: see \`lookahead models\` for how to make one`)
+    const built = await cachedLoraUnet(this.path('unet'), this.path('lcm_lora'), undefined, () => progress?.(`applying ${LAYOUT.lcm_lora} to ${LAYOUT.unet} (once: the LoRA'd UNet is cached)`))
+    return built.path
+  }
+
+  /** Every piece checked (see checkModels). */
+  check(): Promise<PieceReport[]> {
+    return checkModels(this.dir)
+  }
+}
+
 /** The folder from --models, else $LOOKAHEAD_MODELS. */
 export function modelsDir(flag?: string): string {
   const dir = flag ?? process.env.LOOKAHEAD_MODELS
@@ -30,23 +99,13 @@ export function modelsDir(flag?: string): string {
 }
 
 export async function readWorld(dir: string): Promise<WorldInfo | null> {
-  const path = join(dir, 'world.json')
+  const path = join(dir, LAYOUT.world)
   if (!existsSync(path)) return null
   try {
     return JSON.parse(await readFile(path, 'utf8')) as WorldInfo
   } catch {
     throw new UserError(`${path} is not valid JSON`)
   }
-}
-
-export const LCM_UNET = join('lcm_unet', 'model.onnx')
-export const LCM_LORA = join('lcm_lora', 'pytorch_lora_weights.safetensors')
-
-/** The LCM UNet: DIR/lcm_unet/model.onnx, else DIR/unet with DIR/lcm_lora applied (cached; see lora.ts). */
-export async function lcmUnetPath(dir: string): Promise<string> {
-  if (existsSync(join(dir, LCM_UNET))) return join(dir, LCM_UNET)
-  if (existsSync(join(dir, LCM_LORA))) return (await cachedLoraUnet(join(dir, 'unet', 'model.onnx'), join(dir, LCM_LORA))).path
-  throw new UserError(`${dir} has neither ${LCM_UNET} nor ${LCM_LORA}: see \`lookahead models\` for how to make one`)
 }
 
 // --- checking a folder ---
@@ -117,7 +176,7 @@ function checkIo(model: LoadedModel, expected: { inputs: IoSpec[]; outputs: IoSp
 const onnxCheck = (expected: { inputs: IoSpec[]; outputs: IoSpec[] }, extra?: (model: LoadedModel) => string[]) =>
   async (_dir: string, path: string) => {
     const model = await readModel(path)
-    return [...checkIo(model, expected), ...(extra?.(model) ?? [])]
+    return [...(await externalDataProblems(model)), ...checkIo(model, expected), ...(extra?.(model) ?? [])]
   }
 
 function timestepProblems(model: LoadedModel): string[] {
@@ -143,8 +202,8 @@ async function tokenizerCheck(_dir: string, path: string): Promise<string[]> {
 
 /** Reads only the file's header: the check never loads the LoRA's weights. */
 async function loraCheck(dir: string, path: string): Promise<string[]> {
-  const unetPath = join(dir, 'unet', 'model.onnx')
-  if (!existsSync(unetPath)) return ['needs unet/model.onnx to be applied to']
+  const unetPath = join(dir, LAYOUT.unet)
+  if (!existsSync(unetPath)) return [`needs ${LAYOUT.unet} to be applied to`]
   const keys = [...(await safetensorsShapes(path)).keys()]
   const modules = new Set(keys.map(loraKey).filter(k => k !== null).map(k => k!.module))
   const targets = loraTargets((await readModel(unetPath)).model)
@@ -156,30 +215,30 @@ async function loraCheck(dir: string, path: string): Promise<string[]> {
 }
 
 const PIECES: Piece[] = [
-  { name: 'unet', path: join('unet', 'model.onnx'), required: true, howTo: EXPORT_SDXL, check: onnxCheck(UNET_IO, timestepProblems) },
-  { name: 'text_encoder', path: join('text_encoder', 'model.onnx'), required: true, howTo: EXPORT_SDXL, check: textEncoderCheck(false) },
-  { name: 'text_encoder_2', path: join('text_encoder_2', 'model.onnx'), required: true, howTo: EXPORT_SDXL, check: textEncoderCheck(true) },
-  { name: 'tokenizer', path: 'tokenizer', required: true, howTo: `${EXPORT_SDXL} (writes tokenizer/vocab.json and merges.txt)`, check: tokenizerCheck },
-  { name: 'tokenizer_2', path: 'tokenizer_2', required: true, howTo: `${EXPORT_SDXL} (writes tokenizer_2/)`, check: tokenizerCheck },
+  { name: 'unet', path: LAYOUT.unet, required: true, howTo: EXPORT_SDXL, check: onnxCheck(UNET_IO, timestepProblems) },
+  { name: 'text_encoder', path: LAYOUT.text_encoder, required: true, howTo: EXPORT_SDXL, check: textEncoderCheck(false) },
+  { name: 'text_encoder_2', path: LAYOUT.text_encoder_2, required: true, howTo: EXPORT_SDXL, check: textEncoderCheck(true) },
+  { name: 'tokenizer', path: LAYOUT.tokenizer, required: true, howTo: `${EXPORT_SDXL} (writes tokenizer/vocab.json and merges.txt)`, check: tokenizerCheck },
+  { name: 'tokenizer_2', path: LAYOUT.tokenizer_2, required: true, howTo: `${EXPORT_SDXL} (writes tokenizer_2/)`, check: tokenizerCheck },
   {
-    name: 'vae_decoder', path: join('vae_decoder', 'model.onnx'), required: false, howTo: EXPORT_SDXL,
+    name: 'vae_decoder', path: LAYOUT.vae_decoder, required: false, howTo: EXPORT_SDXL,
     check: onnxCheck(DECODER_IO, model => {
       const input = graphOf(model.model).input.find(i => i.name === 'latent_sample')
       return dtypeOf[input?.type?.tensorType?.elemType ?? 1] === 'float16' ? ["it is fp16: SDXL's VAE overflows in fp16; export it in fp32 (or madebyollin/sdxl-vae-fp16-fix)"] : []
     }),
   },
   {
-    name: 'taesdxl_decoder', path: join('taesdxl_decoder', 'model.onnx'), required: false,
+    name: 'taesdxl_decoder', path: LAYOUT.taesdxl_decoder, required: false,
     howTo: 'python samples/export/taesdxl_decoder.py OUT/taesdxl_decoder/model.onnx  (diffusers AutoencoderTiny "madebyollin/taesdxl")',
     check: onnxCheck(DECODER_IO),
   },
   {
-    name: 'lcm_unet', path: LCM_UNET, required: false,
+    name: 'lcm_unet', path: LAYOUT.lcm_unet, required: false,
     howTo: 'python samples/export/lcm_unet.py OUT/lcm_unet  (SDXL UNet with latent-consistency/lcm-lora-sdxl fused), or put the LoRA in lcm_lora/',
     check: onnxCheck(UNET_IO, timestepProblems),
   },
   {
-    name: 'lcm_lora', path: LCM_LORA, required: false,
+    name: 'lcm_lora', path: LAYOUT.lcm_lora, required: false,
     howTo: 'download pytorch_lora_weights.safetensors of latent-consistency/lcm-lora-sdxl into lcm_lora/ (applied to unet at load time)',
     check: loraCheck,
   },
@@ -187,6 +246,11 @@ const PIECES: Piece[] = [
   { name: 'guides/lpips', path: join('guides', 'lpips_alex', 'model.onnx'), required: false, howTo: 'see README, "Guide networks" (LPIPS alex or vgg as guides/lpips_alex|lpips_vgg/model.onnx)' },
   { name: 'guides/clip', path: join('guides', 'clip', 'onnx', 'vision_model.onnx'), required: false, howTo: 'see README, "Guide networks" (a transformers.js CLIP export: guides/clip/onnx/vision_model.onnx, text_model.onnx)' },
 ]
+
+/** The pieces (and world.json) a folder already holds: `models --write-tiny` refuses to overwrite them without --force. */
+export function heldPieces(dir: string): string[] {
+  return [...PIECES.map(p => p.path), LAYOUT.world].filter(path => existsSync(join(dir, path)))
+}
 
 /** Checks every piece of a models folder; text pieces are skipped where world.json says "text": false. */
 export async function checkModels(dir: string): Promise<PieceReport[]> {
@@ -202,7 +266,7 @@ export async function checkModels(dir: string): Promise<PieceReport[]> {
     if (!present) {
       const status = required ? 'missing' : 'optional'
       const notes = textPiece && world?.text === false ? ['not needed: world.json says "text": false'] : []
-      const otherLcm = { lcm_unet: LCM_LORA, lcm_lora: LCM_UNET }[piece.name]
+      const otherLcm = { lcm_unet: LAYOUT.lcm_lora, lcm_lora: LAYOUT.lcm_unet }[piece.name]
       if (otherLcm && existsSync(join(dir, otherLcm))) notes.push(`not needed: ${otherLcm} gives the LCM UNet`)
       reports.push({ piece: piece.name, path, status, problems: [], notes, howTo: notes.length ? undefined : piece.howTo })
       continue
@@ -232,11 +296,10 @@ async function crossChecks(dir: string, reports: PieceReport[]): Promise<PieceRe
     const last = dims[dims.length - 1]
     return last?.dimValue !== undefined && last?.dimValue !== null ? toNumber(last.dimValue) : undefined
   }
-  const unetPath = join('unet', 'model.onnx')
-  const [context, pooled] = [await lastDim(unetPath, 'encoder_hidden_states', false), await lastDim(unetPath, 'text_embeds', false)]
-  const hidden1 = await lastDim(join('text_encoder', 'model.onnx'), 'last_hidden_state', true)
-  const hidden2 = await lastDim(join('text_encoder_2', 'model.onnx'), 'last_hidden_state', true)
-  const projection = await lastDim(join('text_encoder_2', 'model.onnx'), 'text_embeds', true)
+  const [context, pooled] = [await lastDim(LAYOUT.unet, 'encoder_hidden_states', false), await lastDim(LAYOUT.unet, 'text_embeds', false)]
+  const hidden1 = await lastDim(LAYOUT.text_encoder, 'last_hidden_state', true)
+  const hidden2 = await lastDim(LAYOUT.text_encoder_2, 'last_hidden_state', true)
+  const projection = await lastDim(LAYOUT.text_encoder_2, 'text_embeds', true)
   const problems: string[] = []
   if (context !== undefined && hidden1 !== undefined && hidden2 !== undefined && context !== hidden1 + hidden2) {
     problems.push(`unet encoder_hidden_states has ${context} channels but the text encoders give ${hidden1} + ${hidden2}`)

@@ -1,13 +1,12 @@
 // SDXL sampling on an optimum export, as diffusers' StableDiffusionXLPipeline with DDIMScheduler does it, in
 // parts the guidance engine reuses: an ε-model callback over the UNet (with CFG), a DDIM loop with per-step
 // hooks, the conditioning (conditioning.ts), the schedulers (schedulers.ts) and the decoders (decoders.ts).
-import { join } from 'node:path'
 import { check } from '../errors.js'
 import { seededNormal } from '../onnx/layers.js'
 import { openSession, type Session, type SessionSettings } from '../onnx/session.js'
 import { conditioning, loadTextEncoders, outputTensor, unetFeeds, type Conditioning, type PromptSettings, type TextEncoders, type Tensor } from './conditioning.js'
 import { decodeFinal, type DecoderKind } from './decoders.js'
-import { readWorld, type WorldInfo } from './models-folder.js'
+import { ModelsFolder, type WorldInfo } from './models-folder.js'
 import { ddimStep, ddimTimesteps, guide, previousTimestep } from './schedulers.js'
 
 export interface SdxlModels {
@@ -19,8 +18,9 @@ export interface SdxlModels {
 }
 
 export async function loadSdxl(dir: string, settings: SessionSettings = {}): Promise<SdxlModels> {
-  const world = await readWorld(dir)
-  const unet = await openSession(join(dir, 'unet', 'model.onnx'), settings)
+  const folder = await ModelsFolder.at(dir)
+  const world = folder.world
+  const unet = await openSession(folder.path('unet'), settings)
   const text = world?.text === false ? null : await loadTextEncoders(dir, settings)
   return { dir, world, unet, text }
 }

@@ -9,11 +9,12 @@ import { check } from '../errors.js'
 import { cacheRoot } from '../fsutil.js'
 import { differentiate } from '../onnx/autodiff.js'
 import { encodeModel, externalDataFiles, graphOf, readModel, toNumber, writeModel, type GraphProto, type LoadedModel } from '../onnx/proto.js'
+import { foldGraph } from '../onnx/fold.js'
 import { inferShapes } from '../onnx/shapes.js'
 import { openSession, ort, type Session, type SessionSettings } from '../onnx/session.js'
 import { conditioning, conditioningFeeds, inputTensor, TEXT_ENCODERS, type Conditioning, type Tensor } from '../diffusion/conditioning.js'
 import { decodeFinal, decoderScales, DECODER_FOLDERS, finalDecoder, type Decoder, type DecoderKind } from '../diffusion/decoders.js'
-import { lcmUnetPath } from '../diffusion/models-folder.js'
+import { ModelsFolder } from '../diffusion/models-folder.js'
 import { ddimLoop, initialNoise, latentDims, loadSdxl, unetEpsModel, type GenerateSettings, type LoopHooks, type StepState } from '../diffusion/pipeline.js'
 import { ddimStep, lcmPreviewCoefficients, naiveX0Coefficients, renoise, type Linear } from '../diffusion/schedulers.js'
 import { imageFromTensor } from '../image/image.js'
@@ -48,6 +49,8 @@ export interface LookaheadSettings extends GenerateSettings {
   cacheDir?: string
   onIteration?: (iteration: Iteration) => void
   warn?: (message: string) => void
+  /** a line for a long step the run takes once (building the LoRA'd UNet) */
+  progress?: (line: string) => void
 }
 
 export interface Iteration {
@@ -88,11 +91,12 @@ export interface PreviewModels {
   scales: Pick<Decoder, 'inputScale' | 'outputScale' | 'outputShift'>
 }
 
-/** The ε model and decoder a preview runs through. */
-export async function previewModels(models: string, kind: PreviewKind, decoder?: DecoderKind): Promise<PreviewModels> {
-  const unetPath = kind === 'lcm' ? await lcmUnetPath(models) : join(models, 'unet', 'model.onnx')
-  const decoderKind = decoder ?? (existsSync(join(models, DECODER_FOLDERS.taesd, 'model.onnx')) ? 'taesd' : 'vae')
-  const decoderModel = await readModel(join(models, DECODER_FOLDERS[decoderKind], 'model.onnx'))
+/** The ε model and decoder a preview runs through; `progress` hears of the LoRA'd UNet being built. */
+export async function previewModels(models: string, kind: PreviewKind, decoder?: DecoderKind, progress?: (line: string) => void): Promise<PreviewModels> {
+  const folder = await ModelsFolder.at(models)
+  const unetPath = kind === 'lcm' ? await folder.lcmUnet(progress) : folder.path('unet')
+  const decoderKind = folder.previewDecoder(decoder)
+  const decoderModel = await readModel(folder.decoderPath(decoderKind))
   return { unet: await readModel(unetPath), decoder: decoderModel, scales: decoderScales(decoderKind, decoderModel.model) }
 }
 
@@ -108,10 +112,13 @@ interface CacheSettings {
   session?: SessionSettings
 }
 
-/** The preview's forward graph: with a guide it outputs `loss` (and `image`), without one only `image`. */
+/**
+ * The preview's forward graph: with a guide it outputs `loss` (and `image`), without one only `image`. It is
+ * specialised to the pipeline's dims and folded (onnx/fold.ts), so its gradient has static shapes.
+ */
 export function previewForward(parts: PreviewModels, shape: PreviewShape, guide?: Guide): LoadedModel {
   const g = buildPreviewGraph({ unet: parts.unet, decoder: parts.decoder, decoderScales: parts.scales, ...shape, guide })
-  return { model: g.build(), dir: parts.unet.dir }
+  return foldGraph({ model: g.build(), dir: parts.unet.dir }, pipelineDims(shape.cfg))
 }
 
 /** The preview's CFG, the sampled latent's shape, and the preview's image size (smaller: --guide-size). */
@@ -139,7 +146,7 @@ export const previewImageSession = (parts: PreviewModels, shape: PreviewShape, s
  * recomputation's segments.
  */
 export const gradientSession = (parts: PreviewModels, guide: Guide, shape: PreviewShape, settings: CacheSettings, segments = 1) =>
-  cachedSession(previewForward(parts, shape, guide), m => differentiate(m, { wrt: [LATENT], of: LOSS, keep: [IMAGE], segments }), segments > 1 ? `grad-image-recompute${segments}` : 'grad-image', settings)
+  cachedSession(previewForward(parts, shape, guide), m => foldGraph(differentiate(m, { wrt: [LATENT], of: LOSS, keep: [IMAGE], segments })), segments > 1 ? `grad-image-recompute${segments}` : 'grad-image', settings)
 
 /** Feeds for a preview or gradient session at latent x, timestep t. */
 export function previewFeeds(session: Session, kind: PreviewKind, x: Tensor, t: number, cond: Conditioning): Record<string, ort.Tensor> {
@@ -178,7 +185,7 @@ export async function lookahead(settings: LookaheadSettings): Promise<LookaheadR
     const kind = settings.preview
     const guide = settings.guide!
     const previewCfg = settings.previewCfg ?? (kind === 'x0' ? settings.cfg : 1)
-    const parts = await previewModels(settings.models, kind, settings.previewDecoder)
+    const parts = await previewModels(settings.models, kind, settings.previewDecoder, settings.progress)
     const built = performance.now()
     const shape = previewShape(previewCfg, dims, settings.guideSize)
     const gradient = await gradientSession(parts, guide, shape, settings, segments)
@@ -278,7 +285,7 @@ export const pipelineDims = (cfg: number) => ({ batch_size: cfg > 1 ? 2 : 1, seq
 
 /** The base UNet (its graph; no weights are read) and the latent shape it samples at these settings. */
 async function samplingUnet(settings: LookaheadSettings): Promise<{ base: LoadedModel; latentShape: number[] }> {
-  const base = await readModel(join(settings.models, 'unet', 'model.onnx'))
+  const base = await readModel((await ModelsFolder.at(settings.models)).path('unet'))
   const channels = graphOf(base.model).input.find(i => i.name === 'sample')?.type?.tensorType?.shape?.dim?.[1]?.dimValue
   return { base, latentShape: [1, channels ? toNumber(channels) : 4, settings.size.height / 8, settings.size.width / 8] }
 }

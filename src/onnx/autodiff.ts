@@ -8,6 +8,7 @@ import { Emitter, type GradContext } from './grad-context.js'
 import { rewriteForGradients, FUSED_DOMAIN } from './grad-rewrites.js'
 import { gradients, opsetNeeded } from './gradients.js'
 import { graphOf, isExternal, onnx, readModel, writeModel, type GraphProto, type LoadedModel, type ModelProto, type NodeProto, type TensorProto, type ValueInfoProto } from './proto.js'
+import { foldGraph } from './fold.js'
 import { recomputeSegments, type Reached } from './recompute.js'
 import { dtypeName, floatTypes, inferShapes, type Info } from './shapes.js'
 
@@ -265,7 +266,7 @@ export interface GradientFileSummary {
 export async function writeGradientModel(modelPath: string, outputPath: string, options: DifferentiateOptions): Promise<GradientFileSummary> {
   const loaded = await readModel(modelPath)
   const forwardNodes = graphOf(loaded.model).node.length
-  const gradient = differentiate(loaded, options)
+  const gradient = foldGraph(differentiate(foldGraph(loaded, options.dims), options))
   await writeModel(gradient, outputPath)
   const graph = graphOf(gradient.model)
   const of = graph.output[0].name!

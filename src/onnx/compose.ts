@@ -52,18 +52,22 @@ export function embedModel(
       name: `${prefix}${node.name}`,
       input: node.input.map(rename),
       output: node.output.map(rename),
+      // a Constant's value may live in external data too
+      attribute: node.attribute.map(a => (a.t ? new onnx.AttributeProto({ ...a, t: absoluteExternal(a.t as TensorProto, model.dir) }) : a)),
     })
     g.nodes.push(copy)
   }
   return Object.fromEntries(graph.output.map(o => [o.name ?? '', rename(o.name ?? '')]))
 }
 
+/** A copy of `tensor` whose external-data location is absolute (the source model's tensors are left alone). */
 function absoluteExternal(tensor: TensorProto, dir: string): TensorProto {
-  if (!isExternal(tensor)) return tensor
-  tensor.externalData = tensor.externalData.map(entry =>
+  const copy = new onnx.TensorProto(tensor)
+  if (!isExternal(copy)) return copy
+  copy.externalData = copy.externalData.map(entry =>
     entry.key === 'location' ? new onnx.StringStringEntryProto({ key: 'location', value: resolve(dir, entry.value ?? '') }) : entry,
   )
-  return tensor
+  return copy
 }
 
 /** Ops whose meaning changed at opset 13 (they flattened to 2-D before), except along the last axis. */

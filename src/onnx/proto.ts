@@ -1,7 +1,7 @@
 // ONNX ModelProto I/O through the `onnx-proto` package (protobufjs, generated from onnx.proto).
 // External-data tensors stay where they are: we read and rewrite only the graph, never the weights.
-import { link, mkdir, readFile, stat, symlink } from 'node:fs/promises'
-import { basename, dirname, isAbsolute, join, parse, relative, resolve } from 'node:path'
+import { link, mkdir, readFile, realpath, stat, symlink } from 'node:fs/promises'
+import { basename, dirname, isAbsolute, join, parse, relative, resolve, sep } from 'node:path'
 import onnxProto from 'onnx-proto'
 import { UserError } from '../errors.js'
 import { writeFileAtomic } from '../fsutil.js'
@@ -58,26 +58,36 @@ function externalField(tensor: TensorProto, key: string): string | undefined {
   return tensor.externalData.find(entry => entry.key === key)?.value ?? undefined
 }
 
-/** Every initializer in the model, including those of subgraphs (If/Loop bodies). */
-function* allInitializers(graph: GraphProto): Generator<TensorProto> {
+/**
+ * Every tensor stored in the model: initializers and the values of Constant nodes (exporters put weights in
+ * either, and both may live in external data), including those of subgraphs (If/Loop bodies).
+ */
+export function* allTensors(graph: GraphProto): Generator<TensorProto> {
   yield* graph.initializer as TensorProto[]
   for (const node of graph.node) {
     for (const attribute of node.attribute ?? []) {
-      if (attribute.g) yield* allInitializers(attribute.g as GraphProto)
-      for (const g of attribute.graphs ?? []) yield* allInitializers(g as GraphProto)
+      if (attribute.t) yield attribute.t as TensorProto
+      yield* (attribute.tensors ?? []) as TensorProto[]
+      if (attribute.g) yield* allTensors(attribute.g as GraphProto)
+      for (const g of attribute.graphs ?? []) yield* allTensors(g as GraphProto)
     }
   }
+}
+
+/** Where an external tensor's bytes are: its file (absolute), offset and length (undefined: to the end of the file). */
+export interface ExternalSpan { file: string; offset: number; length?: number }
+
+export function externalSpan(tensor: TensorProto, dir: string): ExternalSpan {
+  const location = externalField(tensor, 'location')
+  if (!location) throw new UserError(`tensor ${tensor.name} has external data without a location`)
+  const length = externalField(tensor, 'length')
+  return { file: resolve(dir, location), offset: Number(externalField(tensor, 'offset') ?? 0), length: length === undefined ? undefined : Number(length) }
 }
 
 /** The external data files a model refers to, as absolute paths. */
 export function externalDataFiles({ model, dir }: LoadedModel): string[] {
   const files = new Set<string>()
-  for (const tensor of allInitializers(model.graph as GraphProto)) {
-    if (!isExternal(tensor)) continue
-    const location = externalField(tensor, 'location')
-    if (!location) throw new UserError(`tensor ${tensor.name} has external data without a location`)
-    files.add(resolve(dir, location))
-  }
+  for (const tensor of allTensors(graphOf(model))) if (isExternal(tensor)) files.add(externalSpan(tensor, dir).file)
   return [...files]
 }
 
@@ -90,9 +100,9 @@ export function externalDataFiles({ model, dir }: LoadedModel): string[] {
 export async function writeModel({ model, dir }: LoadedModel, path: string): Promise<LoadedModel> {
   const outDir = dirname(resolve(path))
   const placed = new Map<string, string>()
-  for (const tensor of allInitializers(model.graph as GraphProto)) {
+  for (const tensor of allTensors(graphOf(model))) {
     if (!isExternal(tensor)) continue
-    const source = resolve(dir, externalField(tensor, 'location') ?? '')
+    const source = externalSpan(tensor, dir).file
     let location = placed.get(source)
     if (location === undefined) {
       location = await placeBeside(source, outDir)
@@ -104,11 +114,16 @@ export async function writeModel({ model, dir }: LoadedModel, path: string): Pro
   return { model, dir: outDir }
 }
 
+/** How a data file is placed beside a derived model: a hard link, else (across file systems) a symlink. Tests replace it. */
+export const fileLinks = { link, symlink }
+
 async function placeBeside(source: string, outDir: string): Promise<string> {
   const rel = relative(outDir, source)
   if (!rel.startsWith('..') && !isAbsolute(rel)) return rel
   const original = await stat(source).catch(() => undefined)
   if (!original) throw new UserError(`external data file ${source} is missing`)
+  // a symlinked data file (a Hugging Face cache) is linked at its real path: a link to the symlink would be one too
+  const real = await realpath(source)
   await mkdir(outDir, { recursive: true })
   // composed models hold several files of one name (unet/model.onnx_data, decoder/model.onnx_data): number them
   const { name, ext } = parse(source)
@@ -121,12 +136,65 @@ async function placeBeside(source: string, outDir: string): Promise<string> {
       continue
     }
     try {
-      await link(source, target)
+      await fileLinks.link(real, target)
     } catch {
-      await symlink(source, target)
+      await fileLinks.symlink(real, target)
     }
     return placed
   }
+}
+
+/**
+ * The model with every external location made relative to one folder that holds all its data files once symlinks
+ * are resolved (their deepest common folder), for onnxruntime 1.30, which refuses data whose real path leaves the
+ * model's folder: weights symlinked from a Hugging Face cache's blobs, or linked into a cache on another file
+ * system. onnxruntime opens it from its bytes with that folder (see session.ts). Mutates `model`.
+ */
+export async function relocateExternalData({ model, dir }: LoadedModel): Promise<{ model: ModelProto; folder: string }> {
+  const real = new Map<string, string>()
+  for (const file of externalDataFiles({ model, dir })) {
+    real.set(file, await realpath(file).catch(() => { throw new UserError(`external data file ${file} is missing`) }))
+  }
+  let common: string[] | undefined
+  for (const file of real.values()) {
+    const parts = dirname(file).split(sep)
+    let same = 0
+    while (common && same < common.length && common[same] === parts[same]) same++
+    common = common ? common.slice(0, same) : parts
+  }
+  const folder = common ? common.join(sep) || sep : dir
+  for (const tensor of allTensors(graphOf(model))) {
+    if (!isExternal(tensor)) continue
+    const location = relative(folder, real.get(externalSpan(tensor, dir).file)!)
+    for (const entry of tensor.externalData) if (entry.key === 'location') entry.value = location
+  }
+  return { model, folder }
+}
+
+const BYTES_PER_ELEMENT: Partial<Record<number, number>> = {
+  [DataType.FLOAT]: 4, [DataType.DOUBLE]: 8, [DataType.FLOAT16]: 2, [DataType.BFLOAT16]: 2, [DataType.INT64]: 8, [DataType.INT32]: 4,
+  [DataType.INT16]: 2, [DataType.UINT16]: 2, [DataType.INT8]: 1, [DataType.UINT8]: 1, [DataType.BOOL]: 1,
+}
+
+/**
+ * What is wrong with a model's external data, one line per file: missing, or shorter than its tensors'
+ * offset + length (a truncated download) — with the size it should have.
+ */
+export async function externalDataProblems({ model, dir }: LoadedModel): Promise<string[]> {
+  const needed = new Map<string, number>()
+  for (const tensor of allTensors(graphOf(model))) {
+    if (!isExternal(tensor)) continue
+    const { file, offset, length } = externalSpan(tensor, dir)
+    const bytes = length ?? tensor.dims.map(toNumber).reduce((a, b) => a * b, 1) * (BYTES_PER_ELEMENT[tensor.dataType] ?? 0)
+    needed.set(file, Math.max(needed.get(file) ?? 0, offset + bytes))
+  }
+  const problems: string[] = []
+  for (const [file, bytes] of needed) {
+    const size = (await stat(file).catch(() => undefined))?.size
+    if (size === undefined) problems.push(`external data file ${file} is missing`)
+    else if (size < bytes) problems.push(`external data file ${file} is ${size} bytes; its tensors need ${bytes} (truncated?)`)
+  }
+  return problems
 }
 
 const typedArrayOf: Partial<Record<number, (buffer: ArrayBuffer) => ArrayLike<number | bigint>>> = {
@@ -167,14 +235,15 @@ export function dims(tensor: TensorProto): number[] {
 }
 
 /**
- * Writes `model` as optimum does for large models: every initializer of at least `threshold` bytes goes
- * into one `<name>.onnx_data` file beside it (`model.onnx` + `model.onnx_data`). Mutates `model`.
+ * Writes `model` as optimum does for large models: every tensor (initializer or Constant value, as onnx.save's
+ * convert_attribute) of at least `threshold` bytes goes into one `<name>.onnx_data` file beside it
+ * (`model.onnx` + `model.onnx_data`). Mutates `model`.
  */
 export async function writeModelWithExternalData(model: ModelProto, path: string, threshold = 100): Promise<void> {
   const dataName = `${basename(path)}_data`
   const chunks: Uint8Array[] = []
   let offset = 0
-  for (const tensor of allInitializers(model.graph as GraphProto)) {
+  for (const tensor of allTensors(graphOf(model))) {
     if (isExternal(tensor) || !tensor.rawData || tensor.rawData.length < threshold) continue
     chunks.push(tensor.rawData)
     tensor.externalData = [

@@ -4,6 +4,7 @@ import { existsSync } from 'node:fs'
 import { createRequire } from 'node:module'
 import { dirname, join, resolve } from 'node:path'
 import { UserError } from '../errors.js'
+import { encodeModel, readModel, relocateExternalData } from './proto.js'
 
 export type Device = 'cpu' | 'cuda'
 export const devices: Device[] = ['cpu', 'cuda']
@@ -91,6 +92,8 @@ export function sessionOptions(device: Device, threads: number): ort.InferenceSe
     // memory patterns pre-plan one block for all intermediates: for gradient graphs that nearly doubled the
     // peak RSS (npm run bench), at no measurable speed gain
     enableMemPattern: false,
+    // onnxruntime's own log of a failed load is many raw lines; its error reaches the user as one (loadError)
+    logSeverityLevel: 4,
   }
 }
 
@@ -98,13 +101,26 @@ async function createSession(path: string, device: Device, threads: number): Pro
   if (!existsSync(path)) throw new UserError(`model file ${path} does not exist`)
   if (device === 'cuda' && !cudaInstalled()) throw new UserError(CUDA_HELP)
   try {
-    const session = await ort.InferenceSession.create(path, sessionOptions(device, threads))
-    return new Session(path, device, session)
+    return new Session(path, device, await ort.InferenceSession.create(path, sessionOptions(device, threads)))
   } catch (error) {
-    const message = (error as Error).message
-    if (device === 'cuda' && /cuda/i.test(message)) throw new UserError(`${CUDA_HELP} (${message.split('\n')[0]})`)
-    throw new UserError(`onnxruntime cannot load ${path}: ${message.split('\n')[0]}`)
+    if (!/External data path/.test((error as Error).message)) throw loadError(path, device, error as Error)
   }
+  // the weights are symlinks (a Hugging Face cache; links into a cache on another file system): from the bytes,
+  // with the data's real folder, onnxruntime reads them where they are
+  const { model, folder } = await relocateExternalData(await readModel(path))
+  const options = { ...sessionOptions(device, threads), extra: { session: { model_external_initializers_file_folder_path: folder } } }
+  try {
+    return new Session(path, device, await ort.InferenceSession.create(encodeModel(model), options))
+  } catch (error) {
+    throw loadError(path, device, error as Error)
+  }
+}
+
+/** onnxruntime's error, which may span many lines of its log, as one line. */
+function loadError(path: string, device: Device, error: Error): UserError {
+  const line = error.message.split('\n').map(l => l.trim()).find(Boolean) ?? 'unknown error'
+  if (device === 'cuda' && /cuda/i.test(error.message)) return new UserError(`${CUDA_HELP} (${line})`)
+  return new UserError(`onnxruntime cannot load ${path}: ${line}`)
 }
 
 /** Whether onnxruntime-node's CUDA provider library was installed beside the binding. */

@@ -1,0 +1,387 @@
+// Specialise and fold: with the symbolic input dims given, every value that does not depend on the float inputs'
+// values (torch's shape arithmetic: Shape → Gather → Unsqueeze → Concat → Reshape, `timesteps.expand(batch)` as
+// Expand(t, Where(Equal(s, -1), ConstantOfShape(..), s)), Constant nodes) becomes an initializer; dead terms
+// (baddbmm's `Mul(ConstantOfShape(..), 0)` added to the scores) and no-op Casts and Identities disappear. The result
+// has static shapes, so the autodiff emits no dynamic un-broadcasts and onnxruntime plans it quickly.
+import { DataType, dims as tensorDims, graphOf, inlineTensorValues, isExternal, onnx, toNumber, type GraphProto, type LoadedModel, type NodeProto, type TensorProto, type ValueInfoProto } from './proto.js'
+import { attrOf, broadcastShapes, inferShapes, intAttr, intsAttr, type Info } from './shapes.js'
+
+/** A value known while folding: its elements (small tensors), or one element repeated (`fill`, any size). */
+interface Known {
+  dtype: number
+  shape: number[]
+  values?: number[]
+  fill?: number
+}
+
+/** Elements computed and stored at most: shape arithmetic and small tables; larger values stay nodes (or fills). */
+const MAX_ELEMENTS = 4096
+const MAX_PASSES = 8
+
+const count = (shape: number[]) => shape.reduce((a, b) => a * b, 1)
+const isFloat = (dtype: number) => dtype === DataType.FLOAT || dtype === DataType.DOUBLE
+const isInteger = (dtype: number) => dtype === DataType.INT64 || dtype === DataType.INT32 || dtype === DataType.INT8 || dtype === DataType.UINT8 || dtype === DataType.BOOL
+const foldable = (dtype: number) => isFloat(dtype) || isInteger(dtype)
+/** Rounds to the dtype as onnxruntime would store the result. */
+const round = (dtype: number, v: number) => (dtype === DataType.FLOAT ? Math.fround(v) : dtype === DataType.BOOL ? Number(v !== 0) : isInteger(dtype) ? Math.trunc(v) : v)
+
+function known(dtype: number, shape: number[], element: (i: number) => number): Known {
+  const n = count(shape)
+  return { dtype, shape, values: Array.from({ length: n }, (_, i) => round(dtype, element(i))) }
+}
+const elementOf = (k: Known) => (k.values ? (i: number) => k.values![i] : () => k.fill!)
+/** The one element a value repeats, where it does (a fill, or a single element). */
+const uniform = (k: Known) => k.fill ?? (k.values?.length === 1 ? k.values[0] : undefined)
+const isZero = (k?: Known) => k !== undefined && (k.fill === 0 || (k.values !== undefined && k.values.every(v => v === 0)))
+const isOne = (k?: Known) => k !== undefined && (k.fill === 1 || (k.values !== undefined && k.values.every(v => v === 1)))
+
+function fromTensor(t: TensorProto): Known | undefined {
+  const shape = tensorDims(t)
+  if (isExternal(t) || !foldable(t.dataType) || count(shape) > MAX_ELEMENTS) return undefined
+  return { dtype: t.dataType, shape, values: Array.from(inlineTensorValues(t), Number) }
+}
+
+/** The flat index into `shape` (broadcast from the right) of output element `i` of `out`. */
+function broadcastIndex(i: number, out: number[], shape: number[]): number {
+  let index = 0, stride = 1, rest = i
+  const offset = out.length - shape.length
+  const coords = out.map(() => 0)
+  for (let d = out.length - 1; d >= 0; d--) { coords[d] = rest % out[d]; rest = Math.floor(rest / out[d]) }
+  for (let d = shape.length - 1; d >= 0; d--) {
+    index += (shape[d] === 1 ? 0 : coords[d + offset]) * stride
+    stride *= shape[d]
+  }
+  return index
+}
+
+/** An elementwise op over broadcast inputs: a fill where every input is one, else the elements (when few). */
+function elementwise(ins: Known[], dtype: number, f: (...xs: number[]) => number): Known | undefined {
+  const shape = broadcastShapes(ins.map(k => k.shape)) as number[] | undefined
+  if (!shape) return undefined
+  if (ins.every(k => uniform(k) !== undefined) && count(shape) > MAX_ELEMENTS) return { dtype, shape, fill: round(dtype, f(...ins.map(k => uniform(k)!))) }
+  if (count(shape) > MAX_ELEMENTS || ins.some(k => k.values === undefined && count(k.shape) > MAX_ELEMENTS)) return undefined
+  const at = ins.map(elementOf)
+  return known(dtype, shape, i => f(...ins.map((k, j) => at[j](broadcastIndex(i, shape, k.shape)))))
+}
+
+const strides = (shape: number[]) => shape.map((_, d) => count(shape.slice(d + 1)))
+const coordsOf = (i: number, shape: number[]) => strides(shape).map((s, d) => Math.floor(i / s) % shape[d])
+const normalise = (axis: number, rank: number) => (axis < 0 ? axis + rank : axis)
+
+/** Elements of `x` (with values) picked by a per-output-coordinate map to input coordinates. */
+function gatherElements(x: Known, shape: number[], source: (coords: number[]) => number[]): Known | undefined {
+  if (count(shape) > MAX_ELEMENTS) return undefined
+  if (x.values === undefined) return { dtype: x.dtype, shape, fill: x.fill }
+  const s = strides(x.shape)
+  return known(x.dtype, shape, i => x.values![source(coordsOf(i, shape)).reduce((a, c, d) => a + c * s[d], 0)])
+}
+
+const reshaped = (x: Known, shape: number[]): Known => ({ ...x, shape })
+
+/** What a node's outputs are, given what is known of its inputs; undefined where it stays a node. */
+type Rule = (node: NodeProto, ins: (Known | undefined)[], infos: Map<string, Info>) => (Known | undefined)[] | undefined
+
+const numeric = (shape?: (number | string | undefined)[]) => (shape && shape.every(d => typeof d === 'number') ? (shape as number[]) : undefined)
+const all = (ins: (Known | undefined)[]): ins is Known[] => ins.every(k => k !== undefined)
+const ints = (k?: Known) => (k?.values ? k.values : k && k.fill !== undefined ? Array(count(k.shape)).fill(k.fill) : undefined)
+
+const binary = (f: (a: number, b: number) => number, compare = false): Rule => (_, ins) => (all(ins) ? [elementwise(ins, compare ? DataType.BOOL : ins[0].dtype, f)] : undefined)
+const unary = (f: (a: number) => number): Rule => (_, [x]) => (x && isFloat(x.dtype) ? [elementwise([x], x.dtype, f)] : undefined)
+
+const rules: Record<string, Rule> = {
+  Shape: (node, _, infos) => {
+    const shape = numeric(infos.get(node.input[0])?.shape)
+    if (!shape) return undefined
+    const end = attrOf(node, 'end') ? Math.min(normalise(intAttr(node, 'end', 0), shape.length), shape.length) : shape.length
+    const values = shape.slice(normalise(intAttr(node, 'start', 0), shape.length), end)
+    return [{ dtype: DataType.INT64, shape: [values.length], values }]
+  },
+  Size: (node, _, infos) => {
+    const shape = numeric(infos.get(node.input[0])?.shape)
+    return shape ? [{ dtype: DataType.INT64, shape: [], values: [count(shape)] }] : undefined
+  },
+  Constant: node => {
+    const a = node.attribute[0]
+    if (a.t) return [fromTensor(a.t as TensorProto)]
+    if (a.name === 'value_int') return [{ dtype: DataType.INT64, shape: [], values: [toNumber(a.i)] }]
+    if (a.name === 'value_ints') return [{ dtype: DataType.INT64, shape: [a.ints!.length], values: a.ints!.map(toNumber) }]
+    if (a.name === 'value_float') return [{ dtype: DataType.FLOAT, shape: [], values: [a.f ?? 0] }]
+    if (a.name === 'value_floats') return [{ dtype: DataType.FLOAT, shape: [a.floats!.length], values: [...a.floats!] }]
+    return undefined
+  },
+  ConstantOfShape: (node, [s]) => {
+    const shape = ints(s)
+    if (!shape) return undefined
+    const t = attrOf(node, 'value')?.t as TensorProto | undefined
+    const fill = t ? fromTensor(t)?.values?.[0] : 0
+    if (fill === undefined) return undefined
+    return [{ dtype: t?.dataType ?? DataType.FLOAT, shape, fill }]
+  },
+  Cast: (node, [x]) => {
+    const to = intAttr(node, 'to', DataType.FLOAT)
+    if (!x || !foldable(to)) return undefined
+    return [x.values ? known(to, x.shape, i => x.values![i]) : { dtype: to, shape: x.shape, fill: round(to, x.fill!) }]
+  },
+  Identity: (_, [x]) => (x ? [x] : undefined),
+  Gather: (node, [data, indices]) => {
+    if (!data || !indices?.values) return undefined
+    const axis = normalise(intAttr(node, 'axis', 0), data.shape.length)
+    const shape = [...data.shape.slice(0, axis), ...indices.shape, ...data.shape.slice(axis + 1)]
+    const r = indices.shape.length
+    const at = strides(indices.shape)
+    return [gatherElements(data, shape, c => [...c.slice(0, axis), normalise(indices.values![c.slice(axis, axis + r).reduce((a, v, k) => a + v * at[k], 0)], data.shape[axis]), ...c.slice(axis + r)])]
+  },
+  Unsqueeze: (node, [x, axesInput]) => {
+    const axes = intsAttr(node, 'axes') ?? ints(axesInput)
+    if (!x || !axes) return undefined
+    const rank = x.shape.length + axes.length
+    const set = new Set(axes.map(a => normalise(a, rank)))
+    const rest = [...x.shape]
+    return [reshaped(x, Array.from({ length: rank }, (_, i) => (set.has(i) ? 1 : rest.shift()!)))]
+  },
+  Squeeze: (node, [x, axesInput]) => {
+    const axes = intsAttr(node, 'axes') ?? ints(axesInput)
+    if (!x || (node.input[1] && !axes)) return undefined
+    const set = axes ? new Set(axes.map(a => normalise(a, x.shape.length))) : undefined
+    return [reshaped(x, x.shape.filter((d, i) => (set ? !set.has(i) : d !== 1)))]
+  },
+  Concat: (node, ins) => {
+    if (!all(ins)) return undefined
+    const axis = normalise(intAttr(node, 'axis', 0), ins[0].shape.length)
+    const offsets = ins.map((_, j) => ins.slice(0, j).reduce((a, k) => a + k.shape[axis], 0))
+    const shape = ins[0].shape.map((d, i) => (i === axis ? offsets[offsets.length - 1] + ins[ins.length - 1].shape[axis] : d))
+    if (count(shape) > MAX_ELEMENTS) return undefined
+    return [known(ins[0].dtype, shape, i => {
+      const c = coordsOf(i, shape)
+      const j = offsets.filter(o => o <= c[axis]).length - 1
+      const k = ins[j]
+      c[axis] -= offsets[j]
+      return elementOf(k)(c.reduce((a, v, d) => a + v * strides(k.shape)[d], 0))
+    })]
+  },
+  Slice: (node, [x, starts, ends, axesIn, stepsIn]) => {
+    const [s, e] = [ints(starts), ints(ends)]
+    if (!x || !s || !e || (node.input[3] && !axesIn) || (node.input[4] && !stepsIn)) return undefined
+    const axes = (ints(axesIn) ?? s.map((_, i) => i)).map(a => normalise(a, x.shape.length))
+    const steps = ints(stepsIn) ?? s.map(() => 1)
+    const first = x.shape.map(() => 0), step = x.shape.map(() => 1), shape = [...x.shape]
+    axes.forEach((axis, j) => {
+      const dim = x.shape[axis], st = steps[j]
+      const clamp = (v: number, lo: number, hi: number) => Math.min(Math.max(v < 0 ? v + dim : v, lo), hi)
+      const [b, end] = st > 0 ? [clamp(s[j], 0, dim), clamp(e[j], 0, dim)] : [clamp(s[j], -1, dim - 1), clamp(e[j], -1, dim - 1)]
+      first[axis] = b; step[axis] = st
+      shape[axis] = Math.max(0, Math.ceil((end - b) / st))
+    })
+    return [gatherElements(x, shape, c => c.map((v, d) => first[d] + v * step[d]))]
+  },
+  Reshape: (node, [x, target]) => {
+    const t = ints(target)
+    if (!x || !t) return undefined
+    const allowZero = intAttr(node, 'allowzero', 0) === 1
+    const shape = t.map((d, i) => (d === 0 && !allowZero ? x.shape[i] : d))
+    const inferred = shape.indexOf(-1)
+    if (inferred >= 0) shape[inferred] = count(x.shape) / -count(shape)
+    return [reshaped(x, shape)]
+  },
+  Expand: (_, [x, target]) => {
+    const t = ints(target)
+    if (!x || !t) return undefined
+    const shape = broadcastShapes([x.shape, t]) as number[]
+    return [x.values === undefined ? { ...x, shape } : gatherElements(x, shape, c => c.slice(shape.length - x.shape.length).map((v, d) => (x.shape[d] === 1 ? 0 : v)))]
+  },
+  Range: (_, [start, limit, delta]) => {
+    if (!start?.values || !limit?.values || !delta?.values) return undefined
+    const n = Math.max(Math.ceil((limit.values[0] - start.values[0]) / delta.values[0]), 0)
+    return n > MAX_ELEMENTS ? undefined : [known(start.dtype, [n], i => start.values![0] + i * delta.values![0])]
+  },
+  Where: (_, ins) => (all(ins) ? [elementwise(ins, ins[1].dtype, (c, a, b) => (c ? a : b))] : undefined),
+  Add: binary((a, b) => a + b),
+  Sub: binary((a, b) => a - b),
+  Mul: binary((a, b) => a * b),
+  Div: (node, ins, infos) => binary(all(ins) && isInteger(ins[0].dtype) ? (a, b) => Math.trunc(a / b) : (a, b) => a / b)(node, ins, infos),
+  Pow: binary((a, b) => a ** b),
+  Mod: binary((a, b) => a - b * Math.floor(a / b)),
+  Max: binary(Math.max),
+  Min: binary(Math.min),
+  Equal: binary((a, b) => Number(a === b), true),
+  Less: binary((a, b) => Number(a < b), true),
+  Greater: binary((a, b) => Number(a > b), true),
+  LessOrEqual: binary((a, b) => Number(a <= b), true),
+  GreaterOrEqual: binary((a, b) => Number(a >= b), true),
+  And: binary((a, b) => Number(a && b), true),
+  Or: binary((a, b) => Number(a || b), true),
+  Not: (_, [x]) => (x ? [elementwise([x], DataType.BOOL, a => Number(!a))] : undefined),
+  Neg: (_, [x]) => (x ? [elementwise([x], x.dtype, a => -a)] : undefined),
+  Abs: (_, [x]) => (x ? [elementwise([x], x.dtype, Math.abs)] : undefined),
+  Sqrt: unary(Math.sqrt),
+  Reciprocal: unary(a => 1 / a),
+  Exp: unary(Math.exp),
+  Log: unary(Math.log),
+  Sin: unary(Math.sin),
+  Cos: unary(Math.cos),
+  Floor: unary(Math.floor),
+  Ceil: unary(Math.ceil),
+}
+
+/**
+ * Dead terms and no-ops, where an input is unknown: x·0 is a zero fill of the output's shape (x is a finite
+ * activation), x + 0, x − 0, x·1 and x/1 are x where the constant does not broadcast x larger, and a Cast to the
+ * type x has, an Identity or an inference Dropout is x. Returns the index of the input the output equals, or the
+ * zero fill.
+ */
+function deadTerm(node: NodeProto, ins: (Known | undefined)[], infos: Map<string, Info>): number | Known | undefined {
+  const info = (i: number) => infos.get(node.input[i])
+  const out = infos.get(node.output[0])
+  const sameShape = (i: number) => numeric(info(i)?.shape) !== undefined && JSON.stringify(info(i)!.shape) === JSON.stringify(out?.shape)
+  switch (node.opType) {
+    case 'Identity': return 0
+    case 'Dropout': return node.output.length === 1 || !node.output[1] ? 0 : undefined
+    case 'Cast': return info(0)?.dtype === intAttr(node, 'to', -1) ? 0 : undefined
+    case 'Mul': {
+      const zero = ins.findIndex(isZero)
+      const shape = numeric(out?.shape)
+      if (zero >= 0 && shape && out?.dtype !== undefined && isFloat(out.dtype)) return { dtype: out.dtype, shape, fill: 0 }
+      const one = ins.findIndex(isOne)
+      return one >= 0 && sameShape(1 - one) ? 1 - one : undefined
+    }
+    case 'Add': {
+      const zero = ins.findIndex(isZero)
+      return zero >= 0 && sameShape(1 - zero) ? 1 - zero : undefined
+    }
+    case 'Sub': return isZero(ins[1]) && sameShape(0) ? 0 : undefined
+    case 'Div': return isOne(ins[1]) && sameShape(0) ? 0 : undefined
+  }
+  return undefined
+}
+
+/** An input's declared shape with the given symbolic dims set to numbers. */
+export function specialiseInput(input: ValueInfoProto, dims: Record<string, number>): ValueInfoProto {
+  const copy = onnx.ValueInfoProto.fromObject(onnx.ValueInfoProto.toObject(input))
+  const shape = copy.type?.tensorType?.shape
+  if (shape?.dim) shape.dim = shape.dim.map(d => (d.dimParam && dims[d.dimParam] !== undefined ? new onnx.TensorShapeProto.Dimension({ dimValue: dims[d.dimParam] }) : d))
+  return copy
+}
+
+/** A known value as an initializer, or (a large fill) as a ConstantOfShape node. */
+function materialise(name: string, k: Known): { initializers: TensorProto[]; nodes: NodeProto[] } {
+  const tensor = (tensorName: string, dtype: number, shape: number[], values: number[]) => {
+    const t = new onnx.TensorProto({ name: tensorName, dataType: dtype, dims: shape })
+    if (dtype === DataType.INT64) t.rawData = new Uint8Array(BigInt64Array.from(values, v => BigInt(Math.max(Math.min(v, 2 ** 63 - 1024), -(2 ** 63)))).buffer)
+    else if (dtype === DataType.FLOAT) t.rawData = new Uint8Array(Float32Array.from(values).buffer)
+    else if (dtype === DataType.DOUBLE) t.rawData = new Uint8Array(Float64Array.from(values).buffer)
+    else if (dtype === DataType.INT32) t.rawData = new Uint8Array(Int32Array.from(values).buffer)
+    else t.rawData = dtype === DataType.INT8 ? new Uint8Array(Int8Array.from(values).buffer) : Uint8Array.from(values)
+    return t
+  }
+  if (k.values || count(k.shape) <= MAX_ELEMENTS) return { initializers: [tensor(name, k.dtype, k.shape, ints(k)!)], nodes: [] }
+  const shape = tensor(`${name}__shape`, DataType.INT64, [k.shape.length], k.shape)
+  const node = new onnx.NodeProto({ opType: 'ConstantOfShape', name: `${name}__fill`, input: [shape.name], output: [name], attribute: [{ name: 'value', type: onnx.AttributeProto.AttributeType.TENSOR, t: tensor('value', k.dtype, [1], [k.fill!]) }] })
+  return { initializers: [shape], nodes: [node] }
+}
+
+/** Every value a node's subgraphs (If/Loop bodies) read from the enclosing graph: they must stay as named. */
+function subgraphReads(node: NodeProto): string[] {
+  const reads: string[] = []
+  const visit = (g: GraphProto) => {
+    for (const n of g.node) { reads.push(...(n.input ?? [])); for (const a of n.attribute ?? []) [a.g, ...(a.graphs ?? [])].forEach(s => s && visit(s as GraphProto)) }
+  }
+  for (const a of node.attribute) [a.g, ...(a.graphs ?? [])].forEach(s => s && visit(s as GraphProto))
+  return reads
+}
+
+/** One pass: fold what the current shapes allow, then prune to the outputs. Returns the new graph. */
+function foldPass(graph: GraphProto, dims: Record<string, number>): GraphProto {
+  const infos = inferShapes(graph, dims)
+  const values = new Map<string, Known>()
+  for (const t of graph.initializer as TensorProto[]) {
+    const k = fromTensor(t)
+    if (k) values.set(t.name, k)
+  }
+  const alias = new Map<string, string>()
+  const renamed = (name: string) => alias.get(name) ?? name
+  const kept: NodeProto[] = []
+  const moved: TensorProto[] = []
+  const pinned = new Set((graph.node as NodeProto[]).flatMap(subgraphReads))
+  for (const original of graph.node as NodeProto[]) {
+    const node = new onnx.NodeProto({ ...original, input: original.input.map(renamed) })
+    const ins = node.input.map(name => (name ? values.get(name) : undefined))
+    const plain = (node.domain ?? '') === '' && subgraphReads(node).length === 0 && !node.output.some(name => pinned.has(name))
+    const outs = plain ? rules[node.opType]?.(node, ins, infos) : undefined
+    if (outs && outs.length >= node.output.filter(Boolean).length && outs.every(k => k !== undefined)) {
+      node.output.forEach((name, i) => name && values.set(name, outs[i]!))
+      continue
+    }
+    // a Constant too large (or external) to fold is an initializer all the same: its weights stay where they are
+    if (node.opType === 'Constant' && node.attribute[0]?.t) {
+      moved.push(new onnx.TensorProto({ ...node.attribute[0].t, name: node.output[0] }))
+      continue
+    }
+    const dead = plain ? deadTerm(node, ins, infos) : undefined
+    if (typeof dead === 'number') alias.set(node.output[0], node.input[dead])
+    else if (dead) values.set(node.output[0], dead)
+    else kept.push(node)
+  }
+  // prune from the outputs; known values still read become initializers, outputs that are aliases Identities
+  const needed = new Set<string>()
+  const outputs: NodeProto[] = []
+  for (const o of graph.output) {
+    const name = o.name ?? ''
+    if (alias.has(name) || values.has(name)) outputs.push(new onnx.NodeProto({ opType: 'Identity', name: `${name}__folded`, input: [renamed(name) === name ? `${name}__value` : renamed(name)], output: [name] }))
+    if (values.has(name)) values.set(`${name}__value`, values.get(name)!)
+  }
+  const nodes: NodeProto[] = []
+  for (const node of [...kept, ...outputs].reverse()) {
+    if (!node.output.some(name => needed.has(name) || graph.output.some(o => o.name === name))) continue
+    nodes.push(node)
+    for (const name of node.input) if (name) needed.add(renamed(name))
+    for (const name of subgraphReads(node)) needed.add(name)
+  }
+  nodes.reverse()
+  const produced = new Set(nodes.flatMap(n => n.output))
+  // external tensors are copied: writeModel rewrites their locations, and the source model must keep its own
+  const initializers = [...(graph.initializer as TensorProto[]), ...moved].filter(t => needed.has(t.name) && !produced.has(t.name))
+    .map(t => (isExternal(t) ? onnx.TensorProto.fromObject(onnx.TensorProto.toObject(t)) : t))
+  const have = new Set(initializers.map(t => t.name))
+  for (const name of needed) {
+    const k = values.get(name)
+    if (!k || have.has(name)) continue
+    const made = materialise(name, k)
+    initializers.push(...made.initializers)
+    nodes.unshift(...made.nodes)
+    made.nodes.forEach(n => produced.add(n.output[0]))
+  }
+  return new onnx.GraphProto({
+    ...graph,
+    node: nodes,
+    initializer: initializers,
+    valueInfo: graph.valueInfo.filter(v => produced.has(v.name ?? '')),
+  })
+}
+
+/**
+ * The model specialised to `dims` (values for its inputs' symbolic dims, by name) and folded: repeated passes,
+ * since a folded value makes more shapes known (the Where fixes the time embedding's batch, which fixes every
+ * Shape after it), until one changes nothing. External weights stay in their files (relative to the same folder).
+ */
+export function foldGraph(loaded: LoadedModel, dims: Record<string, number> = {}): LoadedModel {
+  const source = graphOf(loaded.model)
+  let graph = new onnx.GraphProto({
+    ...source,
+    input: source.input.map(i => specialiseInput(i as ValueInfoProto, dims)),
+    output: source.output.map(o => specialiseInput(o as ValueInfoProto, dims)),
+  })
+  for (let pass = 0; pass < MAX_PASSES; pass++) {
+    const before = graph.node.length
+    graph = foldPass(graph, dims)
+    if (graph.node.length === before) break
+  }
+  return { model: new onnx.ModelProto({ ...loaded.model, graph }), dir: loaded.dir }
+}
+
+/** Node counts by op type (for reports and benches). */
+export function opCounts(model: LoadedModel['model']): Record<string, number> {
+  const counts: Record<string, number> = {}
+  for (const node of graphOf(model).node) counts[node.opType ?? ''] = (counts[node.opType ?? ''] ?? 0) + 1
+  return counts
+}
+

@@ -1,0 +1,143 @@
+import assert from 'node:assert/strict'
+import { spawnSync } from 'node:child_process'
+import { mkdtemp, rm } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { dirname, join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { GraphBuilder, tensor } from '../src/onnx/builder.js'
+import { differentiate, writeGradientModel } from '../src/onnx/autodiff.js'
+import { gradcheck } from '../src/onnx/gradcheck.js'
+import { foldGraph, opCounts } from '../src/onnx/fold.js'
+import { graphOf, readModel, writeModel, type LoadedModel } from '../src/onnx/proto.js'
+import { closeSessions, openSession, ort } from '../src/onnx/session.js'
+import { gradientSession, pipelineDims, previewForward, previewShape } from '../src/guidance/engine.js'
+import { pixelGuide } from '../src/guidance/guide.js'
+import { buildPreviewGraph, COEF_A, COEF_B, LATENT, LOSS } from '../src/guidance/preview.js'
+
+const wave = (n: number, seed = 1) => Float32Array.from({ length: n }, (_, i) => Math.sin(seed + i * 1.7))
+
+/**
+ * torch's patterns on a [batch, 4, h, w] input: `t.expand(batch)` as Expand(t, Where(Equal(s, -1), ConstantOfShape,
+ * s)), baddbmm's Add(x·2, ConstantOfShape(Shape(x))·0) then a float→float Cast, a Reshape whose target is Concat(Gather
+ * (Shape)), an Identity, and a Constant node.
+ */
+function torchPatterns() {
+  const g = new GraphBuilder('patterns', 17)
+  const x = g.input('x', 'float32', ['batch', 4, 'h', 'w'])
+  const t = g.input('t', 'int64', ['steps'])
+  const first = g.constant(0, [], 'int64')
+  const batch = g.op('Reshape', [g.op('Unsqueeze', [g.op('Gather', [g.op('Shape', [x]), first], { axis: 0 }), g.ints([0])]), g.ints([-1])])
+  const minusOne = g.op('Constant', [], { value: tensor('v', 'int64', [1], [-1]) })
+  const ones = g.op('ConstantOfShape', [g.op('Shape', [batch])], { value: tensor('one', 'int64', [1], [1]) })
+  const target = g.op('Where', [g.op('Equal', [batch, minusOne]), ones, batch])
+  const time = g.op('Cast', [g.op('Expand', [t, target])], { to: 1 })
+  const scaled = g.op('Mul', [x, g.op('Reshape', [time, g.ints([-1, 1, 1, 1])])])
+  const dead = g.op('Mul', [g.op('ConstantOfShape', [g.op('Shape', [x])]), g.constant(0)])
+  const scores = g.op('Identity', [g.op('Cast', [g.op('Add', [g.op('Mul', [scaled, g.constant(2)]), dead])], { to: 1 })])
+  const rows = g.op('Concat', [g.op('Unsqueeze', [g.op('Gather', [g.op('Shape', [scores]), first], { axis: 0 }), g.ints([0])]), g.ints([-1])], { axis: 0 })
+  g.outputAs(g.op('Reshape', [scores, rows]), 'y', 'float32', ['batch', '?'])
+  return g.build()
+}
+
+async function run(path: string, feeds: Record<string, ort.Tensor>, name: string) {
+  return (await (await openSession(path, { threads: 1 })).run(feeds))[name].data as Float32Array
+}
+
+const maxDifference = (a: Float32Array, b: Float32Array) => a.reduce((m, v, i) => Math.max(m, Math.abs(v - b[i])), 0)
+
+describe('fold', () => {
+  let dir: string
+  before(async () => { dir = await mkdtemp(join(tmpdir(), 'lookahead-fold-')) })
+  after(async () => { await closeSessions(); await rm(dir, { recursive: true, force: true }) })
+
+  it('folds the shape arithmetic, the Where, the dead x·0 term, no-op Casts and Identities, with the same outputs', async () => {
+    const model = { model: torchPatterns(), dir }
+    const folded = foldGraph(model, { batch: 2, h: 3, w: 5, steps: 1 })
+    const ops = opCounts(folded.model)
+    for (const op of ['Shape', 'Gather', 'Where', 'Equal', 'ConstantOfShape', 'Constant', 'Concat', 'Unsqueeze']) assert.equal(ops[op], undefined, `${op} left: ${JSON.stringify(ops)}`)
+    // left: Expand(t) and its Cast (t is an input), the two Reshapes, x·time, ·2, and the output's Identity
+    assert.deepEqual(ops, { Expand: 1, Cast: 1, Reshape: 2, Mul: 2, Identity: 1 })
+    const [path, foldedPath] = [join(dir, 'patterns.onnx'), join(dir, 'patterns-folded.onnx')]
+    await writeModel(model, path)
+    await writeModel(folded, foldedPath)
+    const feeds = { x: new ort.Tensor('float32', wave(2 * 4 * 3 * 5), [2, 4, 3, 5]), t: new ort.Tensor('int64', BigInt64Array.of(3n), [1]) }
+    const expected = await run(path, feeds, 'y')
+    assert.ok(expected.some(v => v !== 0))
+    assert.deepEqual(Array.from(await run(foldedPath, feeds, 'y')), Array.from(expected))
+    // the inputs declare the dims it was specialised to
+    assert.deepEqual(graphOf(folded.model).input[0].type?.tensorType?.shape?.dim?.map(d => Number(d.dimValue)), [2, 4, 3, 5])
+  })
+
+  it('grad --dim: writes a specialised, folded gradient that passes the finite-difference check', async () => {
+    const [path, gradPath] = [join(dir, 'grad-dim', 'patterns.onnx'), join(dir, 'grad-dim', 'grad.onnx')]
+    await writeModel({ model: torchPatterns(), dir }, path)
+    const dims = { batch: 2, h: 3, w: 5, steps: 1 }
+    await writeGradientModel(path, gradPath, { wrt: ['x'], of: 'y', dims })
+    const ops = opCounts((await readModel(gradPath)).model)
+    for (const op of ['Shape', 'NonZero', 'Where', 'ConstantOfShape']) assert.equal(ops[op], undefined, `${op} left: ${JSON.stringify(ops)}`)
+    const check = await gradcheck(path, gradPath, { wrt: ['x'], of: 'y', dims, threads: 1 })
+    assert.ok(check.worst < 1e-2, `worst relative error ${check.worst}`)
+  })
+
+  describe('on a torch export', function () {
+    this.timeout(120_000)
+    let models: string
+    before(function () {
+      const python = ['python3', '/usr/bin/python3'].find(p => spawnSync(p, ['-c', 'import torch, onnx'], { stdio: 'ignore' }).status === 0)
+      if (!python) {
+        console.log('      skipped: no python3 with torch and onnx (Debian: apt-get install python3-torch python3-onnx)')
+        this.skip()
+      }
+      models = join(dir, 'torch')
+      const script = join(dirname(fileURLToPath(import.meta.url)), 'torch', 'sdxl_patterns.py')
+      const exported = spawnSync(python!, [script, models, '14', '100'], { encoding: 'utf8' })
+      assert.equal(exported.status, 0, exported.stderr)
+    })
+
+    it("the LCM preview's gradient at batch 1 is static (no NonZero, no Shape) and at most 2.5× the export's nodes, and matches the unfolded one", async () => {
+      const [unet, decoder] = [await readModel(join(models, 'unet', 'model.onnx')), await readModel(join(models, 'vae_decoder', 'model.onnx'))]
+      const parts = { unet, decoder, scales: { inputScale: 1, outputScale: 1, outputShift: 0 } }
+      const shape = previewShape(1, [1, 4, 8, 8])
+      const session = await gradientSession(parts, pixelGuide(), shape, { cacheDir: join(dir, 'cache'), session: { threads: 1 } })
+      const gradient = await readModel(session.path)
+      const graph = graphOf(gradient.model)
+      const ops = opCounts(gradient.model)
+      assert.equal(ops.NonZero, undefined)
+      assert.equal(ops.Shape, undefined)
+      const initializers = new Set(graph.initializer.map(t => t.name))
+      assert.deepEqual(graph.node.filter(n => n.opType === 'ReduceSum' && n.input![1] && !initializers.has(n.input![1])), [])
+      const exportNodes = graphOf(unet.model).node.length + graphOf(decoder.model).node.length
+      assert.ok(graph.node.length <= 2.5 * exportNodes, `${graph.node.length} gradient nodes for ${exportNodes} export nodes`)
+
+      // the same gradient as differentiating the graph as composed, unfolded
+      const raw: LoadedModel = { model: buildPreviewGraph({ unet, decoder, decoderScales: parts.scales, ...shape, guide: pixelGuide() }).build(), dir: unet.dir }
+      const rawPath = join(dir, 'raw', 'model.onnx')
+      await writeModel(differentiate(raw, { wrt: [LATENT], of: LOSS, dims: pipelineDims(1) }), rawPath)
+      const feeds = {
+        [LATENT]: new ort.Tensor('float32', wave(256), [1, 4, 8, 8]),
+        [COEF_A]: new ort.Tensor('float32', Float32Array.of(0.3), []),
+        [COEF_B]: new ort.Tensor('float32', Float32Array.of(-0.5), []),
+        timestep: new ort.Tensor('int64', BigInt64Array.of(500n), [1]),
+        encoder_hidden_states: new ort.Tensor('float32', wave(77 * 16, 2), [1, 77, 16]),
+        text_embeds: new ort.Tensor('float32', wave(12, 3), [1, 12]),
+        time_ids: new ort.Tensor('float32', wave(6, 4), [1, 6]),
+      }
+      const expected = await run(rawPath, feeds, `${LATENT}_grad`)
+      const scale = expected.reduce((m, v) => Math.max(m, Math.abs(v)), 0)
+      assert.ok(scale > 0)
+      assert.ok(maxDifference(await run(session.path, feeds, `${LATENT}_grad`), expected) <= 1e-5 * scale)
+      // and the folded forward is the forward
+      const forward = previewForward(parts, shape, pixelGuide())
+      assert.ok(graphOf(forward.model).node.length < graphOf(raw.model).node.length / 3)
+    })
+
+    it('grad -o into the folder of a model.onnx_data whose weights are in Constant nodes', async () => {
+      const unet = join(models, 'unet', 'model.onnx')
+      const out = join(models, 'unet', 'grad.onnx')
+      const dims = { batch_size: 1, height: 8, width: 8, steps: 1, sequence_length: 7 }
+      await writeGradientModel(unet, out, { wrt: ['sample'], of: 'out_sample', dims })
+      const check = await gradcheck(unet, out, { wrt: ['sample'], of: 'out_sample', dims, directions: 2, threads: 1 })
+      assert.ok(check.worst < 1e-2, `worst relative error ${check.worst}`)
+    })
+  })
+})
