@@ -71,7 +71,12 @@ export async function torchPython(python = process.env.PYTHON ?? '/usr/bin/pytho
 /** Exports the cases (all where `cases` is empty) into dir; returns the manifest's cases. */
 export async function exportCases(python: string, dir: string, cases: string[], opsets: number[], repeats: number): Promise<TorchCase[]> {
   const env = { ...process.env, OMP_NUM_THREADS: '1', OPENBLAS_NUM_THREADS: '1', MKL_NUM_THREADS: '1', PYTHONWARNINGS: 'ignore' }
-  await run(python, [script, 'export', '--dir', dir, '--cases', cases.join(','), '--opsets', opsets.join(','), '--repeats', String(repeats)], { env, maxBuffer: 1 << 24 })
+  try {
+    await run(python, [script, 'export', '--dir', dir, '--cases', cases.join(','), '--opsets', opsets.join(','), '--repeats', String(repeats)], { env, maxBuffer: 1 << 24 })
+  } catch (error) {
+    const stderr = ((error as { stderr?: string }).stderr ?? '').trim().split('\n')
+    throw new Error(`torch_cases.py export failed: ${stderr[stderr.length - 1] || (error as Error).message}`)
+  }
   return readManifest(dir)
 }
 

@@ -27,7 +27,7 @@ if (!python) {
 const kept = option('dir', '')
 const dir = kept || await mkdtemp(join(tmpdir(), 'lookahead-oracle-'))
 try {
-  const manifest = kept && manifestExists(kept) ? (await readManifest(kept)).filter(c => cases.length === 0 || cases.includes(c.name)) : await exportCases(python, dir, cases, opsets, repeats || 1)
+  const manifest = kept && manifestExists(kept) ? (await readManifest(kept)).filter(c => cases.length === 0 || cases.includes(c.name)) : await exportCases(python, dir, cases, opsets, repeats)
   const ratio = (r?: number) => (r === undefined ? '' : `${r.toFixed(2)}×`)
   console.log(`our autodiff vs torch autograd (float64); rel. error: max |difference| / max |torch's|, ours and float32 torch's; match: ours ≤ ${TOLERANCE}, or ≤ ${FLOOR_FACTOR}× float32 torch's`)
   console.log('time: (forward+gradient)/forward, CPU time, 1 thread, median; ours in onnxruntime, torch\'s autograd\n')

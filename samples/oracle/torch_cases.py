@@ -9,7 +9,8 @@ and compares.
                                           input x.bin and torch's d loss / d x in float64 (grad.bin, stored as
                                           float32), with float32 torch's error against it; torch's
                                           forward (no_grad) and forward+backward CPU times on 1 thread
-                                          (median of N); DIR/manifest.json describes them all
+                                          (median of at least N; none with N = 0); DIR/manifest.json
+                                          describes them all
 
 The loss is sum(net(x) · R) with R a fixed random tensor, so every output element matters. Models run in
 eval mode (BatchNorm folded by the exporter, dropout off), with their BatchNorm statistics randomised so
@@ -68,8 +69,8 @@ class AffineWarp(nn.Module):
 
     def forward(self, x):
         n, _, h, w = x.shape
-        theta = (self.theta(x.mean(dim=(2, 3))) * 0.1 + torch.tensor([1.0, 0, 0, 0, 1, 0])).reshape(-1, 2, 3)
-        ys, xs = torch.meshgrid(torch.linspace(-1, 1, h), torch.linspace(-1, 1, w), indexing='ij')
+        theta = (self.theta(x.mean(dim=(2, 3))) * 0.1 + torch.tensor([1.0, 0, 0, 0, 1, 0]).to(x)).reshape(-1, 2, 3)
+        ys, xs = torch.meshgrid(torch.linspace(-1, 1, h).to(x), torch.linspace(-1, 1, w).to(x), indexing='ij')
         base = torch.stack([xs, ys, torch.ones_like(xs)], dim=-1).reshape(1, h * w, 3)
         grid = (base @ theta.transpose(1, 2)).reshape(n, h, w, 2)
         return F.grid_sample(x, grid, mode='bilinear', padding_mode='zeros', align_corners=False)
@@ -84,7 +85,7 @@ class FlowWarp(nn.Module):
 
     def forward(self, x):
         n, _, h, w = x.shape
-        ys, xs = torch.meshgrid(torch.linspace(-1, 1, h), torch.linspace(-1, 1, w), indexing='ij')
+        ys, xs = torch.meshgrid(torch.linspace(-1, 1, h).to(x), torch.linspace(-1, 1, w).to(x), indexing='ij')
         grid = torch.stack([xs, ys], dim=-1).unsqueeze(0) + 0.1 * torch.tanh(self.flow(x)).permute(0, 2, 3, 1)
         return F.grid_sample(x, grid, mode='bilinear', padding_mode='border', align_corners=True)
 
@@ -144,7 +145,7 @@ class CrossEntropy(nn.Module):
         self.register_buffer('target', torch.randint(0, 10, (4,)))
 
     def forward(self, x):
-        logits = self.head(x.flatten(1).repeat(4, 1) * torch.arange(1, 5.0).reshape(4, 1))
+        logits = self.head(x.flatten(1).repeat(4, 1) * torch.arange(1, 5.0).to(x).reshape(4, 1))
         return F.cross_entropy(logits, self.target)
 
 
@@ -315,6 +316,11 @@ def median_cpu_ms(step, repeats):
     return statistics.median(times)
 
 
+def zero_symbolic(g, self):
+    """torch 1.13 has no ONNX symbolic for aten::zero (Swin V2 zeroes the key part of its qkv bias in place)."""
+    return g.op('Sub', self, self)
+
+
 def export(args):
     for opset in range(9, 18):
         torch.onnx.register_custom_op_symbolic('aten::zero', zero_symbolic, opset)
@@ -331,18 +337,18 @@ def export(args):
         entry = {'name': name, 'kind': 'architecture' if name in ARCHITECTURES else 'pattern'}
         try:
             loss, x = build(name)
+            value, grad = gradient(loss, x)
+            # the reference is torch's gradient in float64; float32's own error against it is the floor any
+            # float32 gradient is judged by (a pre-activation within rounding of a ReLU's kink flips)
+            _, reference = gradient(copy.deepcopy(loss).double(), x.double())
         except Exception as error:  # a torchvision without this architecture or its options
-            entry['error'] = f'cannot build: {type(error).__name__}: {str(error).splitlines()[0]}'
+            entry['error'] = f'torch cannot build or differentiate it: {type(error).__name__}: {str(error).splitlines()[0]}'
             manifest.append(entry)
             print(f'{name}: {entry["error"]}', flush=True)
             continue
+        floor = float((grad.double() - reference).abs().max() / reference.abs().max())
         folder = os.path.join(args.dir, name)
         os.makedirs(folder, exist_ok=True)
-        value, grad = gradient(loss, x)
-        # the reference is torch's gradient in float64; float32's own error against it is the floor any
-        # float32 gradient is judged by (a pre-activation within rounding of a ReLU's kink flips)
-        _, reference = gradient(copy.deepcopy(loss).double(), x.double())
-        floor = float((grad.double() - reference).abs().max() / reference.abs().max())
         x.numpy().astype('float32').tofile(os.path.join(folder, 'x.bin'))
         reference.numpy().astype('float32').tofile(os.path.join(folder, 'grad.bin'))
 
@@ -354,7 +360,9 @@ def export(args):
             xr = x.clone().requires_grad_(True)
             torch.autograd.grad(loss(xr), xr)
 
-        entry.update(shape=list(x.shape), loss=float(value), float32_error=floor, forward_ms=median_cpu_ms(forward, args.repeats), gradient_ms=median_cpu_ms(forward_backward, args.repeats), opsets={})
+        entry.update(shape=list(x.shape), loss=float(value), float32_error=floor, opsets={})
+        if args.repeats > 0:
+            entry.update(forward_ms=median_cpu_ms(forward, args.repeats), gradient_ms=median_cpu_ms(forward_backward, args.repeats))
         for opset in opsets:
             path = os.path.join(folder, f'opset{opset}.onnx')
             try:
@@ -363,7 +371,7 @@ def export(args):
             except Exception as error:
                 entry['opsets'][str(opset)] = {'error': f'torch.onnx cannot export it: {str(error).splitlines()[0]}'}
         manifest.append(entry)
-        print(f'{name}: torch forward {entry["forward_ms"]:.2f} ms, forward+backward {entry["gradient_ms"]:.2f} ms', flush=True)
+        print(f'{name}: exported' + (f', torch forward {entry["forward_ms"]:.2f} ms, forward+backward {entry["gradient_ms"]:.2f} ms' if args.repeats > 0 else ''), flush=True)
     with open(os.path.join(args.dir, 'manifest.json.tmp'), 'w') as f:
         json.dump({'torch': torch.__version__, 'threads': 1, 'cases': manifest}, f, indent=1)
     os.replace(os.path.join(args.dir, 'manifest.json.tmp'), os.path.join(args.dir, 'manifest.json'))
