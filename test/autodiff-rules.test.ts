@@ -1,8 +1,10 @@
 // Every gradient rule against central finite differences, on small random graphs with static and symbolic dims.
 import assert from 'node:assert/strict'
 import { differentiate } from '../src/onnx/autodiff.js'
+import type { GradRule } from '../src/onnx/grad-context.js'
 import { float, GraphBuilder } from '../src/onnx/builder.js'
 import { gradcheck } from '../src/onnx/gradcheck.js'
+import { gradients } from '../src/onnx/gradients.js'
 import { seededNormal, randomWeight, type Normal } from '../src/onnx/layers.js'
 import { encodeModel } from '../src/onnx/proto.js'
 
@@ -141,6 +143,16 @@ const cases: Case[] = [
       const total = (v: string) => g.op('ReduceSum', [g.op('Mul', [v, g.op('Sin', [v])])], { keepdims: 0 })
       return g.op('Sum', [total(max), total(avg), total(global)])
     } },
+  // torch and onnxruntime divide a ceil_mode window reaching past the pads by what it covers, not by the kernel size
+  { name: 'AveragePool with ceil_mode, with and without count_include_pad, with pads', inputs: { x: [1, 2, 5, 7] }, opsets: [13, 14, 17, 18], symbolic: true,
+    build: (g, { x }) => {
+      const plain = g.op('AveragePool', [x], { kernel_shape: [2, 2], strides: [2, 2], ceil_mode: 1 })
+      const counted = g.op('AveragePool', [x], { kernel_shape: [3, 3], strides: [2, 2], pads: [1, 1, 1, 1], ceil_mode: 1, count_include_pad: 1 })
+      const inside = g.op('AveragePool', [x], { kernel_shape: [3, 2], strides: [2, 3], pads: [1, 0, 1, 1], ceil_mode: 1 })
+      const floor = g.op('AveragePool', [x], { kernel_shape: [3, 3], strides: [2, 2], pads: [1, 1, 1, 1], count_include_pad: 1 })
+      const total = (v: string) => g.op('ReduceSum', [g.op('Mul', [v, g.op('Sin', [v])])], { keepdims: 0 })
+      return g.op('Sum', [total(plain), total(counted), total(inside), total(floor)])
+    } },
   { name: 'GridSample, bilinear, zeros and border padding, with and without align_corners', inputs: { x: [1, 2, 5, 6] }, opsets: [16, 17],
     build: (g, { x }, rand) => {
       // a fixed warp reaching a little outside the image, as a face crop near the border does
@@ -180,4 +192,38 @@ describe('gradient rules vs finite differences', () => {
       if (c.symbolic) it(`${c.name} (opset ${opset}, symbolic dims)`, () => check(c, opset, true))
     }
   }
+})
+
+describe('the gradient checker', () => {
+  /** gradcheck's worst error for sum(op(x)·sin(op(x) + 0.3)) with the rule for `op` replaced by `rule`. */
+  async function worstWith(op: string, rule: GradRule, build: (g: GraphBuilder, x: string) => string, shape: number[]) {
+    const saved = gradients[op]
+    gradients[op] = rule
+    try {
+      const g = new GraphBuilder('wrong', 17)
+      const y = build(g, g.input('x', 'float32', shape))
+      g.outputAs(g.op('ReduceSum', [g.op('Mul', [y, g.op('Sin', [g.op('Add', [y, s(g, 0.3)])])])], { keepdims: 0 }), 'loss', 'float32', [])
+      const model = g.build()
+      const gradient = differentiate({ model, dir: '.' }, { wrt: ['x'], of: 'loss' })
+      return (await gradcheck(encodeModel(model), encodeModel(gradient.model), { wrt: ['x'], of: 'loss' })).worst
+    } finally {
+      gradients[op] = saved
+    }
+  }
+
+  it('fails a rule with the wrong sign', async () => {
+    const worst = await worstWith('Sin', c => [c.e.op('Mul', [c.g, c.e.op('Neg', [c.e.op('Cos', [c.x[0]])])])], (g, x) => g.op('Sin', [x]), [3, 4])
+    assert.ok(worst > 0.5, `worst relative error ${worst}`)
+  })
+
+  it('fails an AveragePool rule that divides a ceil_mode window by the full kernel size', async () => {
+    const fullKernel: GradRule = c => {
+      const { e } = c
+      const perChannel = e.op('Reshape', [e.op('Div', [c.g, e.scalar(4, c.x[0])]), e.ints([-1, 1, 0, 0])])
+      const spread = e.op('ConvTranspose', [perChannel, e.typed([1, 1, 1, 1], 1, [1, 1, 2, 2])], { strides: [2, 2], output_padding: [1, 1] })
+      return [e.op('Reshape', [e.op('Slice', [spread, e.ints([0, 0]), e.ints([5, 5]), e.ints([2, 3])]), e.shape(c.x[0])])]
+    }
+    const worst = await worstWith('AveragePool', fullKernel, (g, x) => g.op('AveragePool', [x], { kernel_shape: [2, 2], strides: [2, 2], ceil_mode: 1 }), [1, 2, 5, 5])
+    assert.ok(worst > 0.05, `worst relative error ${worst}`)
+  })
 })

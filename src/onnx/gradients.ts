@@ -2,9 +2,9 @@
 // outputs (c.g, c.dy) to its inputs' gradients, emitting standard ONNX ops only. Gradients are never taken
 // w.r.t. weights; a rule asked for one throws a UserError naming the node.
 import { UserError } from '../errors.js'
-import type { Emitter, GradContext, GradRule } from './autodiff.js'
-import { attribute, dtypeOf, float, tensor, type AttrValue } from './builder.js'
-import { DataType, type AttributeProto, type NodeProto } from './proto.js'
+import type { Emitter, GradContext, GradRule } from './grad-context.js'
+import { dtypeOf, float, tensor, type AttrValue } from './builder.js'
+import { DataType, type AttributeProto } from './proto.js'
 import { axesOf, dimRatio, floatAttr, intAttr, intsAttr, stringAttr, type Dim } from './shapes.js'
 
 const INT_MAX = 2 ** 62
@@ -19,13 +19,6 @@ function only(c: GradContext, indices: number[], what: string): void {
 }
 
 const normalise = (axis: number, rank: number) => (axis < 0 ? axis + rank : axis)
-
-/** Known integer values of a value (constants and folded shape subgraphs), or undefined. */
-function known(e: Emitter, value: string | undefined): number[] | undefined {
-  if (!value) return undefined
-  const v = e.info(value).value
-  return v && v.every(d => typeof d === 'number') ? (v as number[]) : undefined
-}
 
 /** Records the static shape of an emitted value (for later broadcast decisions), with the type of `like`. */
 function shaped(e: Emitter, value: string, like: string, shape: Dim[] | undefined): string {
@@ -119,7 +112,7 @@ function padBack(c: GradContext, g: string, starts: string, ends: string, axes: 
   const x = c.x[0]
   const rank = e.needRank(x, c.node)
   const norm = axes.map(a => normalise(a, rank))
-  const s = known(e, starts), en = known(e, ends), dims = e.info(x).shape
+  const s = e.known(starts), en = e.known(ends), dims = e.info(x).shape
   const clamp = (v: number, dim: number) => Math.min(Math.max(v < 0 ? v + dim : v, 0), dim)
   if (s && en && dims && norm.every(a => typeof dims[a] === 'number')) {
     const pads = Array(2 * rank).fill(0)
@@ -144,32 +137,6 @@ function padBack(c: GradContext, g: string, starts: string, ends: string, axes: 
   }
   const pads = e.op('Concat', [...Array.from({ length: rank }, (_, a) => piece(begin, a)), ...Array.from({ length: rank }, (_, a) => piece(after, a))], { axis: 0 })
   return e.op('Pad', [g, pads])
-}
-
-/**
- * Step-1 Slices of x along one axis that together cover it exactly, in order (GEGLU's chunk(2) halves):
- * their gradients concatenate, instead of padding each back to x's size and adding.
- */
-function slicePartition(c: GradContext): { slices: NodeProto[]; axis: number } | undefined {
-  const { e } = c
-  const x = c.x[0]
-  const rank = e.rank(x)
-  if (rank === undefined) return undefined
-  const slices = c.readers(x).filter(node => node.opType === 'Slice' && node.input[0] === x).map(node => {
-    const [, starts, ends, axesInput, steps] = node.input
-    const s = known(e, starts), en = known(e, ends), axes = axesInput ? known(e, axesInput) : [0]
-    const dim = axes?.length === 1 ? e.info(x).shape?.[normalise(axes[0], rank)] : undefined
-    if (!s || !en || !axes || s.length !== 1 || typeof dim !== 'number' || (steps && known(e, steps)?.[0] !== 1)) return undefined
-    const clamp = (v: number) => Math.min(Math.max(v < 0 ? v + dim : v, 0), dim)
-    return { node, axis: normalise(axes[0], rank), start: clamp(s[0]), end: clamp(en[0]), dim }
-  })
-  const own = slices.find(b => b?.node === c.node)
-  if (!own) return undefined
-  const sorted = slices.filter(b => b?.axis === own.axis).map(b => b!).sort((a, b) => a.start - b.start)
-  const tiles = sorted.length >= 2 && sorted.every((b, i) => b.start === (i === 0 ? 0 : sorted[i - 1].end) && b.end > b.start) && sorted[sorted.length - 1].end === own.dim
-  // each other slice: off the path (zero gradient), or not yet differentiated with all its readers done
-  const ready = (node: NodeProto) => c.state(node) === 'off' || (c.state(node) === 'pending' && c.readers(node.output[0]).every(r => c.state(r) !== 'pending'))
-  return tiles && sorted.every(b => b.node === c.node || ready(b.node)) ? { slices: sorted.map(b => b.node), axis: own.axis } : undefined
 }
 
 /** Explicit begin/end pads of a Conv, resolving auto_pad from static dims. */
@@ -218,6 +185,30 @@ function transposedConv(c: GradContext, g: string, w: string, kernel: number[], 
   return e.op('Slice', [dx, e.ints(Array(spatial).fill(0)), ends, e.ints([...Array(spatial).keys()].map(i => i + 2))])
 }
 
+/**
+ * What an AveragePool divides each window by, shaped [1, 1, ...y's spatial dims]: the window's positions inside x,
+ * plus those in the pads with count_include_pad. A ceil_mode window reaching past the pads counts only what it
+ * covers (as torch and onnxruntime divide): a strided sum over ones padded with 1 (counted pads) or 0, then
+ * with stride − 1 zeros at the end so the floor-mode sum reaches the ceil-mode windows, cut to y's size.
+ */
+function windowSizes(c: GradContext, kernel: number[], strides: number[], dilations: number[], pads: number[], countPads: boolean, ceil: boolean): string {
+  const { e } = c
+  const [x, y] = [c.x[0], c.y[0]]
+  const rank = kernel.length + 2
+  const spatial = (v: string) => {
+    const dims = e.info(v).shape?.slice(2)
+    return dims && dims.every(d => typeof d === 'number') ? e.ints(dims as number[]) : e.op('Slice', [e.cached('Shape', [v]), e.ints([2]), e.ints([rank])])
+  }
+  const zeros = Array(kernel.length).fill(0)
+  const one = tensor('one', dtypeName(e.dtype(x)), [1], [1])
+  const inside = e.op('ConstantOfShape', [e.op('Concat', [e.ints([1, 1]), spatial(x)], { axis: 0 })], { value: one })
+  let counted = e.op('Pad', [inside, e.ints([0, 0, ...pads.slice(0, kernel.length), 0, 0, ...pads.slice(kernel.length)]), e.scalar(countPads ? 1 : 0, x)])
+  if (ceil) counted = e.op('Pad', [counted, e.ints([0, 0, ...zeros, 0, 0, ...strides.map(s => s - 1)])])
+  const kernelOnes = e.typed(Array(kernel.reduce((a, b) => a * b, 1)).fill(1), e.dtype(x), [1, 1, ...kernel])
+  const sums = e.op('Conv', [counted, kernelOnes], { strides, dilations })
+  return ceil ? e.op('Slice', [sums, e.ints(zeros), spatial(y), e.ints(kernel.map((_, i) => i + 2))]) : sums
+}
+
 /** Separable resize as a matrix along one axis: resize an identity the same way and read off [in, out]. */
 function resizeMatrix(c: GradContext, axis: 2 | 3): string {
   const { e, node } = c
@@ -240,32 +231,18 @@ function resizeMatrix(c: GradContext, axis: 2 | 3): string {
   return e.op('Reshape', [resized, e.op('Concat', [n, e.ints([-1])], { axis: 0 })])
 }
 
-/**
- * The softmax backward of attention, O = softmax(S)·V over the last axis, where g = dO·Vᵀ: the row sums
- * Σ_j y·g equal Σ_d dO·O (a sum over the head dim, as FlashAttention's backward computes them), and
- * g − rowsums comes out of one matmul of augmented operands, [dO, −rowsums]·[V, 1]ᵀ: no full-size Sub,
- * one full-size temporary fewer. Undefined where the pattern does not hold.
- */
-function attentionSoftmaxBackward(c: GradContext): string | undefined {
+/** Y = A·B (Y is c.y[0], its gradient c.g): dA = dY·Bᵀ, dB = Aᵀ·dY, shaped with Y's batch dims (the walk sums broadcast ones). */
+function matMulBackward(c: GradContext, a: string, b: string, needs: boolean[]): (string | undefined)[] {
   const { e } = c
-  const y = c.y[0]
-  const axis = intAttr(c.node, 'axis', -1)
-  const readers = c.readers(y)
-  if (readers.length !== 1 || readers[0].opType !== 'MatMul' || readers[0].input[0] !== y || readers[0].input[1] === y) return undefined
-  const [, v] = readers[0].input
-  const o = readers[0].output[0]
-  const rank = e.rank(v)
-  const rows = (value: string) => e.info(value).shape?.slice(0, -1)
-  const [rowsY, rowsO] = [rows(y), rows(o)]
-  const sameRows = !!rowsY && !!rowsO && rowsY.length === rowsO.length && rowsY.every((d, i) => d !== undefined && d === rowsO[i])
-  const dO = c.gradientOf(o)
-  if (!(axis === -1 || axis === (e.rank(y) ?? 0) - 1) || !sameRows || rank === undefined || rank < 2 || !dO) return undefined
-  const rowSums = e.reduceSum(e.op('Mul', [dO, o]), [-1], true)
-  const onesShape = e.op('Concat', [e.op('Slice', [e.cached('Shape', [v]), e.ints([0]), e.ints([-1])]), e.ints([1])], { axis: 0 })
-  const ones = e.op('ConstantOfShape', [onesShape], { value: tensor('one', dtypeName(e.dtype(v)), [1], [1]) })
-  const vAugmented = e.op('Transpose', [e.op('Concat', [v, ones], { axis: -1 })], { perm: swapLast(rank) })
-  const shifted = e.op('MatMul', [e.op('Concat', [dO, e.op('Neg', [rowSums])], { axis: -1 }), vAugmented])
-  return e.op('Mul', [shifted, y])
+  const ra = e.needRank(a, c.node), rb = e.needRank(b, c.node)
+  if (ra < 2 || rb < 2) throw new UserError(`autodiff: MatMul node ${c.node.name} has a 1-D operand, which is not supported`)
+  const batch = e.info(c.y[0]).shape?.slice(0, -2)
+  const transposed = (v: string, rank: number) => e.op('Transpose', [v], { perm: swapLast(rank) })
+  const withBatch = (v: string) => batch && [...batch, ...(e.info(v).shape ?? [undefined, undefined]).slice(-2)]
+  return [
+    needs[0] ? shaped(e, e.op('MatMul', [c.g, transposed(b, rb)]), a, withBatch(a)) : undefined,
+    needs[1] ? shaped(e, e.op('MatMul', [transposed(a, ra), c.g]), b, withBatch(b)) : undefined,
+  ]
 }
 
 export const gradients: Record<string, GradRule> = {
@@ -309,48 +286,33 @@ export const gradients: Record<string, GradRule> = {
   },
 
   // broadcasting arithmetic: each operand's gradient summed over the axes it was broadcast along
-  Add: c => c.x.map(x => c.e.unbroadcast(c.g, x, c.y[0])),
-  Sub: c => [c.e.unbroadcast(c.g, c.x[0], c.y[0]), c.needs[1] ? c.e.unbroadcast(c.e.op('Neg', [c.g]), c.x[1], c.y[0]) : undefined],
-  Mul: c => [
-    c.needs[0] ? c.e.unbroadcast(c.e.op('Mul', [c.g, c.x[1]]), c.x[0], c.y[0]) : undefined,
-    c.needs[1] ? c.e.unbroadcast(c.e.op('Mul', [c.g, c.x[0]]), c.x[1], c.y[0]) : undefined,
-  ],
+  Add: c => [c.g, c.g],
+  Sub: c => [c.g, c.needs[1] ? c.e.op('Neg', [c.g]) : undefined],
+  Mul: c => [c.needs[0] ? c.e.op('Mul', [c.g, c.x[1]]) : undefined, c.needs[1] ? c.e.op('Mul', [c.g, c.x[0]]) : undefined],
   Div: c => [
-    c.needs[0] ? c.e.unbroadcast(c.e.op('Div', [c.g, c.x[1]]), c.x[0], c.y[0]) : undefined,
-    c.needs[1] ? c.e.unbroadcast(c.e.op('Neg', [c.e.op('Div', [c.e.op('Mul', [c.g, c.y[0]]), c.x[1]])]), c.x[1], c.y[0]) : undefined,
+    c.needs[0] ? c.e.op('Div', [c.g, c.x[1]]) : undefined,
+    c.needs[1] ? c.e.op('Neg', [c.e.op('Div', [c.e.op('Mul', [c.g, c.y[0]]), c.x[1]])]) : undefined,
   ],
   Pow: c => {
     const { e } = c
     const [x, p] = c.x
     return [
-      c.needs[0] ? e.unbroadcast(e.op('Mul', [c.g, e.op('Mul', [p, e.op('Pow', [x, e.op('Sub', [p, e.scalar(1, p)])])])]), x, c.y[0]) : undefined,
-      c.needs[1] ? e.unbroadcast(e.op('Mul', [c.g, e.op('Mul', [c.y[0], e.op('Log', [x])])]), p, c.y[0]) : undefined,
+      c.needs[0] ? e.op('Mul', [c.g, e.op('Mul', [p, e.op('Pow', [x, e.op('Sub', [p, e.scalar(1, p)])])])]) : undefined,
+      c.needs[1] ? e.op('Mul', [c.g, e.op('Mul', [c.y[0], e.op('Log', [x])])]) : undefined,
     ]
   },
-  Sum: c => c.x.map(x => c.e.unbroadcast(c.g, x, c.y[0])),
-  Mean: c => c.x.map(x => c.e.unbroadcast(c.e.op('Mul', [c.g, c.e.scalar(1 / c.x.length, x)]), x, c.y[0])),
-  Max: c => c.x.map(x => c.e.unbroadcast(c.e.op('Where', [c.e.op('Equal', [x, c.y[0]]), c.g, c.e.scalar(0, x)]), x, c.y[0])),
-  Min: c => c.x.map(x => c.e.unbroadcast(c.e.op('Where', [c.e.op('Equal', [x, c.y[0]]), c.g, c.e.scalar(0, x)]), x, c.y[0])),
+  Sum: c => c.x.map(() => c.g),
+  Mean: c => c.x.map(x => c.e.op('Mul', [c.g, c.e.scalar(1 / c.x.length, x)])),
+  Max: c => c.x.map(x => c.e.op('Where', [c.e.op('Equal', [x, c.y[0]]), c.g, c.e.scalar(0, x)])),
+  Min: c => c.x.map(x => c.e.op('Where', [c.e.op('Equal', [x, c.y[0]]), c.g, c.e.scalar(0, x)])),
   Where: c => [
     undefined,
-    c.needs[1] ? c.e.unbroadcast(c.e.op('Where', [c.x[0], c.g, c.e.scalar(0, c.x[1])]), c.x[1], c.y[0]) : undefined,
-    c.needs[2] ? c.e.unbroadcast(c.e.op('Where', [c.x[0], c.e.scalar(0, c.x[2]), c.g]), c.x[2], c.y[0]) : undefined,
+    c.needs[1] ? c.e.op('Where', [c.x[0], c.g, c.e.scalar(0, c.x[1])]) : undefined,
+    c.needs[2] ? c.e.op('Where', [c.x[0], c.e.scalar(0, c.x[2]), c.g]) : undefined,
   ],
-  Expand: c => [c.e.unbroadcast(c.g, c.x[0], c.y[0])],
+  Expand: c => [c.g],
 
-  // Y = A·B: dA = dY·Bᵀ, dB = Aᵀ·dY, each summed over broadcast batch axes
-  MatMul: c => {
-    const { e } = c
-    const [a, b] = c.x
-    const ra = e.needRank(a, c.node), rb = e.needRank(b, c.node)
-    if (ra < 2 || rb < 2) throw new UserError(`autodiff: MatMul node ${c.node.name} has a 1-D operand, which is not supported`)
-    const sy = e.info(c.y[0]).shape
-    const batch = sy?.slice(0, -2)
-    const transposed = (v: string, rank: number) => e.op('Transpose', [v], { perm: swapLast(rank) })
-    const dA = c.needs[0] ? shaped(e, e.op('MatMul', [c.g, transposed(b, rb)]), a, batch && [...batch, ...(e.info(a).shape ?? [undefined, undefined]).slice(-2)]) : undefined
-    const dB = c.needs[1] ? shaped(e, e.op('MatMul', [transposed(a, ra), c.g]), b, batch && [...batch, ...(e.info(b).shape ?? [undefined, undefined]).slice(-2)]) : undefined
-    return [dA && e.unbroadcast(dA, a, dA), dB && e.unbroadcast(dB, b, dB)]
-  },
+  MatMul: c => matMulBackward(c, c.x[0], c.x[1], c.needs),
   // Y = α·op(A)·op(B) + β·C
   Gemm: c => {
     const { e } = c
@@ -360,7 +322,7 @@ export const gradients: Record<string, GradRule> = {
     const gemm = (p: string, q: string, transA: number, transB: number) => e.op('Gemm', [p, q], { transA, transB, alpha: float(alpha) })
     const dA = !c.needs[0] ? undefined : tA ? gemm(b, c.g, tB, 1) : gemm(c.g, b, 0, tB ? 0 : 1)
     const dB = !c.needs[1] ? undefined : tB ? gemm(c.g, a, 1, tA) : gemm(a, c.g, tA ? 0 : 1, 0)
-    const dC = cc && c.needs[2] ? e.unbroadcast(beta === 1 ? c.g : e.op('Mul', [c.g, e.scalar(beta, cc)]), cc, c.y[0]) : undefined
+    const dC = cc && c.needs[2] ? (beta === 1 ? c.g : e.op('Mul', [c.g, e.scalar(beta, cc)])) : undefined
     return [dA, dB, dC]
   },
   // dX = ConvTranspose(dY, W) with the forward conv's geometry
@@ -369,23 +331,22 @@ export const gradients: Record<string, GradRule> = {
     const kernel = intsAttr(c.node, 'kernel_shape') ?? (c.e.info(c.x[1]).shape?.slice(2) as number[])
     return [transposedConv(c, c.g, c.x[1], kernel, intAttr(c.node, 'group', 1))]
   },
-  // the transposed conv of g / (window count) with a ones kernel, one channel at a time
+  // the transposed conv of g / (each window's divisor) with a ones kernel, one channel at a time
   AveragePool: c => {
     const { e } = c
     const x = c.x[0]
     const rank = e.needRank(x, c.node)
     const kernel = intsAttr(c.node, 'kernel_shape')!
-    const area = kernel.reduce((a, b) => a * b, 1)
-    const padded = (intsAttr(c.node, 'pads') ?? []).some(p => p > 0) || stringAttr(c.node, 'auto_pad', 'NOTSET') !== 'NOTSET' || intAttr(c.node, 'ceil_mode', 0) === 1
-    let counts = e.scalar(area, x)
-    if (padded && intAttr(c.node, 'count_include_pad', 0) === 0) {
-      // windows at the border average fewer pixels: pooling ones with the padding counted gives the fraction inside
-      const attributes = (c.node.attribute as AttributeProto[]).filter(a => a.name !== 'count_include_pad').concat([attribute('count_include_pad', 1)])
-      const inside = e.nodeWith('AveragePool', [e.op('Expand', [e.scalar(1, x), e.shape(x)])], attributes)[0]
-      counts = e.op('Mul', [inside, counts])
-    }
-    const perChannel = e.op('Reshape', [e.op('Div', [c.g, counts]), e.ints([-1, 1, ...Array(rank - 2).fill(0)])])
-    const ones = e.typed(Array(area).fill(1), e.dtype(x), [1, 1, ...kernel])
+    const strides = intsAttr(c.node, 'strides') ?? kernel.map(() => 1)
+    const dilations = intsAttr(c.node, 'dilations') ?? kernel.map(() => 1)
+    const pads = convPads(c, rank - 2, kernel, strides, dilations)
+    const ceil = intAttr(c.node, 'ceil_mode', 0) === 1
+    const countPads = intAttr(c.node, 'count_include_pad', 0) === 1
+    const divisor = ceil || (!countPads && pads.some(p => p > 0))
+      ? windowSizes(c, kernel, strides, dilations, pads, countPads, ceil)
+      : e.scalar(kernel.reduce((a, b) => a * b, 1), x)
+    const perChannel = e.op('Reshape', [e.op('Div', [c.g, divisor]), e.ints([-1, 1, ...Array(rank - 2).fill(0)])])
+    const ones = e.typed(Array(kernel.reduce((a, b) => a * b, 1)).fill(1), e.dtype(x), [1, 1, ...kernel])
     const spread = transposedConv(c, perChannel, ones, kernel, 1)
     return [e.op('Reshape', [spread, e.shape(x)])]
   },
@@ -407,7 +368,25 @@ export const gradients: Record<string, GradRule> = {
     const { e } = c
     const y = c.y[0]
     const axis = intAttr(c.node, 'axis', -1)
-    return [attentionSoftmaxBackward(c) ?? e.op('Mul', [e.op('Sub', [c.g, e.reduceSum(e.op('Mul', [y, c.g]), [axis], true)]), y])]
+    return [e.op('Mul', [e.op('Sub', [c.g, e.reduceSum(e.op('Mul', [y, c.g]), [axis], true)]), y])]
+  },
+  /**
+   * The fused O = softmax(S)·V (grad-rewrites.ts), P the probabilities: the row sums Σ_j P·dP, dP = dO·Vᵀ,
+   * equal Σ_d dO·O (a sum over the head dim, as FlashAttention's backward computes them), and dP − rowsums
+   * comes out of one matmul of augmented operands, [dO, −rowsums]·[V, 1]ᵀ: no full-size Sub, one full-size
+   * temporary fewer. dV = Pᵀ·dO as for any MatMul.
+   */
+  AttentionCore: c => {
+    const { e } = c
+    const [, v] = c.x
+    const [o, p] = c.y
+    const rank = e.needRank(v, c.node)
+    const rowSums = e.reduceSum(e.op('Mul', [c.g, o]), [-1], true)
+    const onesShape = e.op('Concat', [e.op('Slice', [e.cached('Shape', [v]), e.ints([0]), e.ints([-1])]), e.ints([1])], { axis: 0 })
+    const ones = e.op('ConstantOfShape', [onesShape], { value: tensor('one', dtypeName(e.dtype(v)), [1], [1]) })
+    const vAugmented = e.op('Transpose', [e.op('Concat', [v, ones], { axis: -1 })], { perm: swapLast(rank) })
+    const dS = c.needs[0] ? e.op('Mul', [e.op('MatMul', [e.op('Concat', [c.g, e.op('Neg', [rowSums])], { axis: -1 }), vAugmented]), p]) : undefined
+    return [dS, matMulBackward(c, p, v, [false, c.needs[1]])[1]]
   },
   LogSoftmax: c => {
     const { e } = c
@@ -451,17 +430,11 @@ export const gradients: Record<string, GradRule> = {
   Slice: c => {
     only(c, [0], 'its bounds')
     const { e } = c
-    if (e.covered.has(c.node)) return [null]
-    const partition = slicePartition(c)
-    if (partition) {
-      partition.slices.forEach(node => e.covered.add(node))
-      return [e.op('Concat', partition.slices.map(node => c.gradientOf(node.output[0]) ?? e.zerosLike(node.output[0])), { axis: partition.axis })]
-    }
     const [, starts, ends, axesInput, stepsInput] = c.x
-    const steps = stepsInput ? known(e, stepsInput) : undefined
+    const steps = stepsInput ? e.known(stepsInput) : undefined
     // without an axes input the bounds cover the first axes, one per element
     const count = e.info(starts).shape?.[0]
-    const axes = axesInput ? known(e, axesInput) : typeof count === 'number' ? [...Array(count).keys()] : undefined
+    const axes = axesInput ? e.known(axesInput) : typeof count === 'number' ? [...Array(count).keys()] : undefined
     if (axes && (!stepsInput || steps?.every(step => step === 1))) return [padBack(c, c.g, starts, ends, axes)]
     return [scatterBack(c, flat => e.op('Slice', [flat, ...c.x.slice(1)]), false)]
   },
@@ -469,7 +442,7 @@ export const gradients: Record<string, GradRule> = {
     only(c, [0], 'its indices')
     const { e } = c
     const axis = intAttr(c.node, 'axis', 0)
-    const index = known(e, c.x[1])
+    const index = e.known(c.x[1])
     if (index && index.length === 1 && e.info(c.x[1]).shape?.length === 0) {
       // one index (the class token): put the axis back and pad around it
       const rank = e.needRank(c.x[0], c.node)
@@ -489,7 +462,7 @@ export const gradients: Record<string, GradRule> = {
     const { e } = c
     const [x, pads, , axesInput] = c.x
     const rank = e.needRank(x, c.node)
-    const count = axesInput ? known(e, axesInput)?.length : rank
+    const count = axesInput ? e.known(axesInput)?.length : rank
     if (count === undefined) throw new UserError(`autodiff: Pad node ${c.node.name} has axes computed at run time`)
     const begin = e.op('Slice', [pads, e.ints([0]), e.ints([count])])
     const dims = axesInput ? e.op('Gather', [e.cached('Shape', [x]), axesInput], { axis: 0 }) : e.cached('Shape', [x])

@@ -11,7 +11,7 @@
 // copies also differ from the originals, so common-subexpression elimination cannot merge them back.
 import { onnx, type AttributeProto, type NodeProto } from './proto.js'
 import { floatBytes, floatTypes } from './shapes.js'
-import type { Emitter } from './autodiff.js'
+import type { Emitter } from './grad-context.js'
 
 export interface Reached {
   /** the index in the backward nodes where the walk reached the node */
