@@ -158,7 +158,7 @@ export async function checkCase(dir: string, entry: TorchCase, opset: number, re
   }
 }
 
-/** onnxruntime's per-node profile of `runs` runs of a model, summed by op type (ms per run), largest first. */
+/** onnxruntime's per-node profile of `runs` runs of a model: ms per run by op type, largest first. */
 export async function profileByOp(model: string, feeds: Record<string, ort.Tensor>, runs: number): Promise<[string, number][]> {
   const folder = await mkdtemp(join(tmpdir(), 'oracle-profile-'))
   try {
@@ -169,11 +169,16 @@ export async function profileByOp(model: string, feeds: Record<string, ort.Tenso
     const file = (await readdir(folder)).find(f => f.endsWith('.json'))
     if (!file) throw new Error(`onnxruntime wrote no profile in ${folder}`)
     const events: { cat: string; name: string; dur: number; args?: { op_name?: string } }[] = JSON.parse(await readFile(join(folder, file), 'utf8'))
-    const byOp = new Map<string, number>()
+    // each node's median over the runs (a shared machine preempts some), summed by op type
+    const byNode = new Map<string, { op: string; ms: number[] }>()
     for (const event of events) {
       if (event.cat !== 'Node' || !event.name.endsWith('_kernel_time') || !event.args?.op_name) continue
-      byOp.set(event.args.op_name, (byOp.get(event.args.op_name) ?? 0) + event.dur / 1000 / runs)
+      const node = byNode.get(event.name) ?? { op: event.args.op_name, ms: [] }
+      node.ms.push(event.dur / 1000)
+      byNode.set(event.name, node)
     }
+    const byOp = new Map<string, number>()
+    for (const { op, ms } of byNode.values()) byOp.set(op, (byOp.get(op) ?? 0) + median(ms))
     return [...byOp].sort((a, b) => b[1] - a[1])
   } finally {
     await rm(folder, { recursive: true, force: true })
