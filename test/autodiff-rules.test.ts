@@ -7,6 +7,7 @@ import { gradcheck } from '../src/onnx/gradcheck.js'
 import { gradients } from '../src/onnx/gradients.js'
 import { seededNormal, randomWeight, type Normal } from '../src/onnx/layers.js'
 import { encodeModel } from '../src/onnx/proto.js'
+import { ort } from '../src/onnx/session.js'
 
 interface Case {
   name: string
@@ -104,7 +105,7 @@ const cases: Case[] = [
       const late = g.op('Sin', [a])
       return g.op('Add', [g.op('ReduceSum', [g.op('Mul', [b, b])], { keepdims: 0 }), g.op('Add', [g.op('ReduceSum', [late], { keepdims: 0 }), g.op('ReduceSum', [g.op('Exp', [rows])], { keepdims: 0 })])])
     } },
-  { name: 'Gather: the class token, and indices with repeats; GatherElements', inputs: { x: [2, 4, 3] },
+  { name: 'Gather: the class token, and indices with repeats; GatherElements', inputs: { x: [2, 4, 3] }, opsets: [13, 17],
     build: (g, { x }) => {
       const token = g.op('Gather', [x, g.constant([0], [], 'int64')], { axis: 1 })
       const last = g.op('Gather', [x, g.constant([-1], [], 'int64')], { axis: -2 })
@@ -146,7 +147,8 @@ const cases: Case[] = [
       const sq = (v: string) => g.op('ReduceSum', [g.op('Mul', [v, g.op('Sin', [v])])], { keepdims: 0 })
       return g.op('Sum', [sq(nearest), sq(up), sq(down), sq(sized)])
     } },
-  { name: 'MaxPool (overlapping windows), AveragePool, GlobalAveragePool', inputs: { x: [1, 2, 7, 6] }, symbolic: true,
+  // before opset 16 the gradient model is raised to it (ScatterElements adds duplicates from 16 on)
+  { name: 'MaxPool (overlapping windows), AveragePool, GlobalAveragePool', inputs: { x: [1, 2, 7, 6] }, opsets: [13, 14, 17, 18], symbolic: true,
     build: (g, { x }) => {
       const max = g.op('MaxPool', [x], { kernel_shape: [3, 3], strides: [2, 2] })
       const avg = g.op('AveragePool', [x], { kernel_shape: [3, 2], strides: [2, 2], pads: [1, 0, 1, 0] })
@@ -171,6 +173,70 @@ const cases: Case[] = [
       const zeros = g.op('GridSample', [x, grid], { mode: 'bilinear', padding_mode: 'zeros', align_corners: 0 })
       const border = g.op('GridSample', [x, g.op('Mul', [grid, g.constant(1.4, [])])], { mode: 'bilinear', padding_mode: 'border', align_corners: 1 })
       return g.op('Add', [zeros, border])
+    } },
+  { name: 'HardSigmoid (default and own α, β)', inputs: { x: [3, 8] }, opsets: [13, 14, 17, 18], epsilon: 1e-4,
+    build: (g, { x }) => {
+      const wide = g.op('Mul', [x, s(g, 3)])
+      return g.op('Add', [g.op('HardSigmoid', [wide]), g.op('HardSigmoid', [wide], { alpha: float(0.3), beta: float(0.4) })])
+    } },
+  { name: 'HardSwish', inputs: { x: [3, 8] }, opsets: [14, 17, 18], epsilon: 1e-4, build: (g, { x }) => g.op('HardSwish', [g.op('Mul', [x, s(g, 3)])]) },
+  { name: 'CumSum: plain, exclusive, reverse, both, along a negative axis', inputs: { x: [3, 5] }, opsets: [13, 14, 17, 18], symbolic: true,
+    build: (g, { x }) => {
+      const sum = (axis: number, exclusive: number, reverse: number) => g.op('CumSum', [x, g.constant([axis], [], 'int64')], { exclusive, reverse })
+      return g.op('Sum', [sum(1, 0, 0), g.op('Sin', [sum(1, 1, 0)]), g.op('Exp', [sum(0, 0, 1)]), g.op('Mul', [sum(-1, 1, 1), x])])
+    } },
+  { name: 'Tile', inputs: { x: [2, 3, 1] }, opsets: [13, 14, 17, 18], symbolic: true,
+    build: (g, { x }) => g.op('Tile', [x, g.ints([2, 1, 3])]) },
+  { name: 'ReduceLogSumExp with and without keepdims', inputs: { x: [2, 3, 4] }, opsets: [13, 14, 17, 18], symbolic: true,
+    build: (g, { x }) => {
+      const lse = (axes: number[], keepdims: number) => g.opset >= 18 ? g.op('ReduceLogSumExp', [x, g.ints(axes)], { keepdims }) : g.op('ReduceLogSumExp', [x], { axes, keepdims })
+      const total = (v: string) => g.op('ReduceSum', [g.op('Mul', [v, g.op('Sin', [v])])], { keepdims: 0 })
+      return g.op('Sum', [total(lse([1], 0)), total(lse([-1, 1], 0)), total(g.op('Mul', [lse([2], 1), x]))])
+    } },
+  { name: 'SoftmaxCrossEntropyLoss: mean with weights and ignore_index, sum, per element with log_prob', inputs: { s: [3, 4], t: [2, 3, 2, 2] }, opsets: [13, 14, 17, 18],
+    build: (g, { s: scores, t: spatial }, rand) => {
+      const labels = g.constant([0, 3, 1], [3], 'int64')
+      const weighted = g.node('SoftmaxCrossEntropyLoss', [scores, labels, randomWeight(g, rand, [4], 0.3, 1)], { ignore_index: 3 }, 1)[0]
+      const summed = g.node('SoftmaxCrossEntropyLoss', [scores, g.constant([2, 0, 1], [3], 'int32')], { reduction: 'sum' }, 1)[0]
+      const [perPixel, logProb] = g.node('SoftmaxCrossEntropyLoss', [spatial, g.constant([0, 2, 1, 1, 2, 0, 0, 1], [2, 2, 2], 'int64')], { reduction: 'none' }, 2)
+      const meanSpatial = g.node('SoftmaxCrossEntropyLoss', [spatial, g.constant([0, 2, 1, 1, 2, 0, 0, 1], [2, 2, 2], 'int64')], { ignore_index: 1 }, 1)[0]
+      const total = (v: string) => g.op('ReduceSum', [v], { keepdims: 0 })
+      return g.op('Sum', [weighted, g.op('Mul', [summed, s(g, 0.5)]), total(g.op('Sin', [perPixel])), total(g.op('Mul', [logProb, logProb])), meanSpatial])
+    } },
+  { name: 'Pad in reflect and edge modes', inputs: { x: [1, 2, 4, 5] }, opsets: [13, 14, 17, 18],
+    build: (g, { x }) => {
+      const reflect = g.op('Pad', [x, g.ints([0, 0, 2, 1, 0, 0, 3, 3])], { mode: 'reflect' })
+      const edge = g.op('Pad', [x, g.ints([0, 1, 1, 2, 0, 0, 3, 0])], { mode: 'edge' })
+      const total = (v: string) => g.op('ReduceSum', [g.op('Mul', [v, g.op('Sin', [v])])], { keepdims: 0 })
+      return g.op('Add', [total(reflect), total(edge)])
+    } },
+  { name: 'Pad in reflect and edge modes along chosen axes (opset 18)', inputs: { x: [1, 2, 4, 5] }, opsets: [18],
+    build: (g, { x }) => g.op('Add', [
+      g.op('ReduceSum', [g.op('Exp', [g.op('Pad', [x, g.ints([1, 3, 2, 0]), '', g.ints([-1, 2])], { mode: 'reflect' })])], { keepdims: 0 }),
+      g.op('ReduceSum', [g.op('Exp', [g.op('Pad', [x, g.ints([2, 1]), '', g.ints([3])], { mode: 'edge' })])], { keepdims: 0 })]) },
+  // a grid made from the input, as a spatial transformer or a flow warp computes it
+  { name: 'GridSample w.r.t. image and grid, bilinear, zeros and border padding, with and without align_corners', inputs: { x: [1, 2, 4, 5], flow: [1, 3, 4, 2] }, opsets: [16, 17, 18], epsilon: 1e-4,
+    build: (g, { x, flow }) => {
+      const grid = g.op('Tanh', [g.op('Mul', [flow, s(g, 0.8)])])
+      const zeros = g.op('GridSample', [x, grid], { mode: 'bilinear', padding_mode: 'zeros', align_corners: 0 })
+      const border = g.op('GridSample', [x, g.op('Mul', [grid, s(g, 1.3)])], { mode: 'bilinear', padding_mode: 'border', align_corners: 1 })
+      return g.op('Add', [zeros, border])
+    } },
+  // a MatMul after each: its rule needs the rank that shape inference gives them
+  { name: 'DepthToSpace (DCR and CRD: pixel_shuffle) and SpaceToDepth', inputs: { x: [1, 8, 2, 3] }, opsets: [13, 14, 17, 18], symbolic: true,
+    build: (g, { x }, rand) => {
+      const dcr = g.op('DepthToSpace', [x], { blocksize: 2, mode: 'DCR' })
+      const crd = g.op('DepthToSpace', [x], { blocksize: 2, mode: 'CRD' })
+      const back = g.op('SpaceToDepth', [g.op('Sin', [crd])], { blocksize: 2 })
+      const total = (v: string, width: number) => g.op('ReduceSum', [g.op('MatMul', [v, randomWeight(g, rand, [width, 2], 0.5)])], { keepdims: 0 })
+      return g.op('Sum', [total(dcr, 6), total(crd, 6), total(back, 3)])
+    } },
+  { name: 'TopK values flowing on (largest and smallest, k from a constant)', inputs: { x: [2, 3, 6] }, opsets: [13, 14, 17, 18], symbolic: true,
+    build: (g, { x }, rand) => {
+      const [largest] = g.node('TopK', [x, g.ints([3])], { axis: -1 }, 2)
+      const [smallest] = g.node('TopK', [x, g.ints([2])], { axis: 1, largest: 0 }, 2)
+      const total = (v: string, shape: number[]) => g.op('ReduceSum', [g.op('MatMul', [v, randomWeight(g, rand, shape, 0.5)])], { keepdims: 0 })
+      return g.op('Add', [total(largest, [3, 2]), total(smallest, [6, 2])])
     } },
   { name: 'Einsum (attention as einsum, and a batched contraction with ellipsis)', inputs: { q: [2, 3, 4], k: [2, 5, 4], w: [4, 4] },
     build: (g, { q, k, w }) => g.op('Mul', [g.op('Einsum', [q, k], { equation: 'bik,bjk->bij' }), g.op('Unsqueeze', [g.op('ReduceSum', [g.op('Einsum', [k, w], { equation: '...k,kl->...l' }), g.ints([2])], { keepdims: 0 }), g.ints([1])])]) },
@@ -237,4 +303,57 @@ describe('the gradient checker', () => {
     const worst = await worstWith('AveragePool', fullKernel, (g, x) => g.op('AveragePool', [x], { kernel_shape: [2, 2], strides: [2, 2], ceil_mode: 1 }), [1, 2, 5, 5])
     assert.ok(worst > 0.05, `worst relative error ${worst}`)
   })
+})
+
+describe('gradients at ties', () => {
+  /** x_grad of sum(w · op(x)) for a given x, w random: the gradient routed by the rule at tied elements. */
+  async function gradientAt(opset: number, x: number[], shape: number[], build: (g: GraphBuilder, x: string) => string): Promise<{ dx: number[]; dy: number[] }> {
+    const g = new GraphBuilder('ties', opset)
+    const y = build(g, g.input('x', 'float32', shape))
+    const w = g.input('w', 'float32', [])
+    g.outputAs(y, 'y', 'float32')
+    g.outputAs(g.op('ReduceSum', [g.op('Mul', [y, g.op('Add', [w, g.op('Cos', [y])])])], { keepdims: 0 }), 'loss', 'float32', [])
+    const gradient = differentiate({ model: g.build(), dir: '.' }, { wrt: ['x'], of: 'loss', keep: ['y'] })
+    const session = await ort.InferenceSession.create(encodeModel(gradient.model))
+    const out = await session.run({ x: new ort.Tensor('float32', Float32Array.from(x), shape), w: new ort.Tensor('float32', Float32Array.from([2]), []) })
+    await session.release()
+    const ys = Array.from(out.y.data as Float32Array)
+    return { dx: Array.from(out.x_grad.data as Float32Array), dy: ys.map(v => 2 + Math.cos(v) - v * Math.sin(v)) }
+  }
+  const close = (actual: number[], expected: number[]) => actual.forEach((a, i) => assert.ok(Math.abs(a - expected[i]) < 1e-5, `${actual} vs ${expected}`))
+
+  for (const opset of [13, 14, 17, 18]) {
+    it(`Max and Min split the gradient between tied inputs (opset ${opset})`, async () => {
+      const half = (g: GraphBuilder) => g.constant([0.5, 0.5, 0.5, 0.5], [4])
+      const max = await gradientAt(opset, [0.5, 1, 0, 0.5], [4], (g, x) => g.op('Max', [x, half(g)]))
+      close(max.dx, [max.dy[0] / 2, max.dy[1], 0, max.dy[3] / 2])
+      const min = await gradientAt(opset, [0.5, 1, 0, 0.5], [4], (g, x) => g.op('Min', [x, half(g), x]))
+      // three inputs: x counts twice where it ties with itself and with ½
+      close(min.dx, [(2 * min.dy[0]) / 3, 0, min.dy[2], (2 * min.dy[3]) / 3])
+    })
+    it(`ReduceMax and ReduceMin split the gradient between tied elements (opset ${opset})`, async () => {
+      const reduce = (op: string) => (g: GraphBuilder, x: string) => (opset >= 18 ? g.op(op, [x, g.ints([1])], { keepdims: 0 }) : g.op(op, [x], { axes: [1], keepdims: 0 }))
+      const max = await gradientAt(opset, [1, 3, 3, 2, 0, 1], [2, 3], reduce('ReduceMax'))
+      close(max.dx, [0, max.dy[0] / 2, max.dy[0] / 2, max.dy[1], 0, 0])
+      const min = await gradientAt(opset, [1, 1, 1, 2, 0, 1], [2, 3], reduce('ReduceMin'))
+      close(min.dx, [min.dy[0] / 3, min.dy[0] / 3, min.dy[0] / 3, 0, min.dy[1], 0])
+    })
+    it(`piecewise constant and integer-valued ops pass no gradient (opset ${opset})`, async () => {
+      const { dx, dy } = await gradientAt(opset, [0.3, -1.7, 2.2, 0.9, -0.4, 1.5], [2, 3], (g, x) => {
+        const float = (v: string) => g.op('Cast', [v], { to: 1 })
+        const scalar = (v: string) => g.op('ReduceSum', [float(v)], { keepdims: 0 })
+        const steps = g.op('Sum', [g.op('Floor', [x]), g.op('Ceil', [x]), g.op('Round', [x]), g.op('Sign', [x]), float(g.op('Greater', [x, s(g, 0)])), float(g.op('Equal', [x, s(g, 0.3)]))])
+        const indices = g.op('Add', [float(g.op('ArgMax', [x], { axis: 1, keepdims: 1 })), float(g.op('ArgMin', [x], { axis: 0, keepdims: 1 }))])
+        return g.op('Sum', [x, steps, indices, scalar(g.op('NonZero', [x])), scalar(g.op('Shape', [x])), scalar(g.op('Size', [x]))])
+      })
+      close(dx, dy)
+    })
+  }
+  for (const opset of [13, 17]) {
+    it(`MaxPool routes each window's gradient to its first maximum, as torch does (opset ${opset})`, async () => {
+      // every 2×2 window of a constant image ties
+      const { dx, dy } = await gradientAt(opset, Array(9).fill(0.5), [1, 1, 3, 3], (g, x) => g.op('MaxPool', [x], { kernel_shape: [2, 2], strides: [1, 1] }))
+      close(dx, [dy[0], dy[1], 0, dy[2], dy[3], 0, 0, 0, 0])
+    })
+  }
 })

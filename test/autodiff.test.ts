@@ -153,6 +153,39 @@ describe('autodiff end to end', () => {
     assert.doesNotThrow(() => differentiate({ model: g.build(), dir: '.' }, { wrt: ['x'], of: 'other' }))
   })
 
+  it('raises an opset-13 gradient model to 16 for overlapping MaxPool windows, unless an op changed meaning on the way', () => {
+    const build = (withRoiAlign: boolean) => {
+      const g = new GraphBuilder('pool', 13)
+      const x = g.input('x', 'float32', [1, 2, 6, 6])
+      const pooled = g.op('MaxPool', [x], { kernel_shape: [3, 3], strides: [2, 2] })
+      let loss = g.op('ReduceSum', [pooled], { keepdims: 0 })
+      if (withRoiAlign) {
+        const rois = g.op('RoiAlign', [x, g.constant([0, 0, 2, 2], [1, 4]), g.constant([0], [1], 'int64')], { output_height: 1, output_width: 1 })
+        loss = g.op('Add', [loss, g.op('ReduceSum', [rois], { keepdims: 0 })])
+      }
+      g.outputAs(loss, 'loss', 'float32', [])
+      return g.build()
+    }
+    const raised = differentiate({ model: build(false), dir: '.' }, { wrt: ['x'] }).model
+    assert.deepEqual(raised.opsetImport.map(o => Number(o.version)), [16])
+    assert.ok(Number(raised.irVersion) >= 8)
+    assert.throws(() => differentiate({ model: build(true), dir: '.' }, { wrt: ['x'] }), /MaxPool node MaxPool_node_\d+ needs opset 16, but RoiAlign node RoiAlign_node_\d+ means something else there/)
+  })
+
+  it('advises --dim only where a dim is symbolic, else names the op shape inference does not cover', () => {
+    const build = (dims: (number | string)[]) => {
+      const g = new GraphBuilder('advice', 17)
+      const x = g.input('x', 'float32', dims)
+      // shape inference keeps no rank through an Einsum with an ellipsis; the MatMul's rule needs it
+      const mixed = g.op('Einsum', [x, g.constant(Array(16).fill(0.1), [4, 4])], { equation: '...k,kl->...l' })
+      g.outputAs(g.op('ReduceSum', [g.op('MatMul', [mixed, g.constant(Array(8).fill(0.1), [4, 2])])], { keepdims: 0 }), 'loss', 'float32', [])
+      return g.build()
+    }
+    assert.throws(() => differentiate({ model: build([2, 3, 4]), dir: '.' }, { wrt: ['x'] }), (error: Error) =>
+      /cannot infer the rank of einsum_\d+ \(input of MatMul node MatMul_node_\d+\): shape inference does not cover Einsum node Einsum_node_\d+/.test(error.message) && !error.message.includes('--dim'))
+    assert.throws(() => differentiate({ model: build(['batch', 3, 4]), dir: '.' }, { wrt: ['x'] }), /cannot infer the rank of einsum_\d+ .*: shape inference lost it at Einsum node Einsum_node_\d+, whose inputs have symbolic dims: give them values \(--dim name=value\)/)
+  })
+
   it('refuses weights, integer inputs and unknown names with clear messages', () => {
     const g = new GraphBuilder('bad', 17)
     const x = g.input('x', 'float32', [2])

@@ -6,7 +6,7 @@
 import { UserError } from '../errors.js'
 import { Emitter, type GradContext } from './grad-context.js'
 import { rewriteForGradients, FUSED_DOMAIN } from './grad-rewrites.js'
-import { gradients } from './gradients.js'
+import { gradients, opsetNeeded } from './gradients.js'
 import { graphOf, isExternal, onnx, readModel, writeModel, type GraphProto, type LoadedModel, type ModelProto, type NodeProto, type TensorProto, type ValueInfoProto } from './proto.js'
 import { recomputeSegments, type Reached } from './recompute.js'
 import { dtypeName, floatTypes, inferShapes, type Info } from './shapes.js'
@@ -122,6 +122,22 @@ function plan(loaded: LoadedModel, options: DifferentiateOptions): Plan {
   return { model, graph, infos, nodes, active, relevant, of, outputs, inputs, names, opset }
 }
 
+/** Whether a node is on the path: it reads a value that depends on a wrt input and makes one `of` depends on. */
+const onPath = (node: NodeProto, p: Plan) => node.input.some(name => p.active.has(name)) && node.output.some(name => p.relevant.has(name) && p.active.has(name))
+
+/** Ops whose meaning changed after opset 13, with the opset that changed it (RoiAlign's default coordinates). */
+const CHANGED_MEANING: Record<string, number> = { RoiAlign: 16 }
+
+/** The gradient model's opset: the model's, raised to what a rule on the path needs where nothing in the model changed meaning on the way. */
+function gradientOpset(p: Plan): number {
+  const needs = p.nodes.filter(node => onPath(node, p)).map(node => ({ node, opset: opsetNeeded[node.opType]?.(node, p.infos) ?? 0 }))
+  const highest = needs.reduce((a, b) => (b.opset > a.opset ? b : a), { node: undefined as NodeProto | undefined, opset: p.opset })
+  if (!highest.node) return p.opset
+  const changed = p.nodes.find(node => CHANGED_MEANING[node.opType] > p.opset && CHANGED_MEANING[node.opType] <= highest.opset)
+  if (changed) throw new UserError(`autodiff: the gradient of ${highest.node.opType} node ${highest.node.name} needs opset ${highest.opset}, but ${changed.opType} node ${changed.name} means something else there; re-export the model with opset ${highest.opset} or later`)
+  return highest.opset
+}
+
 /**
  * The reverse walk over the path (nodes in topological order): each node's rule maps the gradients of its
  * outputs to its inputs'; a value read by several nodes sums their contributions. Returns each value's total
@@ -169,14 +185,16 @@ function reverseWalk(path: NodeProto[], active: Set<string>, of: string, wrt: st
  */
 export function differentiate(loaded: LoadedModel, options: DifferentiateOptions): LoadedModel {
   const p = plan(loaded, options)
+  const opset = gradientOpset(p)
   let prefix = 'grad__'
   while ([...p.names].some(n => n.startsWith(prefix))) prefix = `_${prefix}`
   const constants = new Map<string, TensorProto>(p.graph.initializer.map(t => [t.name!, t as TensorProto]))
   for (const node of p.nodes) if (node.opType === 'Constant' && node.attribute[0]?.t) constants.set(node.output[0], node.attribute[0].t as TensorProto)
-  const e = new Emitter(p.opset, p.infos, constants, prefix)
+  const producers = new Map(p.nodes.flatMap(node => node.output.map(name => [name, node] as const)))
+  const e = new Emitter(opset, p.infos, constants, prefix, producers)
 
   const { nodes, partOf } = rewriteForGradients(p.nodes, p.active, new Set(p.graph.output.map(o => o.name!)), e)
-  const path = nodes.filter(node => node.input.some(name => p.active.has(name)) && node.output.some(name => p.relevant.has(name) && p.active.has(name)))
+  const path = nodes.filter(node => onPath(node, p))
   const { total, reached } = reverseWalk(path, p.active, p.of, options.wrt, e)
   const gradOutputs = options.wrt.map(x => {
     const name = `${x}_grad`
@@ -211,9 +229,12 @@ function assemble(p: Plan, reached: (Reached | undefined)[], gradOutputs: ValueI
   }
   kept.reverse()
   const { model, graph } = p
+  const raised = e.opset > p.opset
   return new onnx.ModelProto({
     ...model,
-    opsetImport: model.opsetImport,
+    // opset 16 came with IR version 8
+    irVersion: raised ? Math.max(Number(model.irVersion ?? 0), 8) : model.irVersion,
+    opsetImport: raised ? model.opsetImport.map(o => (!o.domain || o.domain === 'ai.onnx' ? { ...o, version: e.opset } : o)) : model.opsetImport,
     graph: new onnx.GraphProto({
       name: graph.name,
       node: kept,

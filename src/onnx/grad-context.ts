@@ -44,6 +44,8 @@ export class Emitter extends GraphBuilder {
     /** inline initializers and Constant node values of the forward graph */
     readonly constants: Map<string, TensorProto>,
     prefix: string,
+    /** the forward node making each value, to say where shape inference lost a shape */
+    private readonly producers = new Map<string, NodeProto>(),
   ) {
     super('gradient', opset, prefix)
   }
@@ -115,11 +117,31 @@ export class Emitter extends GraphBuilder {
     return this.info(value).shape?.length
   }
 
-  /** The rank of a value, or a UserError naming the node that needed it. */
+  /** The rank of a value, or a UserError naming the node that needed it and why the rank is unknown. */
   needRank(value: string, node: NodeProto): number {
     const rank = this.rank(value)
-    if (rank === undefined) throw new UserError(`autodiff: cannot infer the rank of ${value} (input of ${node.opType} node ${node.name}); give the symbolic dims values (--dim name=value)`)
+    if (rank === undefined) throw new UserError(`autodiff: cannot infer the rank of ${value} (input of ${node.opType} node ${node.name}): ${this.whyUnknown(value, v => this.rank(v) !== undefined)}`)
     return rank
+  }
+
+  /** The static dims of a value, or a UserError naming the node that needed them and why they are unknown. */
+  needDims(value: string, node: NodeProto, what: string): number[] {
+    const shape = this.info(value).shape
+    if (shape?.every(d => typeof d === 'number')) return shape as number[]
+    throw new UserError(`autodiff: ${node.opType} node ${node.name} needs the dims of ${value} (${what}): ${this.whyUnknown(value, v => !!this.info(v).shape?.every(d => typeof d === 'number'))}`)
+  }
+
+  /**
+   * Advice on a value whose shape is not `known`: follows the unknown shapes up to the node where inference
+   * lost them. Symbolic dims there (or at a graph input): give them values; else that op's shape rule is missing.
+   */
+  private whyUnknown(value: string, known: (value: string) => boolean): string {
+    let node = this.producers.get(value)
+    for (let up = node; up; up = this.producers.get(up.input.find(v => v && !known(v) && this.producers.has(v)) ?? '')) node = up
+    const symbolic = (v: string) => [...(this.info(v).shape ?? []), ...(this.info(v).value ?? [])].some(d => typeof d === 'string')
+    if (!node) return symbolic(value) ? `${value} has symbolic dims: give them values (--dim name=value)` : `${value} has no declared shape`
+    if (node.input.some(v => v && symbolic(v))) return `shape inference lost it at ${node.opType} node ${node.name}, whose inputs have symbolic dims: give them values (--dim name=value)`
+    return `shape inference does not cover ${node.opType} node ${node.name} (its inputs' shapes are known)`
   }
 
   dtype(value: string): number {

@@ -4,8 +4,8 @@
 import { UserError } from '../errors.js'
 import type { Emitter, GradContext, GradRule } from './grad-context.js'
 import { dtypeOf, float, tensor, type AttrValue } from './builder.js'
-import { DataType, type AttributeProto } from './proto.js'
-import { axesOf, dimRatio, floatAttr, intAttr, intsAttr, stringAttr, type Dim } from './shapes.js'
+import { DataType, type AttributeProto, type NodeProto } from './proto.js'
+import { attrOf, axesOf, dimRatio, floatAttr, intAttr, intsAttr, stringAttr, type Dim, type Info } from './shapes.js'
 
 const INT_MAX = 2 ** 62
 
@@ -71,6 +71,29 @@ const reduceIsIdentity = (c: GradContext) => {
   return intAttr(c.node, 'noop_with_empty_axes', 0) === 1 && (axes === undefined || (Array.isArray(axes) && axes.length === 0))
 }
 
+/**
+ * Max/Min of several inputs: g split evenly between the inputs equal to the result (as torch and tinygrad
+ * do at ties), each share shaped like the broadcast result.
+ */
+function tiedExtremes(c: GradContext): string[] {
+  const { e } = c
+  if (c.x.length === 1) return [c.g]
+  const hits = c.x.map(x => e.op('Cast', [e.op('Equal', [x, c.y[0]])], { to: e.dtype(c.y[0]) }))
+  const share = e.op('Div', [c.g, e.op('Sum', hits)])
+  return hits.map(hit => e.op('Mul', [share, hit]))
+}
+
+/** ReduceMax/ReduceMin: g split evenly between the elements equal to the result (torch's amax). */
+function tiedReduction(c: GradContext): string {
+  const { e } = c
+  if (reduceIsIdentity(c)) return c.g
+  const x = c.x[0]
+  const hit = e.op('Cast', [e.op('Equal', [x, unreduce(c, c.y[0])])], { to: e.dtype(x) })
+  const axes = axesOf(c.node, e.infos)
+  const count = Array.isArray(axes) && axes.length ? e.reduceSum(hit, axes, true) : e.op('ReduceSum', [hit], { keepdims: 1 })
+  return e.op('Mul', [e.op('Div', [unreduce(c, c.g), count]), hit])
+}
+
 /** 1 / (elements reduced), as a scalar of x's dtype: static where the dims are known. */
 function reducedFraction(e: Emitter, x: string, y: string): string {
   const sx = e.info(x).shape, sy = e.info(y).shape
@@ -98,7 +121,7 @@ function scatterBack(c: GradContext, select: (indices: string) => string, duplic
   const x = c.x[0]
   const flat = e.op('Reshape', [e.op('Range', [e.typed(0, DataType.INT64), e.op('Size', [x]), e.typed(1, DataType.INT64)]), e.shape(x)])
   const picked = e.op('Reshape', [select(flat), e.ints([-1])])
-  const attrs: Record<string, AttrValue> = duplicates && e.opset >= 16 ? { axis: 0, reduction: 'add' } : { axis: 0 }
+  const attrs: Record<string, AttrValue> = duplicates ? { axis: 0, reduction: 'add' } : { axis: 0 }
   const scattered = e.op('ScatterElements', [flatZeros(e, x), picked, e.op('Reshape', [c.g, e.ints([-1])])], attrs)
   return e.op('Reshape', [scattered, e.shape(x)])
 }
@@ -139,16 +162,53 @@ function padBack(c: GradContext, g: string, starts: string, ends: string, axes: 
   return e.op('Pad', [g, pads])
 }
 
+/**
+ * Reflect and edge Pad, one padded axis at a time (they pad separably): the centre of g plus each border
+ * folded back onto the elements it copied: reversed onto x[1..b] (reflect), or summed onto the edge element.
+ */
+function foldPadding(c: GradContext, mode: 'reflect' | 'edge'): string {
+  const { e } = c
+  const [x, padsInput, , axesInput] = c.x
+  const rank = e.needRank(x, c.node)
+  const pads = e.known(padsInput), dims = e.needDims(x, c.node, `${mode} padding`)
+  const axes = axesInput ? e.known(axesInput)?.map(a => normalise(a, rank)) : [...Array(rank).keys()]
+  if (!pads || !axes) throw new UserError(`autodiff: Pad node ${c.node.name} in ${mode} mode has pads or axes computed at run time`)
+  if (pads.some(p => p < 0)) refuse(c, `its input with negative pads in ${mode} mode`)
+  let g = c.g
+  axes.forEach((axis, j) => {
+    const [before, after] = [pads[j], pads[j + axes.length]]
+    if (before === 0 && after === 0) return
+    const n = dims[axis]
+    const slice = (start: number, end: number, step = 1) => e.op('Slice', [g, e.ints([start]), e.ints([end]), e.ints([axis]), e.ints([step])])
+    const placed = (part: string, at: number, size: number) => {
+      const widths = Array(2 * rank).fill(0)
+      widths[axis] = at
+      widths[axis + rank] = n - at - size
+      return e.op('Pad', [part, e.ints(widths)])
+    }
+    const parts = [slice(before, before + n)]
+    if (mode === 'edge') {
+      if (before) parts.push(placed(e.reduceSum(slice(0, before), [axis], true), 0, 1))
+      if (after) parts.push(placed(e.reduceSum(slice(before + n, before + n + after), [axis], true), n - 1, 1))
+    } else {
+      // g[b − 1 − i] copied x[1 + i]; g[b + n + i] copied x[n − 2 − i]
+      if (before) parts.push(placed(slice(before - 1, -INT_MAX, -1), 1, before))
+      if (after) parts.push(placed(slice(before + n + after - 1, before + n - 1, -1), n - 1 - after, after))
+    }
+    g = parts.length === 1 ? parts[0] : e.op('Sum', parts)
+  })
+  return g
+}
+
 /** Explicit begin/end pads of a Conv, resolving auto_pad from static dims. */
 function convPads(c: GradContext, spatial: number, kernel: number[], strides: number[], dilations: number[]): number[] {
   const autoPad = stringAttr(c.node, 'auto_pad', 'NOTSET')
   if (autoPad === 'NOTSET') return intsAttr(c.node, 'pads') ?? Array(2 * spatial).fill(0)
   if (autoPad === 'VALID') return Array(2 * spatial).fill(0)
   // at stride 1 the pads do not depend on the input's size
-  const dims = strides.every(s => s === 1) ? kernel.map(() => 1) : c.e.info(c.x[0]).shape?.slice(2)
-  if (!dims || !dims.every(d => typeof d === 'number')) throw new UserError(`autodiff: Conv node ${c.node.name} uses auto_pad ${autoPad} with unknown input dims; give them values (--dim)`)
+  const dims = strides.every(s => s === 1) ? kernel.map(() => 1) : c.e.needDims(c.x[0], c.node, `auto_pad ${autoPad}`).slice(2)
   const pads = Array(2 * spatial).fill(0)
-  ;(dims as number[]).forEach((d, i) => {
+  dims.forEach((d, i) => {
     const total = Math.max((Math.ceil(d / strides[i]) - 1) * strides[i] + (kernel[i] - 1) * dilations[i] + 1 - d, 0)
     const small = Math.floor(total / 2)
     pads[i] = autoPad === 'SAME_UPPER' ? small : total - small
@@ -274,6 +334,31 @@ function matMulBackward(c: GradContext, a: string, b: string, needs: boolean[]):
   ]
 }
 
+/** A Gather's index where it is one known scalar (the class token), else undefined. */
+function oneIndex(node: NodeProto, infos: Map<string, Info>): number | undefined {
+  const info = infos.get(node.input[1])
+  return info?.shape?.length === 0 && info.value?.length === 1 && typeof info.value[0] === 'number' ? info.value[0] : undefined
+}
+
+/** Whether a pool's windows share positions (kernel span beyond the stride on some axis). */
+function windowsOverlap(node: NodeProto): boolean {
+  const kernel = intsAttr(node, 'kernel_shape') ?? []
+  const strides = intsAttr(node, 'strides') ?? kernel.map(() => 1)
+  const dilations = intsAttr(node, 'dilations') ?? kernel.map(() => 1)
+  return kernel.some((k, i) => (k - 1) * dilations[i] + 1 > strides[i])
+}
+
+/**
+ * The opset a rule's gradient needs, where it is later than 13: ScatterElements adds up duplicate indices
+ * from opset 16 on. autodiff.ts raises the gradient model's opset to it where no op in the model changed
+ * meaning in between.
+ */
+export const opsetNeeded: Record<string, (node: NodeProto, infos: Map<string, Info>) => number> = {
+  MaxPool: node => (windowsOverlap(node) ? 16 : 13),
+  Gather: (node, infos) => (oneIndex(node, infos) === undefined ? 16 : 13),
+  GatherElements: () => 16,
+}
+
 export const gradients: Record<string, GradRule> = {
   Identity: c => [c.g],
   Dropout: c => [c.g],
@@ -306,6 +391,28 @@ export const gradients: Record<string, GradRule> = {
       return e.op('Add', [cdf, e.op('Mul', [x, pdf])])
     })(c)
   },
+  // hard sigmoid: α·g where 0 < αx + β < 1 (y strictly inside its clamp)
+  HardSigmoid: c => {
+    const { e } = c
+    const y = c.y[0]
+    const inside = e.op('And', [e.op('Greater', [y, e.scalar(0, y)]), e.op('Less', [y, e.scalar(1, y)])])
+    return [e.op('Where', [inside, e.op('Mul', [c.g, e.scalar(floatAttr(c.node, 'alpha', 0.2), y)]), e.scalar(0, y)])]
+  },
+  // x·relu6(x + 3)/6: 0 below −3, g·(x/3 + ½) up to 3, g above (torch's hardswish_backward)
+  HardSwish: c => {
+    const { e } = c
+    const x = c.x[0]
+    const ramp = e.op('Mul', [c.g, e.op('Add', [e.op('Mul', [x, e.scalar(1 / 3, x)]), e.scalar(0.5, x)])])
+    return [e.op('Where', [e.op('Less', [x, e.scalar(-3, x)]), e.scalar(0, x), e.op('Where', [e.op('LessOrEqual', [x, e.scalar(3, x)]), ramp, c.g])])]
+  },
+  // piecewise constant (and shape-only) ops: a zero gradient
+  Floor: () => [null],
+  Ceil: () => [null],
+  Round: () => [null],
+  Sign: () => [null],
+  EyeLike: () => [null],
+  RandomNormalLike: () => [null],
+  RandomUniformLike: () => [null],
   Clip: c => {
     only(c, [0], 'bounds')
     const [x, low, high] = c.x
@@ -335,14 +442,24 @@ export const gradients: Record<string, GradRule> = {
   },
   Sum: c => c.x.map(() => c.g),
   Mean: c => c.x.map(x => c.e.op('Mul', [c.g, c.e.scalar(1 / c.x.length, x)])),
-  Max: c => c.x.map(x => c.e.op('Where', [c.e.op('Equal', [x, c.y[0]]), c.g, c.e.scalar(0, x)])),
-  Min: c => c.x.map(x => c.e.op('Where', [c.e.op('Equal', [x, c.y[0]]), c.g, c.e.scalar(0, x)])),
+  Max: c => tiedExtremes(c),
+  Min: c => tiedExtremes(c),
   Where: c => [
     undefined,
     c.needs[1] ? c.e.op('Where', [c.x[0], c.g, c.e.scalar(0, c.x[1])]) : undefined,
     c.needs[2] ? c.e.op('Where', [c.x[0], c.e.scalar(0, c.x[2]), c.g]) : undefined,
   ],
   Expand: c => [c.g],
+  // g as [r₀, d₀, r₁, d₁, …] (repeats beside x's dims), summed over the repeats
+  Tile: c => {
+    only(c, [0], 'its repeats')
+    const { e } = c
+    const [x, repeats] = c.x
+    const rank = e.needRank(x, c.node)
+    const column = (v: string) => e.op('Unsqueeze', [v, e.ints([1])])
+    const interleaved = e.op('Reshape', [e.op('Concat', [column(repeats), column(e.shape(x))], { axis: 1 }), e.ints([-1])])
+    return [e.reduceSum(e.op('Reshape', [c.g, interleaved]), [...Array(rank).keys()].map(i => 2 * i), false)]
+  },
 
   MatMul: c => matMulBackward(c, c.x[0], c.x[1], c.needs),
   // Y = α·op(A)·op(B) + β·C
@@ -427,12 +544,51 @@ export const gradients: Record<string, GradRule> = {
     return [e.op('Sub', [c.g, e.op('Mul', [e.op('Exp', [c.y[0]]), e.reduceSum(c.g, [axis], true)])])]
   },
 
+  /**
+   * loss_i = −w_i·log p_i[label_i], w_i = weights[label_i] (1 without weights, 0 at ignore_index), summed,
+   * averaged over Σ w_i, or per element: d/d scores = coefficient_i·(p − onehot(label)), plus the log_prob
+   * output's own LogSoftmax backward where it flows on.
+   */
+  SoftmaxCrossEntropyLoss: c => {
+    only(c, [0], 'its labels or weights')
+    const { e } = c
+    const [scores, labels, weights] = c.x
+    const dtype = e.dtype(scores)
+    const rank = e.needRank(scores, c.node)
+    const logProb = e.forwardOutput(c.node, 1)
+    const probabilities = e.op('Exp', [logProb])
+    const parts: string[] = []
+    if (c.dy[0]) {
+      const target = e.op('Cast', [labels], { to: DataType.INT64 })
+      const classes = e.op('Range', [e.typed(0, DataType.INT64), e.op('Gather', [e.cached('Shape', [scores]), e.typed(1, DataType.INT64)], { axis: 0 }), e.typed(1, DataType.INT64)])
+      const oneHot = e.op('Cast', [e.op('Equal', [e.op('Unsqueeze', [target, e.ints([1])]), e.op('Reshape', [classes, e.ints([1, -1, ...Array(rank - 2).fill(1)])])])], { to: dtype })
+      const ignored = attrOf(c.node, 'ignore_index') ? intAttr(c.node, 'ignore_index', 0) : undefined
+      const kept = ignored === undefined ? undefined : e.op('Not', [e.op('Equal', [target, e.typed(ignored, DataType.INT64)])])
+      let weight = weights ? e.op('Gather', [weights, kept ? e.op('Where', [kept, target, e.typed(0, DataType.INT64)]) : target], { axis: 0 }) : undefined
+      if (kept) weight = weight ? e.op('Where', [kept, weight, e.scalar(0, scores)]) : e.op('Cast', [kept], { to: dtype })
+      const reduction = stringAttr(c.node, 'reduction', 'mean')
+      let coefficient = weight ? e.op('Mul', [c.g, weight]) : c.g
+      if (reduction === 'mean') coefficient = e.op('Div', [coefficient, weight ? e.op('ReduceSum', [weight], { keepdims: 0 }) : e.op('Cast', [e.op('Size', [labels])], { to: dtype })])
+      if (weight || reduction === 'none') coefficient = e.op('Unsqueeze', [coefficient, e.ints([1])])
+      parts.push(e.op('Mul', [coefficient, e.op('Sub', [probabilities, oneHot])]))
+    }
+    if (c.dy[1]) parts.push(e.op('Sub', [c.dy[1], e.op('Mul', [probabilities, e.reduceSum(c.dy[1], [1], true)])]))
+    return [parts.length === 1 ? parts[0] : e.op('Add', parts)]
+  },
+
   ReduceSum: c => [reduceIsIdentity(c) ? c.g : c.e.op('Expand', [unreduce(c, c.g), c.e.shape(c.x[0])])],
   ReduceMean: c => [reduceIsIdentity(c) ? c.g : c.e.op('Expand', [c.e.op('Mul', [unreduce(c, c.g), reducedFraction(c.e, c.x[0], c.y[0])]), c.e.shape(c.x[0])])],
   ReduceSumSquare: c => [c.e.op('Mul', [unreduce(c, c.g), c.e.op('Mul', [c.x[0], c.e.scalar(2, c.x[0])])])],
   ReduceL2: c => [c.e.op('Mul', [c.e.op('Div', [unreduce(c, c.g), unreduce(c, c.y[0])]), c.x[0]])],
-  ReduceMax: c => [c.e.op('Where', [c.e.op('Equal', [c.x[0], unreduce(c, c.y[0])]), unreduce(c, c.g), c.e.scalar(0, c.x[0])])],
-  ReduceMin: c => [c.e.op('Where', [c.e.op('Equal', [c.x[0], unreduce(c, c.y[0])]), unreduce(c, c.g), c.e.scalar(0, c.x[0])])],
+  ReduceMax: c => [tiedReduction(c)],
+  ReduceMin: c => [tiedReduction(c)],
+  // log Σ exp x: g·exp(x − y), the softmax over the reduced axes
+  ReduceLogSumExp: c => [reduceIsIdentity(c) ? c.g : c.e.op('Mul', [unreduce(c, c.g), c.e.op('Exp', [c.e.op('Sub', [c.x[0], unreduce(c, c.y[0])])])])],
+  // the adjoint of a running sum runs the other way (exclusive stays exclusive)
+  CumSum: c => {
+    only(c, [0], 'its axis')
+    return [c.e.op('CumSum', [c.g, c.x[1]], { exclusive: intAttr(c.node, 'exclusive', 0), reverse: 1 - intAttr(c.node, 'reverse', 0) })]
+  },
   GlobalAveragePool: c => [c.e.op('Expand', [c.e.op('Mul', [c.g, reducedFraction(c.e, c.x[0], c.y[0])]), c.e.shape(c.x[0])])],
 
   // pure data movement
@@ -459,6 +615,23 @@ export const gradients: Record<string, GradRule> = {
       : e.op('Concat', c.x.map(x => e.op('Gather', [e.cached('Shape', [x]), e.ints([axis])], { axis: 0 })), { axis: 0 })
     return e.node('Split', [c.g, split], { axis }, c.x.length)
   },
+  // pixel_shuffle: SpaceToDepth undoes DCR; CRD's g, as [N, C', H, b, W, b], goes back by transposing
+  DepthToSpace: c => {
+    const { e } = c
+    const b = intAttr(c.node, 'blocksize', 1)
+    if (stringAttr(c.node, 'mode', 'DCR') === 'DCR') return [e.op('SpaceToDepth', [c.g], { blocksize: b })]
+    const width = e.op('Gather', [e.shape(c.x[0]), e.ints([3])], { axis: 0 })
+    const blocks = e.op('Reshape', [c.g, e.op('Concat', [e.ints([0, 0, -1, b]), width, e.ints([b])], { axis: 0 })])
+    return [e.op('Reshape', [e.op('Transpose', [blocks], { perm: [0, 1, 3, 5, 2, 4] }), e.shape(c.x[0])])]
+  },
+  SpaceToDepth: c => [c.e.op('DepthToSpace', [c.g], { blocksize: intAttr(c.node, 'blocksize', 1), mode: 'DCR' })],
+  // the values' gradient put back where they came from (indices along the axis are distinct)
+  TopK: c => {
+    only(c, [0], 'k')
+    const { e } = c
+    const indices = e.forwardOutput(c.node, 1)
+    return [e.op('ScatterElements', [e.zerosLike(c.x[0]), indices, c.g], { axis: intAttr(c.node, 'axis', -1) }), undefined]
+  },
   Split: c => [c.e.op('Concat', c.y.map((y, i) => c.dy[i] ?? c.e.zerosLike(y)), { axis: intAttr(c.node, 'axis', 0) })],
   Slice: c => {
     only(c, [0], 'its bounds')
@@ -475,11 +648,11 @@ export const gradients: Record<string, GradRule> = {
     only(c, [0], 'its indices')
     const { e } = c
     const axis = intAttr(c.node, 'axis', 0)
-    const index = e.known(c.x[1])
-    if (index && index.length === 1 && e.info(c.x[1]).shape?.length === 0) {
+    const index = oneIndex(c.node, e.infos)
+    if (index !== undefined) {
       // one index (the class token): put the axis back and pad around it
       const rank = e.needRank(c.x[0], c.node)
-      const i = index[0]
+      const i = index
       const end = i === -1 ? INT_MAX : i + 1
       return [padBack(c, e.op('Unsqueeze', [c.g, e.ints([axis])]), e.ints([i]), e.ints([end]), [normalise(axis, rank)])]
     }
@@ -491,7 +664,9 @@ export const gradients: Record<string, GradRule> = {
   },
   Pad: c => {
     only(c, [0], 'its pads or value')
-    if (stringAttr(c.node, 'mode', 'constant') !== 'constant') refuse(c, `its input in ${stringAttr(c.node, 'mode', '')} mode`)
+    const mode = stringAttr(c.node, 'mode', 'constant')
+    if (mode === 'reflect' || mode === 'edge') return [foldPadding(c, mode)]
+    if (mode !== 'constant') refuse(c, `its input in ${mode} mode`)
     const { e } = c
     const [x, pads, , axesInput] = c.x
     const rank = e.needRank(x, c.node)
@@ -583,24 +758,23 @@ export const gradients: Record<string, GradRule> = {
     if (!factors || factors[3] !== 1) g = e.op('MatMul', [g, e.op('Transpose', [resizeMatrix(c, 3)], { perm: [1, 0] })])
     return [g]
   },
-  // max pooling: recompute with indices, scatter-add g to the argmax positions
+  // max pooling: g scatter-added to the argmax positions, the forward's Indices output (ties: the first
+  // maximum in the window, as onnxruntime's Indices and torch's backward pick it)
   MaxPool: c => {
     const { e } = c
     const x = c.x[0]
-    const kernel = intsAttr(c.node, 'kernel_shape')!
-    const strides = intsAttr(c.node, 'strides') ?? kernel.map(() => 1)
-    if (e.opset < 16 && kernel.some((k, i) => k > strides[i])) refuse(c, 'its input with overlapping windows before opset 16 (ScatterElements has no add reduction)')
     const indices = e.forwardOutput(c.node, 1)
     const scattered = e.op('ScatterElements', [flatZeros(e, x), e.op('Reshape', [indices, e.ints([-1])]), e.op('Reshape', [c.g, e.ints([-1])])],
-      e.opset >= 16 ? { axis: 0, reduction: 'add' } : { axis: 0 })
+      windowsOverlap(c.node) ? { axis: 0, reduction: 'add' } : { axis: 0 })
     return [e.op('Reshape', [scattered, e.shape(x)])]
   },
 
-  // bilinear GridSample (the face-alignment warp): scatter-add g·(corner weight) into the four corners of each sample
+  // bilinear GridSample (the face-alignment warp, spatial transformers): the image's gradient scatter-adds
+  // g·(corner weight) into the four corners of each sample; the grid's is g times the slope between the
+  // corners, summed over channels, times the position's slope in the grid coordinate (0 where border clamps)
   GridSample: c => {
-    only(c, [0], 'its grid')
     const mode = stringAttr(c.node, 'mode', 'bilinear'), padding = stringAttr(c.node, 'padding_mode', 'zeros')
-    if (!['bilinear', 'linear'].includes(mode) || !['zeros', 'border'].includes(padding)) refuse(c, `its input with mode ${mode} and padding_mode ${padding}`)
+    if (!['bilinear', 'linear'].includes(mode) || !['zeros', 'border'].includes(padding)) refuse(c, `its inputs with mode ${mode} and padding_mode ${padding}`)
     const { e } = c
     const [x, grid] = c.x
     const alignCorners = intAttr(c.node, 'align_corners', 0) === 1
@@ -612,31 +786,51 @@ export const gradients: Record<string, GradRule> = {
     const coordinate = (axis: 0 | 1, size: string) => {
       const g = e.op('Squeeze', [e.op('Slice', [flatGrid, e.ints([axis]), e.ints([axis + 1]), e.ints([3])]), e.ints([3])])
       const unit = e.op('Div', [e.op('Add', [g, f(1)]), f(2)])
-      const position = alignCorners ? e.op('Mul', [unit, e.op('Sub', [size, f(1)])]) : e.op('Sub', [e.op('Mul', [unit, size]), f(0.5)])
-      return padding === 'border' ? e.op('Max', [e.op('Min', [position, e.op('Sub', [size, f(1)])]), f(0)]) : position
+      const last = e.op('Sub', [size, f(1)])
+      const position = alignCorners ? e.op('Mul', [unit, last]) : e.op('Sub', [e.op('Mul', [unit, size]), f(0.5)])
+      // d position / d grid, 0 where border padding clamps it (torch's clip_coordinates_set_grad)
+      const slope = e.op('Mul', [alignCorners ? last : size, f(0.5)])
+      if (padding !== 'border') return { position, slope }
+      const inside = e.op('And', [e.op('Greater', [position, f(0)]), e.op('Less', [position, last])])
+      return { position: e.op('Max', [e.op('Min', [position, last]), f(0)]), slope: e.op('Where', [inside, slope, f(0)]) }
     }
     const [width, height] = [dim(3), dim(2)]
-    const [px, py] = [coordinate(0, width), coordinate(1, height)]
-    const [x0, y0] = [e.op('Floor', [px]), e.op('Floor', [py])]
-    const [fx, fy] = [e.op('Sub', [px, x0]), e.op('Sub', [py, y0])]
+    const [along, down] = [coordinate(0, width), coordinate(1, height)]
+    const [x0, y0] = [e.op('Floor', [along.position]), e.op('Floor', [down.position])]
+    const [fx, fy] = [e.op('Sub', [along.position, x0]), e.op('Sub', [down.position, y0])]
+    const [gx, gy] = [e.op('Sub', [f(1), fx]), e.op('Sub', [f(1), fy])]
     const corners = [[0, 0], [1, 0], [0, 1], [1, 1]].map(([dx, dy]) => {
       const cx = dx ? e.op('Add', [x0, f(1)]) : x0, cy = dy ? e.op('Add', [y0, f(1)]) : y0
       const inside = e.op('And', [
         e.op('And', [e.op('GreaterOrEqual', [cx, f(0)]), e.op('LessOrEqual', [cx, e.op('Sub', [width, f(1)])])]),
         e.op('And', [e.op('GreaterOrEqual', [cy, f(0)]), e.op('LessOrEqual', [cy, e.op('Sub', [height, f(1)])])]),
       ])
-      const weight = e.op('Mul', [dx ? fx : e.op('Sub', [f(1), fx]), dy ? fy : e.op('Sub', [f(1), fy])])
+      const weight = e.op('Mul', [dx ? fx : gx, dy ? fy : gy])
       const index = e.op('Cast', [e.op('Where', [inside, e.op('Add', [e.op('Mul', [cy, width]), cx]), f(0)])], { to: DataType.INT64 })
-      return { index, weight: e.op('Where', [inside, weight, f(0)]) }
+      return { index, inside, weight: e.op('Where', [inside, weight, f(0)]) }
     })
     const updates = e.op('Reshape', [c.g, e.ints([0, 0, -1])])
     const spread = (v: string) => e.op('Expand', [v, e.op('Shape', [updates])])
-    const indices = e.op('Concat', corners.map(k => spread(k.index)), { axis: 2 })
-    const values = e.op('Concat', corners.map(k => e.op('Mul', [updates, k.weight])), { axis: 2 })
-    const area = e.op('Mul', [e.op('Gather', [shape, e.ints([2])], { axis: 0 }), e.op('Gather', [shape, e.ints([3])], { axis: 0 })])
-    const zeros = e.op('ConstantOfShape', [e.op('Concat', [e.op('Slice', [shape, e.ints([0]), e.ints([2])]), area], { axis: 0 })], { value: tensor('zero', dtypeName(dtype), [1], [0]) })
-    const scattered = e.op('ScatterElements', [zeros, indices, values], { axis: 2, reduction: 'add' })
-    return [e.op('Reshape', [scattered, shape]), undefined]
+    let dx: string | undefined, dGrid: string | undefined
+    if (c.needs[0]) {
+      const indices = e.op('Concat', corners.map(k => spread(k.index)), { axis: 2 })
+      const values = e.op('Concat', corners.map(k => e.op('Mul', [updates, k.weight])), { axis: 2 })
+      const area = e.op('Mul', [e.op('Gather', [shape, e.ints([2])], { axis: 0 }), e.op('Gather', [shape, e.ints([3])], { axis: 0 })])
+      const zeros = e.op('ConstantOfShape', [e.op('Concat', [e.op('Slice', [shape, e.ints([0]), e.ints([2])]), area], { axis: 0 })], { value: tensor('zero', dtypeName(dtype), [1], [0]) })
+      dx = e.op('Reshape', [e.op('ScatterElements', [zeros, indices, values], { axis: 2, reduction: 'add' }), shape])
+    }
+    if (c.needs[1]) {
+      const flatX = e.op('Reshape', [x, e.ints([0, 0, -1])])
+      const [v00, v10, v01, v11] = corners.map(k => e.op('Where', [k.inside, e.op('GatherElements', [flatX, spread(k.index)], { axis: 2 }), f(0)]))
+      // the sample's slope along one axis: the two differences across it, weighted along the other
+      const across = (a: string, b: string, wa: string, c2: string, d: string, wc: string) => e.op('Add', [e.op('Mul', [e.op('Sub', [b, a]), wa]), e.op('Mul', [e.op('Sub', [d, c2]), wc])])
+      // Σ_channels g·(d sample / d position) · (d position / d grid), as [N, 1, samples, 1]
+      const component = (values: string, slope: string) => e.op('Unsqueeze', [e.op('Mul', [e.reduceSum(e.op('Mul', [updates, values]), [1], true), slope]), e.ints([3])])
+      const dAlong = component(across(v00, v10, gy, v01, v11, fy), along.slope)
+      const dDown = component(across(v00, v01, gx, v10, v11, fx), down.slope)
+      dGrid = e.op('Reshape', [e.op('Concat', [dAlong, dDown], { axis: 3 }), e.shape(grid)])
+    }
+    return [dx, dGrid]
   },
 
   // Einsum: the gradient of operand i is the einsum of the output gradient with the other operands

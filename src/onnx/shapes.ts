@@ -409,6 +409,21 @@ const rules: Record<string, ShapeRule> = {
   Range: (_, [start]) => [{ dtype: start.dtype, shape: [undefined] }],
   NonZero: (_, [x]) => [{ dtype: DataType.INT64, shape: [x.shape?.length, undefined] }],
   GridSample: (_, [x, grid]) => [{ dtype: x.dtype, shape: [x.shape?.[0], x.shape?.[1], grid.shape?.[1], grid.shape?.[2]] }],
+  // pixel_shuffle / pixel_unshuffle (either DepthToSpace mode moves the same number of elements)
+  DepthToSpace: (node, [x]) => {
+    const b = intAttr(node, 'blocksize', 1)
+    return [{ dtype: x.dtype, shape: x.shape && [x.shape[0], arith(x.shape[1], b * b, '/'), arith(x.shape[2], b, '*'), arith(x.shape[3], b, '*')] }]
+  },
+  SpaceToDepth: (node, [x]) => {
+    const b = intAttr(node, 'blocksize', 1)
+    return [{ dtype: x.dtype, shape: x.shape && [x.shape[0], arith(x.shape[1], b * b, '*'), arith(x.shape[2], b, '/'), arith(x.shape[3], b, '/')] }]
+  },
+  // values and indices: x's shape with k along the axis (k from a constant or a folded shape value)
+  TopK: (node, [x, k]) => {
+    const shape = x.shape && [...x.shape]
+    if (shape) shape[normalise(intAttr(node, 'axis', -1), shape.length)] = k.value?.[0]
+    return [{ dtype: x.dtype, shape }, { dtype: DataType.INT64, shape }]
+  },
   LayerNormalization: (node, [x]) => [{ dtype: x.dtype, shape: x.shape }, { dtype: x.dtype }, { dtype: x.dtype }],
 }
 

@@ -1,0 +1,108 @@
+// `npm run bench:maxpool`: three ways to take MaxPool's gradient with overlapping windows before opset 16
+// (no ScatterElements add reduction), each timed in onnxruntime (1 thread, best of RUNS) as forward pool +
+// gradient, on the pools of torchvision's networks:
+// - scatter:  the model raised to opset 16, the pool's Indices output, ScatterElements(reduction=add)
+// - one-hot:  the Indices turned into each output's offset in its window, one-hot over the k² offsets, times
+//             g, summed back by a ConvTranspose whose kernel is the identity over offsets
+// - shifted:  for each of the k² offsets, the strided slice of x that the offset reads, g where it equals y
+//             (the first such offset only: torch's first max), put back in place by interleaving zeros
+// Each gradient is checked against the scatter one. Options: --runs N (default 20).
+import { GraphBuilder, tensor } from '../../src/onnx/builder.js'
+import { encodeModel } from '../../src/onnx/proto.js'
+import { ort, sessionOptions } from '../../src/onnx/session.js'
+import { seededNormal } from '../../src/onnx/layers.js'
+
+const runs = Number(process.argv[process.argv.indexOf('--runs') + 1] || 20)
+
+interface Pool { name: string; channels: number; size: number; kernel: number; stride: number; pad: number; ceil: boolean }
+const POOLS: Pool[] = [
+  { name: 'ResNet / DenseNet / ShuffleNet stem', channels: 64, size: 112, kernel: 3, stride: 2, pad: 1, ceil: false },
+  { name: 'AlexNet (LPIPS)', channels: 64, size: 55, kernel: 3, stride: 2, pad: 0, ceil: false },
+  { name: 'SqueezeNet / GoogLeNet (ceil_mode)', channels: 96, size: 109, kernel: 3, stride: 2, pad: 0, ceil: true },
+]
+
+const outSize = (p: Pool) => (p.ceil ? Math.ceil : Math.floor)((p.size + 2 * p.pad - p.kernel) / p.stride) + 1
+const poolAttrs = (p: Pool) => ({ kernel_shape: [p.kernel, p.kernel], strides: [p.stride, p.stride], pads: [p.pad, p.pad, p.pad, p.pad], ceil_mode: p.ceil ? 1 : 0 })
+
+type Variant = (g: GraphBuilder, x: string, dy: string, p: Pool) => string
+
+const scatter: Variant = (g, x, dy, p) => {
+  const [, indices] = g.node('MaxPool', [x], poolAttrs(p), 2)
+  const zeros = g.op('ConstantOfShape', [g.ints([p.channels * p.size * p.size])], { value: tensor('zero', 'float32', [1], [0]) })
+  const scattered = g.op('ScatterElements', [zeros, g.op('Reshape', [indices, g.ints([-1])]), g.op('Reshape', [dy, g.ints([-1])])], { axis: 0, reduction: 'add' })
+  return g.op('Reshape', [scattered, g.ints([1, p.channels, p.size, p.size])])
+}
+
+const oneHot: Variant = (g, x, dy, p) => {
+  const [, indices] = g.node('MaxPool', [x], poolAttrs(p), 2)
+  const o = outSize(p), k = p.kernel, K = k * k
+  const int = (v: number) => g.constant([v], [], 'int64')
+  const within = g.op('Mod', [indices, int(p.size * p.size)])
+  const row = g.op('Sub', [g.op('Div', [within, int(p.size)]), g.constant(Array.from({ length: o }, (_, i) => i * p.stride - p.pad), [o, 1], 'int64')])
+  const col = g.op('Sub', [g.op('Mod', [within, int(p.size)]), g.constant(Array.from({ length: o }, (_, i) => i * p.stride - p.pad), [1, o], 'int64')])
+  const offset = g.op('Add', [g.op('Mul', [row, int(k)]), col])
+  const hot = g.op('Equal', [g.op('Unsqueeze', [offset, g.ints([2])]), g.constant(Array.from({ length: K }, (_, i) => i), [1, 1, K, 1, 1], 'int64')])
+  const spread = g.op('Where', [hot, g.op('Unsqueeze', [dy, g.ints([2])]), g.constant(0, [])])
+  const eye = g.constant(Array.from({ length: K * K }, (_, i) => (Math.floor(i / K) === i % K ? 1 : 0)), [K, 1, k, k])
+  const missed = p.size + 2 * p.pad - (p.stride * (o - 1) + k)
+  const back = g.op('ConvTranspose', [g.op('Reshape', [spread, g.ints([p.channels, K, o, o])]), eye],
+    { strides: [p.stride, p.stride], pads: [p.pad, p.pad, p.pad, p.pad], output_padding: missed >= 0 ? [missed, missed] : [0, 0] })
+  const sized = missed >= 0 ? back : g.op('Slice', [back, g.ints([0, 0]), g.ints([p.size, p.size]), g.ints([2, 3])])
+  return g.op('Reshape', [sized, g.ints([1, p.channels, p.size, p.size])])
+}
+
+const shifted: Variant = (g, x, dy, p) => {
+  const y = g.op('MaxPool', [x], poolAttrs(p))
+  const o = outSize(p), k = p.kernel, s = p.stride
+  const span = s * o + k // room for every shifted, interleaved copy
+  const padded = g.op('Pad', [x, g.ints([0, 0, p.pad, p.pad, 0, 0, span - p.size - p.pad, span - p.size - p.pad]), g.constant(-Infinity, [])])
+  let taken: string | undefined
+  const parts: string[] = []
+  for (let i = 0; i < k; i++) for (let j = 0; j < k; j++) {
+    const seen = g.op('Slice', [padded, g.ints([i, j]), g.ints([i + s * (o - 1) + 1, j + s * (o - 1) + 1]), g.ints([2, 3]), g.ints([s, s])])
+    const hit = g.op('Equal', [seen, y])
+    const first = taken ? g.op('And', [hit, g.op('Not', [taken])]) : hit
+    taken = taken ? g.op('Or', [taken, hit]) : hit
+    const part = g.op('Where', [first, dy, g.constant(0, [])])
+    const interleaved = g.op('Reshape', [g.op('Pad', [g.op('Unsqueeze', [part, g.ints([3, 5])]), g.ints([0, 0, 0, 0, 0, 0, 0, 0, 0, s - 1, 0, s - 1])]), g.ints([1, p.channels, s * o, s * o])])
+    parts.push(g.op('Pad', [interleaved, g.ints([0, 0, i, j, 0, 0, span - s * o - i, span - s * o - j])]))
+  }
+  return g.op('Slice', [g.op('Sum', parts), g.ints([p.pad, p.pad]), g.ints([p.pad + p.size, p.pad + p.size]), g.ints([2, 3])])
+}
+
+const VARIANTS: Record<string, { opset: number; build: Variant }> = { scatter: { opset: 16, build: scatter }, 'one-hot': { opset: 13, build: oneHot }, shifted: { opset: 13, build: shifted } }
+
+async function time(model: Uint8Array, feeds: Record<string, ort.Tensor>): Promise<{ ms: number; dx: Float32Array }> {
+  const session = await ort.InferenceSession.create(model, sessionOptions('cpu', 1))
+  let best = Infinity
+  let dx: Float32Array | undefined
+  for (let i = 0; i <= runs; i++) {
+    const start = performance.now()
+    const out = await session.run(feeds)
+    if (i > 0) best = Math.min(best, performance.now() - start)
+    dx = out.dx.data as Float32Array
+  }
+  await session.release()
+  return { ms: best, dx: dx! }
+}
+
+for (const p of POOLS) {
+  const rand = seededNormal(3)
+  const o = outSize(p)
+  // rounded inputs: ties in the windows, as after a ReLU
+  const feeds = {
+    x: new ort.Tensor('float32', Float32Array.from({ length: p.channels * p.size * p.size }, () => Math.max(0, Math.round(rand() * 4) / 4)), [1, p.channels, p.size, p.size]),
+    dy: new ort.Tensor('float32', Float32Array.from({ length: p.channels * o * o }, rand), [1, p.channels, o, o]),
+  }
+  console.log(`${p.name}: ${p.channels}×${p.size}², ${p.kernel}×${p.kernel} stride ${p.stride} pad ${p.pad}${p.ceil ? ' ceil_mode' : ''}`)
+  let reference: Float32Array | undefined
+  for (const [name, { opset, build }] of Object.entries(VARIANTS)) {
+    const g = new GraphBuilder(name, opset)
+    const dx = build(g, g.input('x', 'float32', [1, p.channels, p.size, p.size]), g.input('dy', 'float32', [1, p.channels, o, o]), p)
+    g.outputAs(dx, 'dx', 'float32', [1, p.channels, p.size, p.size])
+    const { ms, dx: values } = await time(encodeModel(g.build()), feeds)
+    reference ??= values
+    const difference = values.reduce((worst, v, i) => Math.max(worst, Math.abs(v - reference![i])), 0)
+    console.log(`  ${name.padEnd(8)} ${ms.toFixed(2).padStart(7)} ms   max |dx − scatter's| ${difference.toExponential(1)}`)
+  }
+}
