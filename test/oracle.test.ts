@@ -6,9 +6,9 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { checkCase, exportCases, torchPython, type TorchCase } from '../samples/oracle/oracle.js'
 
-// depthwise convs, grouped convs with squeeze-excitation, shifted-window attention, LayerNorm with 7×7
-// depthwise convs, multi-head attention, bilinear and nearest resizes
-const CASES = ['mobilenet_v2', 'regnet_y', 'swin', 'convnext', 'vit', 'resample']
+// depthwise convs with ReLU6, shifted-window attention, LayerNorm with 7×7 depthwise convs, multi-head
+// attention, bilinear and nearest resizes (≈ 40 s on 2 idle cores, most of it torch.onnx)
+const CASES = ['mobilenet_v2', 'swin', 'convnext', 'vit', 'resample']
 const OPSETS = [13, 17]
 
 describe('torchvision oracle (subset)', function () {
