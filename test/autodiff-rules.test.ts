@@ -174,12 +174,12 @@ const cases: Case[] = [
       const border = g.op('GridSample', [x, g.op('Mul', [grid, g.constant(1.4, [])])], { mode: 'bilinear', padding_mode: 'border', align_corners: 1 })
       return g.op('Add', [zeros, border])
     } },
-  { name: 'HardSigmoid (default and own α, β)', inputs: { x: [3, 8] }, opsets: [13, 14, 17, 18], epsilon: 1e-4,
+  { name: 'HardSigmoid (default and own α, β)', inputs: { x: [3, 8] }, opsets: [13, 14, 17, 18], symbolic: true, epsilon: 1e-4,
     build: (g, { x }) => {
       const wide = g.op('Mul', [x, s(g, 3)])
       return g.op('Add', [g.op('HardSigmoid', [wide]), g.op('HardSigmoid', [wide], { alpha: float(0.3), beta: float(0.4) })])
     } },
-  { name: 'HardSwish', inputs: { x: [3, 8] }, opsets: [14, 17, 18], epsilon: 1e-4, build: (g, { x }) => g.op('HardSwish', [g.op('Mul', [x, s(g, 3)])]) },
+  { name: 'HardSwish', inputs: { x: [3, 8] }, opsets: [14, 17, 18], symbolic: true, epsilon: 1e-4, build: (g, { x }) => g.op('HardSwish', [g.op('Mul', [x, s(g, 3)])]) },
   { name: 'CumSum: plain, exclusive, reverse, both, along a negative axis', inputs: { x: [3, 5] }, opsets: [13, 14, 17, 18], symbolic: true,
     build: (g, { x }) => {
       const sum = (axis: number, exclusive: number, reverse: number) => g.op('CumSum', [x, g.constant([axis], [], 'int64')], { exclusive, reverse })
@@ -193,7 +193,7 @@ const cases: Case[] = [
       const total = (v: string) => g.op('ReduceSum', [g.op('Mul', [v, g.op('Sin', [v])])], { keepdims: 0 })
       return g.op('Sum', [total(lse([1], 0)), total(lse([-1, 1], 0)), total(g.op('Mul', [lse([2], 1), x]))])
     } },
-  { name: 'SoftmaxCrossEntropyLoss: mean with weights and ignore_index, sum, per element with log_prob', inputs: { s: [3, 4], t: [2, 3, 2, 2] }, opsets: [13, 14, 17, 18],
+  { name: 'SoftmaxCrossEntropyLoss: mean with weights and ignore_index, sum, per element with log_prob', inputs: { s: [3, 4], t: [2, 3, 2, 2] }, opsets: [13, 14, 17, 18], symbolic: true,
     build: (g, { s: scores, t: spatial }, rand) => {
       const labels = g.constant([0, 3, 1], [3], 'int64')
       const weighted = g.node('SoftmaxCrossEntropyLoss', [scores, labels, randomWeight(g, rand, [4], 0.3, 1)], { ignore_index: 3 }, 1)[0]
@@ -203,19 +203,19 @@ const cases: Case[] = [
       const total = (v: string) => g.op('ReduceSum', [v], { keepdims: 0 })
       return g.op('Sum', [weighted, g.op('Mul', [summed, s(g, 0.5)]), total(g.op('Sin', [perPixel])), total(g.op('Mul', [logProb, logProb])), meanSpatial])
     } },
-  { name: 'Pad in reflect and edge modes', inputs: { x: [1, 2, 4, 5] }, opsets: [13, 14, 17, 18],
+  { name: 'Pad in reflect and edge modes', inputs: { x: [1, 2, 4, 5] }, opsets: [13, 14, 17, 18], symbolic: true,
     build: (g, { x }) => {
       const reflect = g.op('Pad', [x, g.ints([0, 0, 2, 1, 0, 0, 3, 3])], { mode: 'reflect' })
       const edge = g.op('Pad', [x, g.ints([0, 1, 1, 2, 0, 0, 3, 0])], { mode: 'edge' })
       const total = (v: string) => g.op('ReduceSum', [g.op('Mul', [v, g.op('Sin', [v])])], { keepdims: 0 })
       return g.op('Add', [total(reflect), total(edge)])
     } },
-  { name: 'Pad in reflect and edge modes along chosen axes (opset 18)', inputs: { x: [1, 2, 4, 5] }, opsets: [18],
+  { name: 'Pad in reflect and edge modes along chosen axes (opset 18)', inputs: { x: [1, 2, 4, 5] }, opsets: [18], symbolic: true,
     build: (g, { x }) => g.op('Add', [
       g.op('ReduceSum', [g.op('Exp', [g.op('Pad', [x, g.ints([1, 3, 2, 0]), '', g.ints([-1, 2])], { mode: 'reflect' })])], { keepdims: 0 }),
       g.op('ReduceSum', [g.op('Exp', [g.op('Pad', [x, g.ints([2, 1]), '', g.ints([3])], { mode: 'edge' })])], { keepdims: 0 })]) },
   // a grid made from the input, as a spatial transformer or a flow warp computes it
-  { name: 'GridSample w.r.t. image and grid, bilinear, zeros and border padding, with and without align_corners', inputs: { x: [1, 2, 4, 5], flow: [1, 3, 4, 2] }, opsets: [16, 17, 18], epsilon: 1e-4,
+  { name: 'GridSample w.r.t. image and grid, bilinear, zeros and border padding, with and without align_corners', inputs: { x: [1, 2, 4, 5], flow: [1, 3, 4, 2] }, opsets: [16, 17, 18], symbolic: true, epsilon: 1e-4,
     build: (g, { x, flow }) => {
       const grid = g.op('Tanh', [g.op('Mul', [flow, s(g, 0.8)])])
       const zeros = g.op('GridSample', [x, grid], { mode: 'bilinear', padding_mode: 'zeros', align_corners: 0 })

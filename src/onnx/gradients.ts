@@ -113,8 +113,8 @@ function flatZeros(e: Emitter, x: string): string {
 const dtypeName = (dtype: number) => dtypeOf[dtype] ?? 'float32'
 
 /**
- * The gradient of a gather-like op (Slice with steps, Gather, GatherElements): apply the same selection to
- * a tensor of flat indices of x, then scatter-add g into zeros at those indices.
+ * The gradient of a gather-like op (Slice with steps, Gather, GatherElements, reflect and edge Pad): apply
+ * the same selection to a tensor of flat indices of x, then scatter-add g into zeros at those indices.
  */
 function scatterBack(c: GradContext, select: (indices: string) => string, duplicates: boolean): string {
   const { e } = c
@@ -160,44 +160,6 @@ function padBack(c: GradContext, g: string, starts: string, ends: string, axes: 
   }
   const pads = e.op('Concat', [...Array.from({ length: rank }, (_, a) => piece(begin, a)), ...Array.from({ length: rank }, (_, a) => piece(after, a))], { axis: 0 })
   return e.op('Pad', [g, pads])
-}
-
-/**
- * Reflect and edge Pad, one padded axis at a time (they pad separably): the centre of g plus each border
- * folded back onto the elements it copied: reversed onto x[1..b] (reflect), or summed onto the edge element.
- */
-function foldPadding(c: GradContext, mode: 'reflect' | 'edge'): string {
-  const { e } = c
-  const [x, padsInput, , axesInput] = c.x
-  const rank = e.needRank(x, c.node)
-  const pads = e.known(padsInput), dims = e.needDims(x, c.node, `${mode} padding`)
-  const axes = axesInput ? e.known(axesInput)?.map(a => normalise(a, rank)) : [...Array(rank).keys()]
-  if (!pads || !axes) throw new UserError(`autodiff: Pad node ${c.node.name} in ${mode} mode has pads or axes computed at run time`)
-  if (pads.some(p => p < 0)) refuse(c, `its input with negative pads in ${mode} mode`)
-  let g = c.g
-  axes.forEach((axis, j) => {
-    const [before, after] = [pads[j], pads[j + axes.length]]
-    if (before === 0 && after === 0) return
-    const n = dims[axis]
-    const slice = (start: number, end: number, step = 1) => e.op('Slice', [g, e.ints([start]), e.ints([end]), e.ints([axis]), e.ints([step])])
-    const placed = (part: string, at: number, size: number) => {
-      const widths = Array(2 * rank).fill(0)
-      widths[axis] = at
-      widths[axis + rank] = n - at - size
-      return e.op('Pad', [part, e.ints(widths)])
-    }
-    const parts = [slice(before, before + n)]
-    if (mode === 'edge') {
-      if (before) parts.push(placed(e.reduceSum(slice(0, before), [axis], true), 0, 1))
-      if (after) parts.push(placed(e.reduceSum(slice(before + n, before + n + after), [axis], true), n - 1, 1))
-    } else {
-      // g[b − 1 − i] copied x[1 + i]; g[b + n + i] copied x[n − 2 − i]
-      if (before) parts.push(placed(slice(before - 1, -INT_MAX, -1), 1, before))
-      if (after) parts.push(placed(slice(before + n + after - 1, before + n - 1, -1), n - 1 - after, after))
-    }
-    g = parts.length === 1 ? parts[0] : e.op('Sum', parts)
-  })
-  return g
 }
 
 /** Explicit begin/end pads of a Conv, resolving auto_pad from static dims. */
@@ -350,13 +312,14 @@ function windowsOverlap(node: NodeProto): boolean {
 
 /**
  * The opset a rule's gradient needs, where it is later than 13: ScatterElements adds up duplicate indices
- * from opset 16 on. autodiff.ts raises the gradient model's opset to it where no op in the model changed
+ * (overlapping pool windows, repeated gathers, pad copies) from opset 16 on. autodiff.ts raises the gradient model's opset to it where no op in the model changed
  * meaning in between.
  */
 export const opsetNeeded: Record<string, (node: NodeProto, infos: Map<string, Info>) => number> = {
   MaxPool: node => (windowsOverlap(node) ? 16 : 13),
   Gather: (node, infos) => (oneIndex(node, infos) === undefined ? 16 : 13),
   GatherElements: () => 16,
+  Pad: node => (['reflect', 'edge'].includes(stringAttr(node, 'mode', 'constant')) ? 16 : 13),
 }
 
 export const gradients: Record<string, GradRule> = {
@@ -665,7 +628,8 @@ export const gradients: Record<string, GradRule> = {
   Pad: c => {
     only(c, [0], 'its pads or value')
     const mode = stringAttr(c.node, 'mode', 'constant')
-    if (mode === 'reflect' || mode === 'edge') return [foldPadding(c, mode)]
+    // reflect and edge pads copy elements of x: the same Pad of x's flat indices says where g goes
+    if (mode === 'reflect' || mode === 'edge') return [scatterBack(c, flat => c.e.nodeWith('Pad', [flat, c.x[1], '', ...c.x.slice(3)], c.node.attribute as AttributeProto[])[0], true)]
     if (mode !== 'constant') refuse(c, `its input in ${mode} mode`)
     const { e } = c
     const [x, pads, , axesInput] = c.x
