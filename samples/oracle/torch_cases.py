@@ -289,13 +289,16 @@ def build(name):
         weights = torch.randn(out.shape, generator=generator)
     for p in net.parameters():
         p.requires_grad_(False)
-    loss = Loss(net, weights).eval()
-    # in eval mode nn.MultiheadAttention takes a fused fast path (aten::_native_multi_head_attention) that
-    # torch.onnx cannot export; in training mode it is the plain matmul/softmax graph (its dropout is 0)
+    return Loss(net, weights).eval(), x
+
+
+def attention_weights(loss, requires_grad):
+    """nn.MultiheadAttention takes a fused fast path (aten::_native_multi_head_attention), which torch.onnx
+    cannot export, unless grad is enabled and one of its weights requires it: so they do while exporting."""
     for m in loss.modules():
         if isinstance(m, nn.MultiheadAttention):
-            m.train()
-    return loss, x
+            for p in m.parameters():
+                p.requires_grad_(requires_grad)
 
 
 def gradient(loss, x):
@@ -366,10 +369,13 @@ def export(args):
         for opset in opsets:
             path = os.path.join(folder, f'opset{opset}.onnx')
             try:
-                torch.onnx.export(loss, x, path, opset_version=opset, input_names=['x'], output_names=['loss'], do_constant_folding=True, training=torch.onnx.TrainingMode.PRESERVE)
+                attention_weights(loss, True)
+                torch.onnx.export(loss, x, path, opset_version=opset, input_names=['x'], output_names=['loss'], do_constant_folding=True)
                 entry['opsets'][str(opset)] = {'model': os.path.relpath(path, args.dir)}
             except Exception as error:
                 entry['opsets'][str(opset)] = {'error': f'torch.onnx cannot export it: {str(error).splitlines()[0]}'}
+            finally:
+                attention_weights(loss, False)
         manifest.append(entry)
         print(f'{name}: exported' + (f', torch forward {entry["forward_ms"]:.2f} ms, forward+backward {entry["gradient_ms"]:.2f} ms' if args.repeats > 0 else ''), flush=True)
     with open(os.path.join(args.dir, 'manifest.json.tmp'), 'w') as f:
