@@ -494,12 +494,13 @@ export const gradients: Record<string, GradRule> = {
     const [, v] = c.x
     const [o, p] = c.y
     const rank = e.needRank(v, c.node)
+    const dV = matMulBackward(c, p, v, [false, c.needs[1]])[1]
     const rowSums = e.reduceSum(e.op('Mul', [c.g, o]), [-1], true)
     const onesShape = e.op('Concat', [e.op('Slice', [e.cached('Shape', [v]), e.ints([0]), e.ints([-1])]), e.ints([1])], { axis: 0 })
     const ones = e.op('ConstantOfShape', [onesShape], { value: tensor('one', dtypeName(e.dtype(v)), [1], [1]) })
     const vAugmented = e.op('Transpose', [e.op('Concat', [v, ones], { axis: -1 })], { perm: swapLast(rank) })
     const dS = c.needs[0] ? e.op('Mul', [e.op('MatMul', [e.op('Concat', [c.g, e.op('Neg', [rowSums])], { axis: -1 }), vAugmented]), p]) : undefined
-    return [dS, matMulBackward(c, p, v, [false, c.needs[1]])[1]]
+    return [dS, dV]
   },
   LogSoftmax: c => {
     const { e } = c
