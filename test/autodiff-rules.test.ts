@@ -54,6 +54,17 @@ const cases: Case[] = [
       const c = g.op('Conv', [b, randomWeight(g, rand, [2, 4, 3, 2], 0.3)], { strides: [2, 3] })
       return g.op('Add', [g.op('ReduceSum', [a], { keepdims: 0 }), g.op('ReduceSum', [g.op('Mul', [c, c])], { keepdims: 0 })])
     } },
+  // stride 1: the input gradient is a Conv with the kernel flipped (gradients.ts flippedConv)
+  { name: 'Conv at stride 1: depthwise, depthwise ×2, groups, asymmetric pads, auto_pad, 1-D, pads past the kernel', inputs: { x: [1, 6, 6, 7], t: [1, 4, 9] }, symbolic: true,
+    build: (g, { x, t }, rand) => {
+      const depthwise = g.op('Conv', [x, randomWeight(g, rand, [6, 1, 3, 3], 0.3)], { pads: [1, 0, 2, 1], group: 6 })
+      const multiplied = g.op('Conv', [depthwise, randomWeight(g, rand, [12, 1, 3, 2], 0.3)], { pads: [2, 1, 2, 1], dilations: [2, 1], group: 6 })
+      const grouped = g.op('Conv', [multiplied, randomWeight(g, rand, [6, 4, 3, 3], 0.3)], { auto_pad: 'SAME_UPPER', group: 3 })
+      const wide = g.op('Conv', [grouped, randomWeight(g, rand, [6, 6, 1, 1], 0.3)], { pads: [1, 1, 1, 1] })
+      const line = g.op('Conv', [t, randomWeight(g, rand, [2, 4, 4], 0.3)], { pads: [2, 1] })
+      const total = (v: string) => g.op('ReduceSum', [g.op('Mul', [v, g.op('Sin', [v])])], { keepdims: 0 })
+      return g.op('Add', [total(wide), total(line)])
+    } },
   { name: 'ConvTranspose', inputs: { x: [1, 3, 4, 5] },
     build: (g, { x }, rand) => g.op('ConvTranspose', [x, randomWeight(g, rand, [3, 2, 3, 3], 0.3)], { strides: [2, 2], pads: [1, 1, 1, 1], output_padding: [1, 0] }) },
   { name: 'Softmax and LogSoftmax', inputs: { x: [2, 3, 5] }, symbolic: true,

@@ -167,7 +167,8 @@ function convPads(c: GradContext, spatial: number, kernel: number[], strides: nu
   const autoPad = stringAttr(c.node, 'auto_pad', 'NOTSET')
   if (autoPad === 'NOTSET') return intsAttr(c.node, 'pads') ?? Array(2 * spatial).fill(0)
   if (autoPad === 'VALID') return Array(2 * spatial).fill(0)
-  const dims = c.e.needDims(c.x[0], c.node, `auto_pad ${autoPad}`).slice(2)
+  // at stride 1 the pads do not depend on the input's size
+  const dims = strides.every(s => s === 1) ? kernel.map(() => 1) : c.e.needDims(c.x[0], c.node, `auto_pad ${autoPad}`).slice(2)
   const pads = Array(2 * spatial).fill(0)
   dims.forEach((d, i) => {
     const total = Math.max((Math.ceil(d / strides[i]) - 1) * strides[i] + (kernel[i] - 1) * dilations[i] + 1 - d, 0)
@@ -176,6 +177,34 @@ function convPads(c: GradContext, spatial: number, kernel: number[], strides: nu
     pads[i + spatial] = total - pads[i]
   })
   return pads
+}
+
+/**
+ * dX of a stride-1 Conv as a Conv of g with the kernel flipped and its in/out channels swapped within each
+ * group, padded by the kernel's span less the forward pads: onnxruntime's ConvTranspose runs one GEMM per
+ * group (a depthwise conv's gradient cost 5–8× its forward, npm run oracle), its Conv has direct depthwise
+ * and blocked kernels. The weight's reshuffle is constant: onnxruntime folds it when the session loads.
+ * Undefined where it does not apply (strides, pads wider than the kernel's span, unknown weight shape).
+ */
+function flippedConv(c: GradContext, kernel: number[], group: number): string | undefined {
+  const { e } = c
+  const w = c.x[1]
+  const shape = e.info(w).shape
+  const spatial = kernel.length
+  const strides = intsAttr(c.node, 'strides') ?? Array(spatial).fill(1)
+  const dilations = intsAttr(c.node, 'dilations') ?? Array(spatial).fill(1)
+  if (!shape || !shape.every(d => typeof d === 'number') || strides.some(s => s !== 1)) return undefined
+  const pads = convPads(c, spatial, kernel, strides, dilations)
+  const flippedPads = pads.map((p, i) => dilations[i % spatial] * (kernel[i % spatial] - 1) - p)
+  if (flippedPads.some(p => p < 0)) return undefined
+  const [outputs, inputsPerGroup] = shape as number[]
+  const axes = [...Array(spatial).keys()].map(i => i + 2)
+  // depthwise (one input and one output channel per group): nothing to swap
+  const swapped = inputsPerGroup === 1 && outputs === group ? w
+    : group === 1 ? e.op('Transpose', [w], { perm: [1, 0, ...axes] })
+    : e.op('Reshape', [e.op('Transpose', [e.op('Reshape', [w, e.ints([group, outputs / group, inputsPerGroup, ...kernel])])], { perm: [0, 2, 1, ...axes.map(a => a + 1)] }), e.ints([group * inputsPerGroup, outputs / group, ...kernel])])
+  const flipped = e.op('Slice', [swapped, e.ints(axes.map(() => -1)), e.ints(axes.map(() => -INT_MAX)), e.ints(axes), e.ints(axes.map(() => -1))])
+  return e.op('Conv', [c.g, flipped], { pads: flippedPads, dilations, group, kernel_shape: kernel })
 }
 
 /**
@@ -350,7 +379,10 @@ export const gradients: Record<string, GradRule> = {
   Clip: c => {
     only(c, [0], 'bounds')
     const [x, low, high] = c.x
-    const inside = [low && c.e.op('GreaterOrEqual', [x, low]), high && c.e.op('LessOrEqual', [x, high])].filter(Boolean) as string[]
+    // read from y, so x has no other reader and onnxruntime can fuse the Conv before a ReLU6 into it;
+    // strict, as torch's hardtanh backward: y is at a bound for every x past it
+    const y = c.y[0]
+    const inside = [low && c.e.op('Greater', [y, low]), high && c.e.op('Less', [y, high])].filter(Boolean) as string[]
     const mask = inside.length === 2 ? c.e.op('And', inside) : inside[0]
     return [mask ? c.e.op('Where', [mask, c.g, c.e.scalar(0, x)]) : c.g]
   },
@@ -405,11 +437,12 @@ export const gradients: Record<string, GradRule> = {
     const dC = cc && c.needs[2] ? (beta === 1 ? c.g : e.op('Mul', [c.g, e.scalar(beta, cc)])) : undefined
     return [dA, dB, dC]
   },
-  // dX = ConvTranspose(dY, W) with the forward conv's geometry
+  // dX = ConvTranspose(dY, W) with the forward conv's geometry; at stride 1 the same as a Conv, which is faster
   Conv: c => {
     only(c, [0], 'weights')
     const kernel = intsAttr(c.node, 'kernel_shape') ?? (c.e.info(c.x[1]).shape?.slice(2) as number[])
-    return [transposedConv(c, c.g, c.x[1], kernel, intAttr(c.node, 'group', 1))]
+    const group = intAttr(c.node, 'group', 1)
+    return [flippedConv(c, kernel, group) ?? transposedConv(c, c.g, c.x[1], kernel, group)]
   },
   // the transposed conv of g / (each window's divisor) with a ones kernel, one channel at a time
   AveragePool: c => {
