@@ -4,11 +4,12 @@
 import sharp from 'sharp'
 import { check } from '../src/errors.js'
 import { DEFAULT_PROMPT } from '../src/cli/flags.js'
-import { parseLossSpec, withDefaults, type Method, type SettingValues, type WorldContext } from '../src/cli/settings.js'
+import { parseLossSpec, withDefaults, type Method, type SettingValues, type WorldContext, type WorldKind } from '../src/cli/settings.js'
 import { modelsDir, readWorld } from '../src/diffusion/models-folder.js'
 import { lookahead, type Iteration, type LookaheadSettings } from '../src/guidance/engine.js'
 import { dryRun, fitMemory, type DryRun, type MemoryFit } from '../src/guidance/memory.js'
 import { imageFromTensor, loadImage, type ImageTensor } from '../src/image/image.js'
+import { setSessionDefaults } from '../src/onnx/session.js'
 import { defaultWorldCache, ensureDefaultWorld } from '../src/world/models.js'
 import { DEFAULT_WORLD_SETTINGS, drawnFaces } from '../src/world/world.js'
 import type { Guide } from './guide.js'
@@ -36,6 +37,8 @@ export interface GuideJob extends JobSettings, JobCallbacks {
   prompt: string
   /** the models folder (a demo world is one too) */
   models: string
+  /** which kind of folder it is (the demo world's models work at its own size only) */
+  world: WorldKind
 }
 
 /**
@@ -108,7 +111,7 @@ export async function guideJob(options: GuideJobOptions = {}): Promise<GuideJob>
   for (const note of notes) options.note?.(note)
   await location.ready()
   const { onStep, onIteration, warn, note } = options
-  return { ...settings, prompt: options.prompt ?? DEFAULT_PROMPT, models: location.dir, onStep, onIteration, warn, note }
+  return { ...settings, prompt: options.prompt ?? DEFAULT_PROMPT, models: location.dir, world: location.world.kind, onStep, onIteration, warn, note }
 }
 
 /** References larger than this (pixels per side) are shrunk when read: no guide looks at more. */
@@ -149,6 +152,8 @@ export interface PreparedJob {
 
 /** The guide and the evaluation of a job, prepared once per reference (compare reuses them across seeds). */
 export async function prepareJob(job: GuideJob, guided = job.preview !== 'none'): Promise<PreparedJob> {
+  // the guides' and metrics' own sessions (face detection, reference embeddings) run where the job says
+  setSessionDefaults({ device: job.device, threads: job.threads })
   const reference = job.ref ? await referenceImage(job.ref, job.models, job.note) : undefined
   const settings = { models: job.models, warn: job.warn, idNetwork: job.idNetwork }
   const evaluation = await prepareEvaluation(job.models, reference, settings)
@@ -183,7 +188,7 @@ export async function runGuideJob(job: GuideJob, prepared?: PreparedJob): Promis
 export const dryRunJob = (job: GuideJob): Promise<DryRun> => dryRun(engineSettings(job))
 
 /** The first lower-memory settings whose gradient pass fits in `limitBytes` (see fitMemory). */
-export const fitMemoryJob = (job: GuideJob, limitBytes: number): Promise<MemoryFit | undefined> => fitMemory(engineSettings(job), limitBytes)
+export const fitMemoryJob = (job: GuideJob, limitBytes: number): Promise<MemoryFit | undefined> => fitMemory(engineSettings(job), limitBytes, job.world === 'demo' ? [] : undefined)
 
 /** A job's settings as plain data, for --json and reports: no callbacks. */
 export function jobSettings(job: GuideJob) {
