@@ -39,13 +39,16 @@ export default class Guide extends LookaheadCommand {
     }
     await this.runtime(flags)
     const { jobFromFlags } = await import('../src/cli/job.js')
-    const spinner = this.spinner('preparing')
-    const job = await jobFromFlags(args.prompt, [...SETTINGS, 'device', 'threads'], flags, {
+    const { job, ready } = await jobFromFlags(args.prompt, [...SETTINGS, 'device', 'threads'], flags, {
       onStep: (done, total) => { spinner.text = `sampling: step ${done}/${total}` },
       onIteration: it => { spinner.text = `guiding at step ${it.step}: iteration ${it.iter + 1}/${job.iters}, loss ${it.loss.toFixed(4)}` },
       warn: message => spinner.interject(`${chalk.yellow('warning:')} ${message}`),
-      note: message => { if (!this.jsonEnabled()) spinner.interject(message) },
-    }).catch(error => { spinner.stop(); throw error })
+      note: message => this.note(message),
+    })
+    await ready()
+    // progress begins once every check has passed
+    const spinner = this.spinner('preparing')
+    job.note = message => { if (!this.jsonEnabled()) spinner.interject(message) }
     if (flags['dry-run']) {
       spinner.stop()
       return this.dryRun(job, memoryLimit)
