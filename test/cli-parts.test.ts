@@ -77,3 +77,30 @@ describe('CLI parts', () => {
     assert.deepEqual(summaryTable(summary), [['method', 'loss on own preview'], ['lcm', '0.250 (n=1)'], ['x0', '0.600 ± 0.100 (n=2)']])
   })
 })
+
+describe('references and guide descriptions', () => {
+  it('shrinks a huge reference when reading it, and says so', async () => {
+    const { default: sharp } = await import('sharp')
+    const { referenceImage, REFERENCE_MAX_SIDE } = await import('../guides/jobs.js')
+    const dir = await mkdtemp(join(tmpdir(), 'lookahead-ref-'))
+    try {
+      const path = join(dir, 'huge.png')
+      await sharp({ create: { width: 4100, height: 3000, channels: 3, background: '#808080' } }).png().toFile(path)
+      const notes: string[] = []
+      const image = await referenceImage(path, dir, note => notes.push(note))
+      assert.deepEqual([image.width, image.height], [REFERENCE_MAX_SIDE, Math.round(3000 * REFERENCE_MAX_SIDE / 4100)])
+      assert.match(notes.join(), /shrinking the reference 4100×3000/)
+    } finally {
+      await rm(dir, { recursive: true, force: true })
+    }
+  })
+
+  it('describes a weighted loss by its terms as prepared, not as they were before', async () => {
+    const { combineGuides } = await import('../guides/guide.js')
+    const { pixelGuide } = await import('../src/guidance/guide.js')
+    const a = { ...pixelGuide(), description: 'a (not prepared)', async prepare() { a.description = 'a: network A' } }
+    const combined = combineGuides([{ guide: a, weight: 1 }, { guide: pixelGuide(), weight: 0.5 }])
+    await combined.prepare({})
+    assert.equal(combined.description, '1·(a: network A) + 0.5·(mean square of the image)')
+  })
+})
