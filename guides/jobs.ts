@@ -4,7 +4,7 @@
 import sharp from 'sharp'
 import { check, UserError } from '../src/errors.js'
 import { DEFAULT_PROMPT } from '../src/cli/flags.js'
-import { parseLossSpec, withDefaults, type Method, type SettingValues, type WorldContext, type WorldKind } from '../src/cli/settings.js'
+import { JOB_SETTINGS, parseLossSpec, withDefaults, type JobSettingKey, type Method, type SettingValues, type WorldContext, type WorldKind } from '../src/cli/settings.js'
 import { modelsDir, readWorld } from '../src/diffusion/models-folder.js'
 import { lookahead, type Iteration, type LookaheadSettings } from '../src/guidance/engine.js'
 import { dryRun, fitMemory, type DryRun, type MemoryFit } from '../src/guidance/memory.js'
@@ -16,13 +16,8 @@ import type { Guide } from './guide.js'
 import { demoWorld, prepareEvaluation, type Evaluation, type Metrics } from './evaluation.js'
 import { guideFromSpec } from './index.js'
 
-/** The settings a job has, each declared once in src/cli/settings.ts (its JSON name is its key there). */
-export const JOB_SETTINGS = [
-  'negative', 'steps', 'cfg', 'seed', 'size',
-  'loss', 'ref', 'refText', 'preview', 'guideSteps', 'iters', 'recur', 'lr', 'optimizer', 'clip', 'normalize', 'renormalize',
-  'guideSize', 'recompute', 'previewCfg', 'previewDecoder', 'idNetwork', 'device', 'threads',
-] as const
-export type JobSettings = SettingValues<(typeof JOB_SETTINGS)[number]>
+export { JOB_SETTINGS } from '../src/cli/settings.js'
+export type JobSettings = SettingValues<JobSettingKey>
 
 export interface JobCallbacks {
   onStep?: (done: number, total: number) => void
