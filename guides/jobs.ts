@@ -10,7 +10,8 @@ import { lookahead, type Iteration, type LookaheadSettings } from '../src/guidan
 import { dryRun, fitMemory, type DryRun, type MemoryFit } from '../src/guidance/memory.js'
 import { imageFromTensor, loadImage, type ImageTensor } from '../src/image/image.js'
 import { setSessionDefaults } from '../src/onnx/session.js'
-import { defaultWorldCache, ensureDefaultWorld } from '../src/world/models.js'
+import { buildWorldFolder, defaultWorldCache, ensureDefaultWorld } from '../src/world/models.js'
+import { cachedFolder } from '../src/cache.js'
 import { DEFAULT_WORLD_SETTINGS, drawnFaces } from '../src/world/world.js'
 import type { Guide } from './guide.js'
 import { demoWorld, prepareEvaluation, type Evaluation, type Metrics } from './evaluation.js'
@@ -56,7 +57,9 @@ export async function locateModels(options: { models?: string; world?: string })
   if (options.world !== undefined) {
     check(options.world === 'demo', `--world ${options.world}: the only embedded world is "demo" (build others with \`lookahead world build\`)`)
     const dir = defaultWorldCache()
-    return { dir, world: { kind: 'demo', size: DEFAULT_WORLD_SETTINGS.size, text: false }, ready: async () => { await ensureDefaultWorld(dir) } }
+    // the first build goes through a temporary folder, so an interrupted one leaves no half-written world
+    const ready = async () => { await cachedFolder(dir, async tmp => { await buildWorldFolder(tmp) }); await ensureDefaultWorld(dir) }
+    return { dir, world: { kind: 'demo', size: DEFAULT_WORLD_SETTINGS.size, text: false }, ready }
   }
   const dir = modelsDir(options.models)
   const info = await readWorld(dir)
