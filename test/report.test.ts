@@ -52,8 +52,9 @@ describe('report page', () => {
   it('means with standard errors; paired differences over the seeds both have; curves with a band', () => {
     const s = stat([1, 2, 3, 4])!
     assert.equal(s.mean, 2.5)
-    assert.ok(Math.abs(s.se - Math.sqrt(5 / 3 / 4)) < 1e-12)
+    assert.ok(Math.abs(s.se! - Math.sqrt(5 / 3 / 4)) < 1e-12)
     assert.equal(stat([]), undefined)
+    assert.deepEqual(stat([2]), { mean: 2, n: 1 }, 'no standard error from one value')
     // seed 2 lacks b: left out; the seeds' common offset cancels
     const a = new Map([[0, 10.5], [1, 20.5], [2, 30]])
     const b = new Map<number, number | undefined>([[0, 10], [1, 20], [2, undefined]])

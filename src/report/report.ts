@@ -49,9 +49,10 @@ async function dataUri(image: ImageTensor): Promise<string> {
   return `data:image/png;base64,${png.toString('base64')}`
 }
 
+/** "mean ± se n=N" (no ± for one value); a difference more than two standard errors from 0 is highlighted. */
 const cell = (s: Stat | undefined, signed = false) =>
   s
-    ? `<td${signed && Math.abs(s.mean) > 2 * s.se ? ' class="clear"' : ''}>${signed && s.mean > 0 ? '+' : ''}${s.mean.toFixed(3)} ± ${s.se.toFixed(3)} <span class="n">n=${s.n}</span></td>`
+    ? `<td${signed && s.se !== undefined && Math.abs(s.mean) > 2 * s.se ? ' class="clear"' : ''}>${signed && s.mean > 0 ? '+' : ''}${s.mean.toFixed(3)}${s.se === undefined ? '' : ` ± ${s.se.toFixed(3)}`} <span class="n">n=${s.n}</span></td>`
     : '<td class="none">–</td>'
 
 function table(header: string[], rows: string[][]): string {
@@ -115,7 +116,7 @@ ${paired}
 <p>line: mean over seeds; band: ± one standard deviation. Each method's loss is taken on its own preview, so the levels are not comparable across methods; the shapes are.</p>
 ${(report.notes ?? []).map(n => `<p class="note">${escape(n)}</p>`).join('\n')}
 <h2>Images</h2>
-<div class="images">${reference}<figure><img alt="grid" src="${await dataUri(report.grid)}"><figcaption>final images: one row per seed, one column per method</figcaption></figure></div>
+<div class="images">${reference}<figure><img alt="grid" src="${await dataUri(report.grid)}"><figcaption>final images: a row per seed, a column per method</figcaption></figure></div>
 <h2>Settings</h2>
 ${settings}
 </body></html>

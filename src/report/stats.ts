@@ -3,17 +3,18 @@
 
 export interface Stat {
   mean: number
-  /** standard error of the mean */
-  se: number
+  /** standard error of the mean (sample standard deviation / √n); undefined for one value */
+  se?: number
   n: number
 }
 
-/** Mean and standard error (sample standard deviation / √n; 0 for one value); undefined for none. */
+/** Mean and standard error; undefined for no values. */
 export function stat(values: number[]): Stat | undefined {
   if (values.length === 0) return undefined
   const n = values.length
   const mean = values.reduce((a, b) => a + b, 0) / n
-  const variance = n > 1 ? values.reduce((s, v) => s + (v - mean) ** 2, 0) / (n - 1) : 0
+  if (n === 1) return { mean, n }
+  const variance = values.reduce((s, v) => s + (v - mean) ** 2, 0) / (n - 1)
   return { mean, se: Math.sqrt(variance / n), n }
 }
 
@@ -49,7 +50,7 @@ export function meanCurve(runs: number[][]): Curve {
     const values = runs.flatMap(r => (i < r.length && Number.isFinite(r[i]) ? [r[i]] : []))
     const s = stat(values)
     if (!s) continue
-    const sd = s.se * Math.sqrt(s.n)
+    const sd = (s.se ?? 0) * Math.sqrt(s.n)
     curve.iteration.push(i + 1)
     curve.mean.push(s.mean)
     curve.low.push(s.mean - sd)
