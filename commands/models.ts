@@ -2,8 +2,7 @@ import { Args, Flags } from '@oclif/core'
 import chalk from 'chalk'
 import { LookaheadCommand } from '../src/cli/base.js'
 import { check } from '../src/errors.js'
-import { checkModels, modelsDir } from '../src/diffusion/models-folder.js'
-import { GENERATIONS, writeTinyModels, type Generation } from '../src/diffusion/tiny/index.js'
+import { GENERATIONS, type Generation } from '../src/diffusion/tiny/config.js'
 
 export default class Models extends LookaheadCommand {
   static description =
@@ -26,6 +25,8 @@ export default class Models extends LookaheadCommand {
 
   async run() {
     const { args, flags } = await this.parse(Models)
+    const { checkModels, modelsDir } = await import('../src/diffusion/models-folder.js')
+    const { writeTinyModels } = await import('../src/diffusion/tiny/index.js')
     const target = args.dir ?? flags.models
     if (flags['write-tiny']) {
       check(target, '--write-tiny needs a folder: lookahead models DIR --write-tiny')
