@@ -35,11 +35,12 @@ function note(result: GuideJobResult): string {
   return [...(identity ? [`id dist ${identity.distance.toFixed(3)}`] : []), ...(world ? [`nearest ${world.name}`] : [])].join(', ')
 }
 
-/** A one-line summary of the settings every image shares, for the figure's title. */
-export function figureTitle(job: GuideJob, seeds: number[]): string {
-  const u = job.update
-  return `guided towards ${job.ref ?? job.refText}: ${job.steps} DDIM steps, cfg ${job.cfg}, guide step ${job.guideSteps.join(',')}, K=${job.iters}, ` +
-    `${u.optimizer} lr ${u.lr}${u.normalize ? '' : ' (raw gradient)'}, seed${seeds.length > 1 ? 's' : ''} ${seeds.join(',')}`
+/** The settings every image of a figure or comparison shares, in a line for its title (`loss`: the loss, if one for all). */
+export function settingsTitle(job: GuideJob, seeds: number[], loss?: string): string {
+  const seedText = seeds.length > 3 ? `${seeds.length} seeds` : `seed${seeds.length > 1 ? 's' : ''} ${seeds.join(',')}`
+  const target = job.ref ?? job.refText
+  return `${loss ? `${loss} loss` : ''}${target ? ` towards ${target}` : ''}: ${job.steps} DDIM steps, cfg ${job.cfg}, guide step ${job.guideSteps.join(',')}, K=${job.iters}` +
+    `${job.recur > 1 ? `, recur ${job.recur}` : ''}, ${job.optimizer} lr ${job.lr}${job.normalize ? '' : ' (raw gradient)'}, ${seedText}`
 }
 
 export async function lossFigure(job: GuideJob, options: FigureOptions): Promise<LossFigure> {
@@ -50,7 +51,7 @@ export async function lossFigure(job: GuideJob, options: FigureOptions): Promise
   const skipped: LossFigure['skipped'] = []
   for (const loss of losses) {
     try {
-      prepared.set(loss, await prepareJob({ ...job, loss, preview: guided[0] ?? 'none' }))
+      prepared.set(loss, await prepareJob({ ...job, loss }, guided.length > 0))
     } catch (error) {
       if (!(error instanceof UserError)) throw error
       skipped.push({ loss, reason: error.message })
@@ -78,5 +79,5 @@ export async function lossFigure(job: GuideJob, options: FigureOptions): Promise
       return { loss, method, seed, image: result.image, note: note(result) }
     })))
   const reference = job.ref ? await referenceImage(job.ref, job.models) : undefined
-  return { image: lossFigureImage(cells, { reference, title: figureTitle(job, seeds) }), runs, skipped }
+  return { image: lossFigureImage(cells, { reference, title: settingsTitle(job, seeds) }), runs, skipped }
 }

@@ -26,6 +26,8 @@ export type JobSettings = SettingValues<(typeof JOB_SETTINGS)[number]>
 export interface JobCallbacks {
   onStep?: (done: number, total: number) => void
   onIteration?: (iteration: Iteration) => void
+  /** each iteration's decoded preview and time (`guide --save-iterations`, `--animate`) */
+  onPreview?: LookaheadSettings['onPreview']
   /** a one-line warning (a guide's fall-back, a skipped update) */
   warn?: (message: string) => void
   /** a one-line note of progress outside the sampler (e.g. a big reference being shrunk) */
@@ -107,8 +109,8 @@ export async function guideJob(options: GuideJobOptions = {}): Promise<GuideJob>
   const notes = checkJob({ ...settings, prompt: options.prompt }, location.world, options.methods)
   for (const note of notes) options.note?.(note)
   await location.ready()
-  const { onStep, onIteration, warn, note } = options
-  return { ...settings, prompt: options.prompt ?? DEFAULT_PROMPT, models: location.dir, onStep, onIteration, warn, note }
+  const { onStep, onIteration, onPreview, warn, note } = options
+  return { ...settings, prompt: options.prompt ?? DEFAULT_PROMPT, models: location.dir, onStep, onIteration, onPreview, warn, note }
 }
 
 /** References larger than this (pixels per side) are shrunk when read: no guide looks at more. */
@@ -187,6 +189,6 @@ export const fitMemoryJob = (job: GuideJob, limitBytes: number): Promise<MemoryF
 
 /** A job's settings as plain data, for --json and reports: no callbacks. */
 export function jobSettings(job: GuideJob) {
-  const { onStep, onIteration, warn, note, ...settings } = job
+  const { onStep, onIteration, onPreview, warn, note, ...settings } = job
   return settings
 }

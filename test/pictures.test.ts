@@ -113,7 +113,7 @@ describe('pictures', () => {
       const back = await loadImage(path)
       assert.ok(back.data[0] < -0.9)
     }
-    await assert.rejects(saveAnimation(frames, join(dir, 'a.png'), [1, 1, 1]), (e: Error) => e instanceof UserError && /\.webp or \.gif/.test(e.message))
+    await assert.rejects(saveAnimation(frames, join(dir, 'a.png'), [1, 1, 1]), (e: Error) => e instanceof UserError && /\.webp or \.gif file/.test(e.message))
     await assert.rejects(encodeAnimation([flat(0, 24), flat(0, 16)], 'gif', [1, 1]), UserError)
   })
 

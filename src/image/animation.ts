@@ -11,7 +11,7 @@ export type AnimationFormat = (typeof ANIMATION_FORMATS)[number]
 /** The format a path asks for by its extension (.webp or .gif); anything else is the user's error. */
 export function animationFormat(path: string): AnimationFormat {
   const ext = extname(path).slice(1).toLowerCase() as AnimationFormat
-  check(ANIMATION_FORMATS.includes(ext), `${path}: an animation is written as .webp or .gif`)
+  check(ANIMATION_FORMATS.includes(ext), `${path}: name a .webp or .gif file for an animation (the extension says the format)`)
   return ext
 }
 

@@ -87,7 +87,7 @@ export class IterationRecorder {
   add(frame: IterationFrame): void {
     const { preview, ...entry } = frame
     const file = frameFile(frame)
-    this.entries.push({ file, ...entry })
+    this.entries.push({ file, ...entry, ms: Math.round(frame.ms * 10) / 10 })
     const dir = this.options.dir
     if (dir) this.writes = this.writes.then(() => saveImage(preview, join(dir, file))).catch(error => { this.failed ??= error })
     if (this.options.animation) {
