@@ -124,7 +124,6 @@ export async function writeComparison(dir: string, job: GuideJob, comparison: Co
   await saveReport({
     title: `compare: ${title}`,
     settings: report.settings,
-    reference,
     grid,
     methods,
     metrics: RUN_METRICS,

@@ -39,7 +39,8 @@ function note(result: GuideJobResult): string {
 export function settingsTitle(job: GuideJob, seeds: number[], loss?: string): string {
   const seedText = seeds.length > 3 ? `${seeds.length} seeds` : `seed${seeds.length > 1 ? 's' : ''} ${seeds.join(',')}`
   const target = job.ref ?? job.refText
-  return `${loss ? `${loss} loss` : ''}${target ? ` towards ${target}` : ''}: ${job.steps} DDIM steps, cfg ${job.cfg}, guide step ${job.guideSteps.join(',')}, K=${job.iters}` +
+  const what = [...(loss ? [`${loss} loss`] : []), ...(target ? [`towards ${target}`] : [])].join(' ')
+  return `${what ? `${what}: ` : ''}${job.steps} DDIM steps, cfg ${job.cfg}, guide step ${job.guideSteps.join(',')}, K=${job.iters}` +
     `${job.recur > 1 ? `, recur ${job.recur}` : ''}, ${job.optimizer} lr ${job.lr}${job.normalize ? '' : ' (raw gradient)'}, ${seedText}`
 }
 
@@ -55,6 +56,7 @@ export async function lossFigure(job: GuideJob, options: FigureOptions): Promise
     } catch (error) {
       if (!(error instanceof UserError)) throw error
       skipped.push({ loss, reason: error.message })
+      job.warn?.(`the ${loss} loss is left out: ${error.message}`)
     }
   }
   check(prepared.size > 0, `no loss can be used: ${skipped.map(s => `${s.loss}: ${s.reason}`).join('; ')}`)

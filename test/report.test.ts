@@ -35,7 +35,6 @@ function exampleReport(): CompareReport {
   return {
     title: 'compare: id loss towards world:dev',
     settings: { loss: 'id', guideSteps: [10, 12], update: { lr: 0.01, optimizer: 'sgd' }, prompt: '<b>not markup</b>', skipped: undefined },
-    reference: ramp(64, 64, 0),
     grid: ramp(200, 400, 1),
     methods,
     metrics: [{ key: 'distance', label: 'id distance' }, { key: 'offDistribution', label: 'off-distribution' }, { key: 'absent', label: 'never measured' }],
@@ -90,7 +89,7 @@ describe('report page', () => {
     const html = await renderReport(exampleReport())
     assert.doesNotMatch(html, /https?:|\/\/cdn|<script|<link/i)
     const sources = [...html.matchAll(/src="([^"]*)"/g)].map(m => m[1])
-    assert.equal(sources.length, 2, 'the reference and the grid')
+    assert.equal(sources.length, 1, 'the grid')
     assert.ok(sources.every(s => s.startsWith('data:image/png;base64,')))
     assert.match(html, /&lt;b&gt;not markup&lt;\/b&gt;/)
     assert.doesNotMatch(html, /never measured/, 'a metric no method has is left out')

@@ -1,5 +1,5 @@
 // The report page of a comparison (`compare -o DIR` writes DIR/report.html): one self-contained HTML file, with
-// the settings, the reference, the grid, the metrics per method (mean ± standard error, n), the paired
+// the settings, the grid (the reference first), the metrics per method (mean ± standard error, n), the paired
 // differences between methods, and each method's loss per iteration (mean and spread over seeds) as inline SVG.
 // Images are data: URIs and there is no script, stylesheet or font from outside, so it opens offline.
 import { escapeUTF8 as escape } from 'entities'
@@ -27,7 +27,7 @@ export interface CompareReport {
   title: string
   /** every setting of the run, shown as a table (objects and lists as JSON) */
   settings: Record<string, unknown>
-  reference?: ImageTensor
+  /** the final images, the reference in its first column */
   grid: ImageTensor
   methods: string[]
   metrics: ReportMetric[]
@@ -82,7 +82,6 @@ export async function renderReport(report: CompareReport): Promise<string> {
   })
 
   const settings = table(['setting', 'value'], Object.entries(report.settings).filter(([, v]) => v !== undefined).map(([k, v]) => [`<th>${escape(k)}</th>`, `<td class="text">${escape(settingText(v))}</td>`]))
-  const reference = report.reference ? `<figure><img alt="reference" src="${await dataUri(report.reference)}"><figcaption>reference</figcaption></figure>` : ''
   const seeds = new Set(report.runs.map(r => r.seed)).size
 
   return `<!doctype html>
@@ -94,7 +93,6 @@ table { border-collapse: collapse; margin: 8px 0; }
 th, td { border: 1px solid #ccc; padding: 4px 8px; text-align: right; font-variant-numeric: tabular-nums; }
 th { background: #f4f4f4; } td.text { text-align: left; font-family: ui-monospace, monospace; font-size: 13px; }
 td.clear { background: #fff3c4; } td.none { color: #999; } .n { color: #777; font-size: 12px; }
-.images { display: flex; gap: 16px; align-items: flex-start; flex-wrap: wrap; }
 figure { margin: 0; } img { max-width: 100%; display: block; } figcaption { color: #555; font-size: 13px; }
 .charts { display: flex; flex-wrap: wrap; gap: 12px; }
 svg.chart { font: 11px system-ui, sans-serif; background: #fff; border: 1px solid #ddd; }
@@ -116,7 +114,7 @@ ${paired}
 <p>line: mean over seeds; band: ± one standard deviation. Each method's loss is taken on its own preview, so the levels are not comparable across methods; the shapes are.</p>
 ${(report.notes ?? []).map(n => `<p class="note">${escape(n)}</p>`).join('\n')}
 <h2>Images</h2>
-<div class="images">${reference}<figure><img alt="grid" src="${await dataUri(report.grid)}"><figcaption>final images: a row per seed, a column per method</figcaption></figure></div>
+<figure><img alt="grid" src="${await dataUri(report.grid)}"><figcaption>the reference, then the final images: a row per seed, a column per method</figcaption></figure>
 <h2>Settings</h2>
 ${settings}
 </body></html>
