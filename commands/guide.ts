@@ -39,6 +39,11 @@ export default class Guide extends LookaheadCommand {
       check(flags.output, 'say where to write the image: -o out.png')
       checkImageOutput(flags.output)
     }
+    const pictures = flags['save-iterations'] !== undefined || flags.animate !== undefined
+    if (pictures) {
+      const { preview, iters } = settingsFromFlags(['preview', 'iters'], flags, 'sdxl') // the same in every world
+      check(preview !== 'none' && iters > 0, '--save-iterations and --animate show the preview over the iterations: they need --preview x0 or lcm and --iters ≥ 1')
+    }
     if (flags['save-iterations']) checkFolderOutput(flags['save-iterations'], '--save-iterations')
     if (flags.animate) {
       checkFileOutput(flags.animate, '--animate')
@@ -54,8 +59,6 @@ export default class Guide extends LookaheadCommand {
       warn: message => spinner.interject(`${chalk.yellow('warning:')} seed ${job.seed}, ${job.preview}: ${message}`),
       note: message => { if (!this.jsonEnabled()) spinner.interject(message) },
     }).catch(error => { spinner.stop(); throw error })
-    const pictures = flags['save-iterations'] !== undefined || flags.animate !== undefined
-    if (pictures) check(job.preview !== 'none' && job.iters > 0, '--save-iterations and --animate show the preview over the iterations: they need --preview x0 or lcm and --iters ≥ 1')
     if (flags['dry-run']) {
       spinner.stop()
       return this.dryRun(job, memoryLimit)
