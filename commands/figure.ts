@@ -4,13 +4,10 @@ import { exitOnInterrupt, LookaheadCommand } from '../src/cli/base.js'
 import { check } from '../src/errors.js'
 import { modelFlags, promptArg, seedList, settingFlags, settingsFromFlags } from '../src/cli/flags.js'
 import { checkImageOutput, writeImage } from '../src/cli/output.js'
-import type { SettingKey } from '../src/cli/settings.js'
+import { JOB_SETTINGS } from '../src/cli/settings.js'
 
-/** Everything of guide but the loss and the preview: the figure has a row per --losses loss and a column per --previews method. */
-const SETTINGS: SettingKey[] = [
-  'negative', 'steps', 'cfg', 'seed', 'size', 'ref', 'refText', 'guideSteps', 'iters', 'recur', 'lr', 'optimizer', 'clip',
-  'normalize', 'renormalize', 'guideSize', 'recompute', 'previewCfg', 'previewDecoder', 'idNetwork', 'device', 'threads',
-]
+/** A job's settings but the loss and the preview: the figure has a row per --losses loss and a column per --previews method. */
+const SETTINGS = JOB_SETTINGS.filter(key => key !== 'loss' && key !== 'preview')
 
 export default class Figure extends LookaheadCommand {
   static description = 'The paper\'s fig. 5: a row per loss, the reference, then the image each preview guides to (one seed or a few), labelled, under a title with the settings'

@@ -4,7 +4,7 @@
 import sharp from 'sharp'
 import { check } from '../src/errors.js'
 import { DEFAULT_PROMPT } from '../src/cli/flags.js'
-import { parseLossSpec, withDefaults, type Method, type SettingValues, type WorldContext } from '../src/cli/settings.js'
+import { JOB_SETTINGS, parseLossSpec, withDefaults, type Method, type SettingValues, type WorldContext } from '../src/cli/settings.js'
 import { modelsDir, readWorld } from '../src/diffusion/models-folder.js'
 import { lookahead, type Iteration, type LookaheadSettings } from '../src/guidance/engine.js'
 import { dryRun, fitMemory, type DryRun, type MemoryFit } from '../src/guidance/memory.js'
@@ -15,12 +15,7 @@ import type { Guide } from './guide.js'
 import { demoWorld, prepareEvaluation, type Evaluation, type Metrics } from './evaluation.js'
 import { guideFromSpec } from './index.js'
 
-/** The settings a job has, each declared once in src/cli/settings.ts (its JSON name is its key there). */
-export const JOB_SETTINGS = [
-  'negative', 'steps', 'cfg', 'seed', 'size',
-  'loss', 'ref', 'refText', 'preview', 'guideSteps', 'iters', 'recur', 'lr', 'optimizer', 'clip', 'normalize', 'renormalize',
-  'guideSize', 'recompute', 'previewCfg', 'previewDecoder', 'idNetwork', 'device', 'threads',
-] as const
+export { JOB_SETTINGS }
 export type JobSettings = SettingValues<(typeof JOB_SETTINGS)[number]>
 
 export interface JobCallbacks {

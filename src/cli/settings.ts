@@ -188,6 +188,13 @@ export const SETTINGS = {
   memoryLimit: number('GPU memory in GB the gradient pass must fit, for --dry-run\'s advice', { positive: true, default: 80 }),
 }
 
+/** The settings a job has (guides/jobs.ts), each declared in the table above. */
+export const JOB_SETTINGS = [
+  'negative', 'steps', 'cfg', 'seed', 'size',
+  'loss', 'ref', 'refText', 'preview', 'guideSteps', 'iters', 'recur', 'lr', 'optimizer', 'clip', 'normalize', 'renormalize',
+  'guideSize', 'recompute', 'previewCfg', 'previewDecoder', 'idNetwork', 'device', 'threads',
+] as const
+
 export type SettingKey = keyof typeof SETTINGS
 type ValueOf<S> = S extends Setting<infer T> ? T : never
 /** A setting's value: always present where it has a default, else optional. */

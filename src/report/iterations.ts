@@ -39,16 +39,8 @@ const FINAL_MS = 2500
 /** Animation frames hold images of at most this side (a 1024² preview is shrunk), to keep the file small. */
 const FRAME_SIDE = 512
 
-export interface IndexEntry {
-  file: string
-  step: number
-  t: number
-  iter: number
-  round?: number
-  loss: number
-  skipped?: string
-  ms: number
-}
+/** An iteration in index.json: the frame's numbers and the file its preview is in. */
+export type IndexEntry = Omit<IterationFrame, 'preview'> & { file: string }
 
 export interface RecordedIterations {
   iterations: IndexEntry[]
