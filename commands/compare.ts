@@ -39,17 +39,22 @@ export default class Compare extends LookaheadCommand {
     await this.runtime(flags)
     exitOnInterrupt(`the finished runs are kept in ${dir} (--resume ${dir} continues)`)
     const { jobFromFlags } = await import('../src/cli/job.js')
-    const { compareMethods, writeComparison } = await import('../guides/compare.js')
+    const { compareMethods, finishedRuns, writeComparison } = await import('../guides/compare.js')
     const { missingReasons, summaryTable } = await import('../guides/report.js')
-    const spinner = this.spinner('preparing')
     // warnings name the run they come from (a guide is prepared once and warns from every run)
     let current = ''
-    const job = await jobFromFlags(args.prompt, SETTINGS, flags, {
+    const { job, ready } = await jobFromFlags(args.prompt, SETTINGS, flags, {
       warn: message => spinner.interject(`${chalk.yellow('warning:')} ${current}${message}`),
-      note: message => { if (!this.jsonEnabled()) spinner.interject(message) },
-    }, previews).catch(error => { spinner.stop(); throw error })
+      note: message => this.note(message),
+    }, previews)
+    const resume = flags.resume !== undefined
+    await finishedRuns(dir, job, resume) // refuses a folder it cannot continue, before any work
+    await ready()
+    // progress begins once every check has passed
+    const spinner = this.spinner('preparing')
+    job.note = message => { if (!this.jsonEnabled()) spinner.interject(message) }
     const comparison = await compareMethods(job, {
-      seeds, methods: previews, dir, resume: flags.resume !== undefined,
+      seeds, methods: previews, dir, resume,
       onRun: (done, total, seed, method) => {
         current = `seed ${seed}, ${method}: `
         spinner.text = `run ${done + 1}/${total}: seed ${seed}, ${method}`

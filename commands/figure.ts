@@ -37,14 +37,17 @@ export default class Figure extends LookaheadCommand {
     const { jobFromFlags } = await import('../src/cli/job.js')
     const { lossFigure } = await import('../guides/figure.js')
     const { jobSettings } = await import('../guides/jobs.js')
-    const spinner = this.spinner('preparing')
     // warnings name the run they come from (each guide is prepared once and warns from every run)
     let current = ''
     // the job is checked with every loss at once (e.g. that they have the reference they need)
-    const job = await jobFromFlags(args.prompt, [...SETTINGS, 'loss'], { ...flags, loss: losses.join(',') }, {
+    const { job, ready } = await jobFromFlags(args.prompt, [...SETTINGS, 'loss'], { ...flags, loss: losses.join(',') }, {
       warn: message => spinner.interject(`${chalk.yellow('warning:')} ${current}${message}`),
-      note: message => { if (!this.jsonEnabled()) spinner.interject(message) },
-    }, previews).catch(error => { spinner.stop(); throw error })
+      note: message => this.note(message),
+    }, previews)
+    await ready()
+    // progress begins once every check has passed
+    const spinner = this.spinner('preparing')
+    job.note = message => { if (!this.jsonEnabled()) spinner.interject(message) }
     const figure = await lossFigure(job, {
       losses, methods: previews, seeds,
       onRun: (done, total, what) => {

@@ -52,13 +52,16 @@ export default class Guide extends LookaheadCommand {
     }
     await this.runtime(flags)
     const { jobFromFlags } = await import('../src/cli/job.js')
-    const spinner = this.spinner('preparing')
-    const job = await jobFromFlags(args.prompt, [...SETTINGS, 'device', 'threads'], flags, {
+    const { job, ready } = await jobFromFlags(args.prompt, [...SETTINGS, 'device', 'threads'], flags, {
       onStep: (done, total) => { spinner.text = `sampling: step ${done}/${total}` },
       onIteration: it => { spinner.text = `guiding at step ${it.step}: iteration ${it.iter + 1}/${job.iters}, loss ${it.loss.toFixed(4)}` },
       warn: message => spinner.interject(`${chalk.yellow('warning:')} seed ${job.seed}, ${job.preview}: ${message}`),
-      note: message => { if (!this.jsonEnabled()) spinner.interject(message) },
-    }).catch(error => { spinner.stop(); throw error })
+      note: message => this.note(message),
+    })
+    await ready()
+    // progress begins once every check has passed
+    const spinner = this.spinner('preparing')
+    job.note = message => { if (!this.jsonEnabled()) spinner.interject(message) }
     if (flags['dry-run']) {
       spinner.stop()
       return this.dryRun(job, memoryLimit)
@@ -77,7 +80,7 @@ export default class Guide extends LookaheadCommand {
     const recorded = await recorder?.finish(result.image, result.timings)
 
     const losses = result.iterations.map(i => i.loss)
-    if (losses.length > 0) this.note(`loss ${losses[0].toFixed(4)} → ${result.finalLoss!.toFixed(4)} over ${losses.length} updates (${result.guide}; the last after the final update)`)
+    if (losses.length > 0) this.note(`loss ${losses[0].toFixed(4)} → ${result.finalLoss!.toFixed(4)} (before the first of ${losses.length} updates → after the last; ${result.guide})`)
     const { identity, world, clip, missing } = result.metrics
     if (identity) {
       const byLossNet = identity.loss ? `; by the loss's network: distance ${identity.loss.distance.toFixed(3)}` : ''
@@ -109,12 +112,11 @@ export default class Guide extends LookaheadCommand {
     }
     this.note(`other sessions (sampling UNet, text encoders, final decoder): weights ${gb(held)} + the sampling UNet's activations ≈ ${gb(samplingActivations)}; in all ≈ ${gb(cost.peakBytes)}`)
     if (cost.gradientPasses > 0 && cost.peakBytes > limitGb * 1e9) {
-      // a demo world runs at its own size only: --guide-size does not apply there
       const fit = await fitMemoryJob(job, limitGb * 1e9)
       const flags = fit && [`--recompute ${fit.recompute}`, ...(fit.guideSize ? [`--guide-size ${fit.guideSize}`] : [])].join(' ')
       this.warning(`this exceeds ${limitGb} GB: ` + (fit
         ? `${flags} fits (${gb(fit.cost.peakBytes)}; guidance ${fit.cost.guidanceEvaluations.toFixed(0)} UNet evaluations instead of ${cost.guidanceEvaluations.toFixed(0)})`
-        : 'no recomputation or --guide-size down to 512 fits; try an fp16 UNet export or --preview-decoder taesd'))
+        : job.world === 'demo' ? 'no recomputation fits (a demo world runs at its own size only)' : 'no recomputation or --guide-size down to 512 fits; try an fp16 UNet export or --preview-decoder taesd'))
     }
     return cost
   }

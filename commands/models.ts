@@ -1,5 +1,6 @@
 import { Args, Flags } from '@oclif/core'
 import chalk from 'chalk'
+import { fileURLToPath } from 'node:url'
 import { LookaheadCommand } from '../src/cli/base.js'
 import { check } from '../src/errors.js'
 import { GENERATIONS, type Generation } from '../src/diffusion/tiny/config.js'
@@ -45,6 +46,8 @@ export default class Models extends LookaheadCommand {
         for (const note of p.notes) this.log(`      ${note}`)
         if (p.howTo && p.status !== 'ok') this.log(`      ${chalk.dim(`make it: ${p.howTo}`)}`)
       }
+      // the python scripts ship in the package (package.json "files"): name where they are for an npm install
+      if (pieces.some(p => p.howTo?.includes('samples/export/') && p.status !== 'ok')) this.log(chalk.dim(`the samples/export/ scripts are in ${fileURLToPath(new URL('../../samples/export/', import.meta.url))} (Python with torch, diffusers, optimum; see its README.md)`))
       this.log(ok ? chalk.green('generate can run with this folder') : chalk.red('generate cannot run with this folder: see above'))
     }
     if (!ok) process.exitCode = 1

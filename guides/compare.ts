@@ -74,7 +74,7 @@ export interface CompareOptions {
   methods: Method[]
   /** the folder every finished run is written to (runs/seedS-METHOD.png and a line of runs.jsonl) */
   dir: string
-  /** continue the comparison in `dir`: its finished runs are skipped */
+  /** continue the comparison in `dir`: its finished runs are kept (see finishedRuns) */
   resume?: boolean
   onRun?: (done: number, total: number, seed: number, method: Method) => void
 }

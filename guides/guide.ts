@@ -6,7 +6,7 @@ import { UserError } from '../src/errors.js'
 import { loadImage, type ImageTensor } from '../src/image/image.js'
 import { GraphBuilder } from '../src/onnx/builder.js'
 import { graphOf, toNumber, writeModel, type LoadedModel } from '../src/onnx/proto.js'
-import { ort, type Device } from '../src/onnx/session.js'
+import { createInferenceSession, ort, type Device } from '../src/onnx/session.js'
 import type { Guide, GuideReference, Size } from '../src/guidance/guide.js'
 
 export type { Guide, GuideReference, Size } from '../src/guidance/guide.js'
@@ -32,7 +32,8 @@ export function combineGuides(terms: { guide: Guide; weight: number }[]): Guide 
   if (terms.length === 1 && terms[0].weight === 1) return terms[0].guide
   return {
     name: terms.map(t => `${t.guide.name}=${t.weight}`).join(','),
-    description: terms.map(t => `${t.weight}·(${t.guide.description})`).join(' + '),
+    // read when asked: each guide describes its network only once prepared
+    get description() { return terms.map(t => `${t.weight}·(${t.guide.description})`).join(' + ') },
     async prepare(reference) {
       for (const { guide } of terms) await guide.prepare(reference)
     },
@@ -75,7 +76,7 @@ export async function compileFragment(size: Size, build: (g: GraphBuilder, image
   try {
     const path = join(dir, 'fragment.onnx')
     await writeModel({ model: g.build(), dir }, path)
-    const session = await ort.InferenceSession.create(path)
+    const session = await createInferenceSession(path)
     return {
       async run(image, feeds = {}) {
         const result = await session.run({ image: new ort.Tensor('float32', image.data, [1, 3, image.height, image.width]), ...feeds })

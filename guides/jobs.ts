@@ -2,13 +2,14 @@
 // world), the checks across settings done once before any work, the guide and evaluation prepared once, and
 // the run. Guides are chosen by name here; the engine never knows which it runs.
 import sharp from 'sharp'
-import { check } from '../src/errors.js'
+import { check, UserError } from '../src/errors.js'
 import { DEFAULT_PROMPT } from '../src/cli/flags.js'
-import { JOB_SETTINGS, parseLossSpec, withDefaults, type Method, type SettingValues, type WorldContext } from '../src/cli/settings.js'
+import { JOB_SETTINGS, parseLossSpec, withDefaults, type Method, type SettingValues, type WorldContext, type WorldKind } from '../src/cli/settings.js'
 import { modelsDir, readWorld } from '../src/diffusion/models-folder.js'
 import { lookahead, type Iteration, type LookaheadSettings } from '../src/guidance/engine.js'
 import { dryRun, fitMemory, type DryRun, type MemoryFit } from '../src/guidance/memory.js'
 import { imageFromTensor, loadImage, type ImageTensor } from '../src/image/image.js'
+import { setSessionDefaults } from '../src/onnx/session.js'
 import { defaultWorldCache, ensureDefaultWorld } from '../src/world/models.js'
 import { DEFAULT_WORLD_SETTINGS, drawnFaces } from '../src/world/world.js'
 import type { Guide } from './guide.js'
@@ -33,6 +34,8 @@ export interface GuideJob extends JobSettings, JobCallbacks {
   prompt: string
   /** the models folder (a demo world is one too) */
   models: string
+  /** which kind of folder it is (the demo world's models work at its own size only) */
+  world: WorldKind
 }
 
 /**
@@ -76,14 +79,16 @@ export function checkSampling(job: { steps: number; size: number }, world: World
  */
 export function checkJob(job: JobSettings & { prompt?: string }, world: WorldContext, methods: readonly string[] = [job.preview]): string[] {
   checkSampling(job, world)
-  for (const s of job.guideSteps) check(s < job.steps, `--guide-steps ${job.guideSteps.join(',')}: step ${s} is outside 0…${job.steps - 1} (there are ${job.steps} steps)`)
+  const guided = methods.some(m => m !== 'none')
+  // without guidance (--preview none) the guidance settings have no effect
+  if (guided) for (const s of job.guideSteps) check(s < job.steps, `--guide-steps ${job.guideSteps.join(',')}: step ${s} is outside 0…${job.steps - 1} (there are ${job.steps} steps)`)
   if (job.guideSize !== undefined) {
     check(world.kind !== 'demo', '--guide-size: a demo world\'s models work at its own size only')
     check(job.guideSize % 32 === 0 && job.guideSize <= job.size, `--guide-size ${job.guideSize}: expected a multiple of 32 up to --size (${job.size})`)
   }
   const terms = parseLossSpec(job.loss).map(t => t.name)
   if (job.refText !== undefined) check(terms.includes('clip'), `--ref-text is the target of a clip loss, and --loss ${job.loss} has no clip term (use --ref IMAGE, or --loss clip)`)
-  if (methods.some(m => m !== 'none')) {
+  if (guided) {
     const needImage = terms.filter(t => t !== 'clip' || job.refText === undefined)
     check(job.ref !== undefined || needImage.length === 0, `--loss ${job.loss} needs --ref IMAGE${terms.includes('clip') ? ' (a clip loss alone can take --ref-text)' : ''}`)
   }
@@ -93,19 +98,47 @@ export function checkJob(job: JobSettings & { prompt?: string }, world: WorldCon
   return notes
 }
 
+/** A job checked and complete, before its models folder is ready (the demo world not yet built). */
+export interface PlannedJob {
+  job: GuideJob
+  /** builds the embedded demo world on first use */
+  ready(): Promise<void>
+}
+
+/** The job of `options`, every setting checked (see guideJob), without building anything yet. */
+export async function planGuideJob(options: GuideJobOptions = {}): Promise<PlannedJob> {
+  const location = await locateModels(options)
+  const settings = withDefaults(JOB_SETTINGS, options, location.world.kind)
+  const notes = checkJob({ ...settings, prompt: options.prompt }, location.world, options.methods)
+  if (settings.ref !== undefined) await (settings.ref.startsWith('world:') ? checkWorldFace(settings.ref, location.dir) : checkReadable(settings.ref))
+  for (const note of notes) options.note?.(note)
+  const { onStep, onIteration, onPreview, warn, note } = options
+  const job = { ...settings, prompt: options.prompt ?? DEFAULT_PROMPT, models: location.dir, world: location.world.kind, onStep, onIteration, onPreview, warn, note }
+  return { job, ready: location.ready }
+}
+
 /**
  * A whole job from only what differs from the defaults (per world: the demo world's lr and cfg differ from
  * SDXL's), checked once; the demo world is built here on first use. For example
  * `runGuideJob(await guideJob({ world: 'demo', ref: 'world:dev', seed: 3 }))`.
  */
 export async function guideJob(options: GuideJobOptions = {}): Promise<GuideJob> {
-  const location = await locateModels(options)
-  const settings = withDefaults(JOB_SETTINGS, options, location.world.kind)
-  const notes = checkJob({ ...settings, prompt: options.prompt }, location.world, options.methods)
-  for (const note of notes) options.note?.(note)
-  await location.ready()
-  const { onStep, onIteration, onPreview, warn, note } = options
-  return { ...settings, prompt: options.prompt ?? DEFAULT_PROMPT, models: location.dir, onStep, onIteration, onPreview, warn, note }
+  const { job, ready } = await planGuideJob(options)
+  await ready()
+  return job
+}
+
+/** Refuses an image file sharp cannot read, before any work (its header only is read). */
+async function checkReadable(path: string): Promise<void> {
+  await sharp(path).metadata().catch((error: Error) => { throw new UserError(`cannot read image ${path}: ${error.message.split('\n')[0]}`) })
+}
+
+/** Refuses a `world:NAME` that names no drawn face of the folder's demo world (the default one: before it is built). */
+async function checkWorldFace(ref: string, models: string): Promise<void> {
+  const info = await readWorld(models)
+  const names = info ? (info.source === 'drawn' ? (info.identities as string[]) : []) : drawnFaces(32).map(f => f.name)
+  check(names.length > 0, `--ref ${ref}: world:NAME names a face of a demo world built from the drawn faces (use --world demo)`)
+  check(names.includes(ref.slice('world:'.length)), `--ref ${ref}: the demo world's faces are ${names.join(', ')}`)
 }
 
 /** References larger than this (pixels per side) are shrunk when read: no guide looks at more. */
@@ -146,6 +179,8 @@ export interface PreparedJob {
 
 /** The guide and the evaluation of a job, prepared once per reference (compare reuses them across seeds). */
 export async function prepareJob(job: GuideJob, guided = job.preview !== 'none'): Promise<PreparedJob> {
+  // the guides' and metrics' own sessions (face detection, reference embeddings) run where the job says
+  setSessionDefaults({ device: job.device, threads: job.threads })
   const reference = job.ref ? await referenceImage(job.ref, job.models, job.note) : undefined
   const settings = { models: job.models, warn: job.warn, idNetwork: job.idNetwork }
   const evaluation = await prepareEvaluation(job.models, reference, settings)
@@ -180,7 +215,7 @@ export async function runGuideJob(job: GuideJob, prepared?: PreparedJob): Promis
 export const dryRunJob = (job: GuideJob): Promise<DryRun> => dryRun(engineSettings(job))
 
 /** The first lower-memory settings whose gradient pass fits in `limitBytes` (see fitMemory). */
-export const fitMemoryJob = (job: GuideJob, limitBytes: number): Promise<MemoryFit | undefined> => fitMemory(engineSettings(job), limitBytes)
+export const fitMemoryJob = (job: GuideJob, limitBytes: number): Promise<MemoryFit | undefined> => fitMemory(engineSettings(job), limitBytes, job.world === 'demo' ? [] : undefined)
 
 /** A job's settings as plain data, for --json and reports: no callbacks. */
 export function jobSettings(job: GuideJob) {

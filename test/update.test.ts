@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict'
+import { guideLatent } from '../src/guidance/engine.js'
 import { makeUpdater, unusable, type UpdateSettings } from '../src/guidance/update.js'
 
 const sgd: UpdateSettings = { optimizer: 'sgd', lr: 0.1, normalize: true, clip: 0, renormalize: false }
@@ -38,5 +39,35 @@ describe('latent updates', () => {
     const first = step(Float32Array.of(0, 0), Float32Array.of(5, -0.001))
     assert.ok('latent' in first)
     assert.ok(Math.abs(first.latent[0] + 0.01) < 1e-6 && Math.abs(first.latent[1] - 0.01) < 1e-5)
+  })
+})
+
+describe('the x_t update of a guide step (guideLatent)', () => {
+  const c = Float32Array.of(1, -2, 3, 0.5)
+  // ½|x − c|²: its gradient is x − c
+  const loss = (x: Float32Array) => 0.5 * x.reduce((s, v, i) => s + (v - c[i]) ** 2, 0)
+  const pass = async (t: { data: Float32Array }) => ({ loss: loss(t.data), grad: t.data.map((v, i) => v - c[i]) })
+  const lossOf = async (t: { data: Float32Array }) => loss(t.data)
+
+  it('reports each iteration\'s loss before its update and the loss after the last one', async () => {
+    const reported: { iter: number; loss: number }[] = []
+    const x = { data: new Float32Array(4), dims: [1, 4] }
+    const { latent, finalLoss } = await guideLatent(x, 3, { ...sgd, lr: 0.2 }, pass, lossOf, r => reported.push(r))
+    assert.deepEqual(reported.map(r => r.iter), [0, 1, 2])
+    assert.equal(reported[0].loss, loss(x.data))
+    assert.ok(reported[1].loss < reported[0].loss && reported[2].loss < reported[1].loss, 'descends')
+    assert.equal(finalLoss, loss(latent.data), 'the final loss is that of the updated latent')
+    assert.ok(finalLoss < reported[2].loss)
+    const once = await guideLatent(x, 1, { ...sgd, lr: 0.2 }, pass, lossOf, () => {})
+    assert.notEqual(once.finalLoss, loss(x.data), 'with one iteration the two losses differ')
+  })
+
+  it('keeps the latent on an unusable gradient and says so', async () => {
+    const reported: { skipped?: string }[] = []
+    const x = { data: Float32Array.from(c), dims: [1, 4] } // at the minimum: a zero gradient
+    const { latent, finalLoss } = await guideLatent(x, 2, sgd, pass, lossOf, r => reported.push(r))
+    assert.deepEqual(reported.map(r => r.skipped), ['zero', 'zero'])
+    assert.deepEqual(latent.data, x.data)
+    assert.equal(finalLoss, 0)
   })
 })

@@ -40,7 +40,9 @@ export abstract class LookaheadCommand extends Command {
     if (error.name === 'ExitError' || error.constructor?.name === 'ExitError') return super.catch(error)
     const known = error instanceof UserError || error.oclif !== undefined
     const exit = error instanceof UserError ? 1 : (error.oclif?.exit ?? 1)
-    const message = known ? error.message.split('\n')[0].trim() : `internal error: ${error.message.split('\n')[0]} (run with DEBUG=1 for the stack)`
+    // oclif lists several parse errors under a heading: one line of them all
+    const lines = error.message.split('\n').map(l => l.trim()).filter(l => l && !/^(The following errors occurred:|See more help with)/.test(l))
+    const message = known ? lines.join('; ') : `internal error: ${lines[0]} (run with DEBUG=1 for the stack)`
     if (process.env.DEBUG && error.stack) process.stderr.write(`${error.stack}\n`)
     if (this.argv.includes('--json')) process.stdout.write(`${JSON.stringify({ error: { message, exit } })}\n`)
     else process.stderr.write(`${chalk.red('error:')} ${message}\n`)

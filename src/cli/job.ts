@@ -1,13 +1,16 @@
 // From a command's parsed flags to a checked job (loaded only when a command runs: it pulls in the engine).
-import { checkSampling, guideJob, locateModels, type GuideJob, type JobCallbacks } from '../../guides/jobs.js'
+import { checkSampling, locateModels, planGuideJob, type JobCallbacks, type PlannedJob } from '../../guides/jobs.js'
 import { settingsFromFlags } from './flags.js'
 import type { Method, SettingKey } from './settings.js'
 
-/** The job of a guiding command: its settings `keys` read from the flags, the rest at their defaults, checked once. */
-export async function jobFromFlags(prompt: string | undefined, keys: readonly SettingKey[], flags: Record<string, unknown>, callbacks: JobCallbacks, methods?: readonly Method[]): Promise<GuideJob> {
+/**
+ * The job of a guiding command: its settings `keys` read from the flags, the rest at their defaults, checked
+ * once; call ready() after the command's own checks (it builds the demo world on first use).
+ */
+export async function jobFromFlags(prompt: string | undefined, keys: readonly SettingKey[], flags: Record<string, unknown>, callbacks: JobCallbacks, methods?: readonly Method[]): Promise<PlannedJob> {
   const models = { models: flags.models as string | undefined, world: flags.world as string | undefined }
   const { world } = await locateModels(models)
-  return guideJob({ ...settingsFromFlags(keys, flags, world.kind), ...models, prompt, methods, ...callbacks })
+  return planGuideJob({ ...settingsFromFlags(keys, flags, world.kind), ...models, prompt, methods, ...callbacks })
 }
 
 /**

@@ -96,6 +96,17 @@ const nonNegativeIntegers = <E extends Partial<Setting<number[]>>>(help: string,
   return [Number(part)]
 }, (v, flag) => check(Number.isInteger(v) && v >= 0, `--${flag}: ${v} is not a non-negative integer`), extra)
 
+const DURATION_UNITS: Record<string, number> = { m: 60e3, h: 3600e3, d: 86400e3 }
+
+/** '30m', '12h', '7d' → milliseconds. */
+function duration(help: string): Setting<number> {
+  return setting(help, (text, flag) => {
+    const match = /^\s*(\d+(?:\.\d+)?)\s*([mhd])\s*$/.exec(text)
+    check(match, `${show(flag, text)}: expected a duration like 30m, 12h or 7d`)
+    return Number(match[1]) * DURATION_UNITS[match[2]]
+  }, (v, flag) => check(Number.isFinite(v) && v >= 0, `${show(flag, v)}: expected a duration ≥ 0`))
+}
+
 /** The guide networks `--loss` names (guides/index.ts makes one guide per name). */
 export const GUIDE_NAMES = ['id', 'lpips', 'clip', 'perceptual'] as const
 export type GuideName = (typeof GUIDE_NAMES)[number]
@@ -185,6 +196,7 @@ export const SETTINGS = {
   }, (v: GuideName, flag) => check(GUIDE_NAMES.includes(v), `--${flag}: unknown loss ${v} (use ${GUIDE_NAMES.join(', ')})`), { default: ['id', 'perceptual', 'lpips', 'clip'] as GuideName[] }),
   decoder: choice('latent decoder (default: vae when the folder has vae_decoder, else taesd)', ['vae', 'taesd'] as const),
   gridRows: integer('seeds shown in the grid image', { min: 1, default: 8 }),
+  olderThan: duration('only entries not used for this long, e.g. 30m, 12h, 7d'),
   memoryLimit: number('GPU memory in GB the gradient pass must fit, for --dry-run\'s advice', { positive: true, default: 80 }),
 }
 

@@ -9,7 +9,7 @@ import { cacheRoot, cachedFolder } from '../cache.js'
 import { check } from '../errors.js'
 import { differentiate } from '../onnx/autodiff.js'
 import { encodeModel, externalDataFiles, readModel, writeModel, type LoadedModel } from '../onnx/proto.js'
-import { openSession, ort, sessionOptions, type Session, type SessionSettings } from '../onnx/session.js'
+import { createInferenceSession, openSession, ort, type Session, type SessionSettings } from '../onnx/session.js'
 import { conditioning, conditioningFeeds, inputTensor, type Conditioning, type Tensor } from '../diffusion/conditioning.js'
 import { decodeFinal, decoderScales, DECODER_FOLDERS, type Decoder, type DecoderKind } from '../diffusion/decoders.js'
 import { lcmUnetPath } from '../diffusion/models-folder.js'
@@ -59,8 +59,8 @@ export interface Iteration {
   iter: number
   /** the loss of the preview before this iteration's update */
   loss: number
-  /** the self-recurrence round (with recur > 1) */
-  round?: number
+  /** the self-recurrence round (0 without --recur) */
+  round: number
   skipped?: Skip
 }
 
@@ -108,8 +108,7 @@ export async function previewModels(models: string, kind: PreviewKind, decoder?:
 async function cachedSession(forward: LoadedModel, derive: (m: LoadedModel) => LoadedModel, tag: string, settings: CacheSettings): Promise<Session> {
   const dir = join(settings.cacheDir ?? cacheRoot(), `${tag}-${await modelKey(forward, tag)}`)
   await cachedFolder(dir, async tmp => { await writeModel(derive(forward), join(tmp, 'model.onnx')) }, async tmp => {
-    const { device = 'cpu', threads = 0 } = settings.session ?? {}
-    const session = await ort.InferenceSession.create(join(tmp, 'model.onnx'), sessionOptions(device, threads)).catch((error: Error) => {
+    const session = await createInferenceSession(join(tmp, 'model.onnx'), settings.session).catch((error: Error) => {
       throw new Error(`onnxruntime cannot load the derived model ${tag}: ${error.message.split('\n')[0]}`)
     })
     await session.release()
@@ -218,7 +217,7 @@ export async function lookahead(settings: LookaheadSettings): Promise<LookaheadR
       // onnxruntime runs only what the asked outputs need: the loss alone is one forward
       const lossOf = async (latent: Tensor) => Number(((await gradient.run(feeds(latent), [LOSS]))[LOSS].data as Float32Array)[0])
       const guided = await guideLatent(x, settings.iters, update, pass, lossOf, ({ iter, loss, skipped }) => {
-        const record: Iteration = { step: index, t, iter, loss, ...(recur > 1 ? { round } : {}), ...(skipped ? { skipped } : {}) }
+        const record: Iteration = { step: index, t, iter, loss, round, ...(skipped ? { skipped } : {}) }
         if (skipped) settings.warn?.(`step ${index}, iteration ${iter}: ${skipped} gradient, update skipped`)
         iterations.push(record)
         settings.onIteration?.(record)

@@ -82,13 +82,13 @@ export interface MemoryFit {
 /**
  * The first settings whose run (gradient pass and other sessions) fits in `limitBytes`: recomputation first
  * (full resolution, at most one more UNet evaluation per iteration), then a smaller preview (--guide-size, a
- * blurrier guide) with it.
+ * blurrier guide) with it, at `guideSizes` (none in a demo world, whose models work at its own size only).
  */
-export async function fitMemory(settings: LookaheadSettings, limitBytes: number): Promise<MemoryFit | undefined> {
+export async function fitMemory(settings: LookaheadSettings, limitBytes: number, guideSizes = [768, 512]): Promise<MemoryFit | undefined> {
   const { base, latentShape } = await samplingUnet(settings)
   const held = await heldSessions(settings, base, latentShape) // the same for every candidate
   const side = Math.min(settings.size.height, settings.size.width)
-  const sizes = [settings.guideSize, ...[768, 512].filter(s => s < (settings.guideSize ?? side))]
+  const sizes = [settings.guideSize, ...guideSizes.filter(s => s < (settings.guideSize ?? side))]
   for (const guideSize of sizes) {
     for (const recompute of [1, 2, 4, 8]) {
       if (recompute < (settings.recompute ?? 1) || (recompute === (settings.recompute ?? 1) && guideSize === settings.guideSize)) continue
