@@ -71,7 +71,7 @@ export default class Guide extends LookaheadCommand {
     const { runGuideJob, jobSettings, referenceImage } = await import('../guides/jobs.js')
     const { IterationRecorder } = await import('../src/report/iterations.js')
     const recorder = pictures ? new IterationRecorder({
-      dir: flags['save-iterations'], animation: flags.animate, iters: job.iters, title: `${job.preview} preview, ${job.loss} loss, seed ${job.seed}`,
+      dir: flags['save-iterations'], animation: flags.animate, iters: job.iters, recur: job.recur, title: `${job.preview} preview, ${job.loss} loss, seed ${job.seed}`,
       reference: job.ref ? await referenceImage(job.ref, job.models) : undefined,
     }) : undefined
     if (recorder) job.onPreview = (iteration, preview, ms) => recorder.add({ ...iteration, ms, preview })

@@ -1,41 +1,23 @@
 // The picture commands as a user runs them, in the demo world (short schedules): guide's per-iteration
 // previews and animation, compare's report page (rendered by headless chromium where present), fig. 5 and fig. 2.
 import assert from 'node:assert/strict'
-import { execFile, execFileSync } from 'node:child_process'
 import { existsSync } from 'node:fs'
-import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises'
-import { tmpdir } from 'node:os'
-import { join, resolve } from 'node:path'
-import { promisify } from 'node:util'
+import { readdir, readFile } from 'node:fs/promises'
+import { join } from 'node:path'
 import sharp from 'sharp'
+import { CHROMIUM, dumpDom } from './chromium.js'
+import { useCli } from './cli-harness.js'
 
-const root = resolve(import.meta.dirname, '..')
-const run = promisify(execFile)
-const CHROMIUM = ['/usr/bin/chromium', '/usr/bin/chromium-browser'].find(existsSync)
 /** A short schedule: 12 steps, guided at step 3. */
 const SHORT = ['--world', 'demo', '--ref', 'world:dev', '--steps', '12', '--guide-steps', '3']
 
 describe('picture commands', function () {
   this.timeout(240000)
+  // the tests' shared cache: the demo world and the id loss's gradient model are built once for all tests
+  const cli = useCli('lookahead-pictures-cli-', 'shared')
+  const lookahead = cli.lookahead
   let dir: string
-  let env: NodeJS.ProcessEnv
-
-  async function lookahead(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-    try {
-      const { stdout, stderr } = await run('node', [join(root, 'bin', 'run.js'), ...args], { env, cwd: dir })
-      return { code: 0, stdout, stderr }
-    } catch (error) {
-      const e = error as { code: number; stdout: string; stderr: string }
-      return { code: e.code, stdout: e.stdout, stderr: e.stderr }
-    }
-  }
-
-  before(async () => {
-    execFileSync('npx', ['tsc', '-p', 'tsconfig.json'], { cwd: root }) // the CLI runs the compiled commands
-    dir = await mkdtemp(join(tmpdir(), 'lookahead-pictures-cli-'))
-    env = { ...process.env, LOOKAHEAD_CACHE: join(dir, 'cache'), LOOKAHEAD_MODELS: '', FORCE_COLOR: '0' }
-  })
-  after(async () => { await rm(dir, { recursive: true, force: true }) })
+  before(() => { dir = cli.dir })
 
   it('guide --save-iterations and --animate: a PNG and an index entry per iteration, a labelled frame each', async () => {
     const frames = join(dir, 'iterations')
@@ -77,7 +59,7 @@ describe('picture commands', function () {
       console.log('      skipped the rendering: no chromium (Debian: apt-get install chromium)')
       return
     }
-    const { stdout: dom } = await run(CHROMIUM, ['--headless', '--no-sandbox', '--disable-gpu', `--user-data-dir=${join(dir, 'profile')}`, '--dump-dom', `file://${join(out, 'report.html')}`], { maxBuffer: 64 << 20 })
+    const dom = await dumpDom(join(out, 'report.html'))
     const tables = [...dom.matchAll(/<table>([\s\S]*?)<\/table>/g)].map(m => m[1])
     assert.equal(tables[0].match(/<tr>/g)?.length, 3, 'a header, none, lcm')
     assert.equal(tables[1].match(/<tr>/g)?.length, 2, 'a header, lcm − none')

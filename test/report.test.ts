@@ -1,20 +1,15 @@
 // The compare report page: its statistics, its SVG charts, and the page itself rendered offline by Debian's
 // headless chromium (DOM after load, and a screenshot), skipped with a message where chromium is absent.
 import assert from 'node:assert/strict'
-import { execFile } from 'node:child_process'
-import { existsSync } from 'node:fs'
 import { mkdtemp, readFile, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { promisify } from 'node:util'
 import sharp from 'sharp'
 import { roundTicks, curveChart } from '../src/report/chart.js'
 import { saveReport, renderReport, type CompareReport, type ReportRun } from '../src/report/report.js'
 import { meanCurve, pairedDifference, stat } from '../src/report/stats.js'
 import type { ImageTensor } from '../src/image/image.js'
-
-const run = promisify(execFile)
-const CHROMIUM = ['/usr/bin/chromium', '/usr/bin/chromium-browser'].find(existsSync)
+import { CHROMIUM, dumpDom, screenshot } from './chromium.js'
 
 /** A colour ramp drawn by code, so the grid is not a flat colour. */
 const ramp = (width: number, height: number, hue: number): ImageTensor => ({
@@ -106,8 +101,7 @@ describe('report page', () => {
     this.timeout(120_000)
     const page = join(dir, 'report.html')
     await saveReport(exampleReport(), page)
-    const flags = ['--headless', '--no-sandbox', '--disable-gpu', '--hide-scrollbars', `--user-data-dir=${join(dir, 'profile')}`, '--no-first-run']
-    const { stdout: dom } = await run(CHROMIUM!, [...flags, '--dump-dom', `file://${page}`], { maxBuffer: 64 << 20 })
+    const dom = await dumpDom(page)
     const tables = [...dom.matchAll(/<table>([\s\S]*?)<\/table>/g)].map(m => m[1])
     assert.equal(tables.length, 3, 'metrics, paired differences, settings')
     assert.equal(tables[0].match(/<tr>/g)?.length, 1 + 3, 'a header and one row per method')
@@ -116,7 +110,7 @@ describe('report page', () => {
     assert.equal(dom.match(/<path class="mean"/g)?.length, 2)
 
     const shot = join(dir, 'shot.png')
-    await run(CHROMIUM!, [...flags, '--window-size=1280,2000', `--screenshot=${shot}`, `file://${page}`])
+    await screenshot(page, shot, 1280, 2000)
     const { data, info } = await sharp(shot).removeAlpha().raw().toBuffer({ resolveWithObject: true })
     assert.equal(info.width, 1280)
     const pixels = info.width * info.height

@@ -10,7 +10,8 @@ export interface IterationFrame {
   step: number
   t: number
   iter: number
-  round?: number
+  /** the self-recurrence round (0 without it) */
+  round: number
   /** the loss of `preview`, before this iteration's update */
   loss: number
   skipped?: string
@@ -29,6 +30,8 @@ export interface RecorderOptions {
   reference?: ImageTensor
   /** iterations per guide step (K), for "iteration 3/10" */
   iters: number
+  /** self-recurrence rounds per guide step (R); with more than one, names and labels say the round */
+  recur?: number
   /** a line over every frame (e.g. the method and loss) */
   title?: string
 }
@@ -55,8 +58,8 @@ const fit = (image: ImageTensor): ImageTensor => {
 }
 
 /** File name of an iteration's preview: step, round (with self-recurrence) and iteration, zero-padded so they sort. */
-const frameFile = (f: IterationFrame) =>
-  `step${String(f.step).padStart(3, '0')}${f.round !== undefined ? `-round${f.round}` : ''}-iter${String(f.iter).padStart(3, '0')}.png`
+const frameFile = (f: IterationFrame, recurring: boolean) =>
+  `step${String(f.step).padStart(3, '0')}${recurring ? `-round${f.round}` : ''}-iter${String(f.iter).padStart(3, '0')}.png`
 
 /**
  * Collects the previews of one guided run. `add` is synchronous (the engine's hook does not wait) and queues
@@ -78,12 +81,13 @@ export class IterationRecorder {
 
   add(frame: IterationFrame): void {
     const { preview, ...entry } = frame
-    const file = frameFile(frame)
+    const recurring = (this.options.recur ?? 1) > 1
+    const file = frameFile(frame, recurring)
     this.entries.push({ file, ...entry, ms: Math.round(frame.ms * 10) / 10 })
     const dir = this.options.dir
     if (dir) this.writes = this.writes.then(() => saveImage(preview, join(dir, file))).catch(error => { this.failed ??= error })
     if (this.options.animation) {
-      const when = frame.round !== undefined ? ` round ${frame.round}` : `, t=${frame.t}`
+      const when = recurring ? ` round ${frame.round}` : `, t=${frame.t}`
       const label = `step ${frame.step}${when}, iteration ${frame.iter + 1}/${this.options.iters}\nloss ${frame.loss.toFixed(4)}${frame.skipped ? ` (${frame.skipped}: skipped)` : ''}`
       this.frames.push(this.frame(fit(preview), label))
     }
