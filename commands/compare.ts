@@ -3,15 +3,12 @@ import chalk from 'chalk'
 import { join } from 'node:path'
 import { exitOnInterrupt, LookaheadCommand } from '../src/cli/base.js'
 import { check } from '../src/errors.js'
-import { modelFlags, promptArg, settingFlags, settingsFromFlags } from '../src/cli/flags.js'
+import { jobFlags, modelFlags, promptArg, settingFlags, settingsFromFlags } from '../src/cli/flags.js'
 import { checkFolderOutput } from '../src/cli/output.js'
-import type { SettingKey } from '../src/cli/settings.js'
+import { JOB_SETTINGS } from '../src/cli/settings.js'
 
-/** Everything of guide but the seed and the preview: compare runs every --previews method on every --seeds seed. */
-const SETTINGS: SettingKey[] = [
-  'negative', 'steps', 'cfg', 'size', 'loss', 'ref', 'refText', 'guideSteps', 'iters', 'recur', 'lr', 'optimizer', 'clip',
-  'normalize', 'renormalize', 'guideSize', 'recompute', 'previewCfg', 'previewDecoder', 'idNetwork', 'device', 'threads',
-]
+/** Every job setting but the seed and the preview: compare runs every --previews method on every --seeds seed. */
+const SETTINGS = JOB_SETTINGS.filter(k => k !== 'seed' && k !== 'preview')
 
 export default class Compare extends LookaheadCommand {
   static description = 'Compare previews (none, x0, lcm) over many seeds: each run written as it finishes (resumable), a labelled grid, metrics per method with means and standard errors (stdout, CSV, JSON), and a report page (report.html)'
@@ -25,7 +22,8 @@ export default class Compare extends LookaheadCommand {
 
   static flags = {
     ...modelFlags,
-    ...settingFlags([...SETTINGS, 'seeds', 'previews', 'gridRows']),
+    ...jobFlags(['seed', 'preview']),
+    ...settingFlags(['seeds', 'previews', 'gridRows']),
     output: Flags.string({ char: 'o', description: 'folder for report.html, grid.png, runs/, runs.jsonl, runs.csv, summary.json', exclusive: ['resume'] }),
     resume: Flags.string({ description: 'continue the comparison in this folder: its finished runs are kept, the rest are run (same settings; more seeds or methods may be added)', exclusive: ['output'] }),
   }

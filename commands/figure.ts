@@ -2,12 +2,12 @@ import { Flags } from '@oclif/core'
 import chalk from 'chalk'
 import { exitOnInterrupt, LookaheadCommand } from '../src/cli/base.js'
 import { check } from '../src/errors.js'
-import { modelFlags, promptArg, seedList, settingFlags, settingsFromFlags } from '../src/cli/flags.js'
+import { jobFlags, modelFlags, promptArg, seedList, settingFlags, settingsFromFlags } from '../src/cli/flags.js'
 import { checkImageOutput, writeImage } from '../src/cli/output.js'
 import { JOB_SETTINGS } from '../src/cli/settings.js'
 
-/** A job's settings but the loss and the preview: the figure has a row per --losses loss and a column per --previews method. */
-const SETTINGS = JOB_SETTINGS.filter(key => key !== 'loss' && key !== 'preview')
+/** Every job setting but the preview: the figure has a column per --previews method (and a row per --losses loss). */
+const SETTINGS = JOB_SETTINGS.filter(key => key !== 'preview')
 
 export default class Figure extends LookaheadCommand {
   static description = 'The paper\'s fig. 5: a row per loss, the reference, then the image each preview guides to (one seed or a few), labelled, under a title with the settings'
@@ -21,7 +21,8 @@ export default class Figure extends LookaheadCommand {
 
   static flags = {
     ...modelFlags,
-    ...settingFlags([...SETTINGS, 'losses', 'previews']),
+    ...jobFlags(['loss', 'preview']),
+    ...settingFlags(['losses', 'previews']),
     seeds: Flags.string({ description: 'a few seeds side by side instead of one --seed, e.g. 0,3', exclusive: ['seed'] }),
     output: Flags.string({ char: 'o', description: 'output image: .png, .jpg or .webp' }),
   }
@@ -40,7 +41,7 @@ export default class Figure extends LookaheadCommand {
     // warnings name the run they come from (each guide is prepared once and warns from every run)
     let current = ''
     // the job is checked with every loss at once (e.g. that they have the reference they need)
-    const { job, ready } = await jobFromFlags(args.prompt, [...SETTINGS, 'loss'], { ...flags, loss: losses.join(',') }, {
+    const { job, ready } = await jobFromFlags(args.prompt, SETTINGS, { ...flags, loss: losses.join(',') }, {
       warn: message => spinner.interject(`${chalk.yellow('warning:')} ${current}${message}`),
       note: message => this.note(message),
     }, previews)

@@ -2,15 +2,10 @@ import { Flags } from '@oclif/core'
 import chalk from 'chalk'
 import { exitOnInterrupt, LookaheadCommand } from '../src/cli/base.js'
 import { check } from '../src/errors.js'
-import { modelFlags, promptArg, settingFlags, settingsFromFlags } from '../src/cli/flags.js'
+import { jobFlags, modelFlags, promptArg, settingFlags, settingsFromFlags } from '../src/cli/flags.js'
 import { checkFileOutput, checkFolderOutput, checkImageOutput, writeImage } from '../src/cli/output.js'
-import type { SettingKey } from '../src/cli/settings.js'
+import { JOB_SETTINGS } from '../src/cli/settings.js'
 import type { GuideJob } from '../guides/jobs.js'
-
-const SETTINGS: SettingKey[] = [
-  'negative', 'steps', 'cfg', 'seed', 'size', 'loss', 'ref', 'refText', 'preview', 'guideSteps', 'iters', 'recur', 'lr', 'optimizer', 'clip',
-  'normalize', 'renormalize', 'guideSize', 'recompute', 'previewCfg', 'previewDecoder', 'idNetwork',
-]
 
 export default class Guide extends LookaheadCommand {
   static description = 'Generate an image guided by an image-space loss through a lookahead preview (LCM, or the naive x0 estimate)'
@@ -24,7 +19,8 @@ export default class Guide extends LookaheadCommand {
 
   static flags = {
     ...modelFlags,
-    ...settingFlags([...SETTINGS, 'memoryLimit']),
+    ...jobFlags(),
+    ...settingFlags(['memoryLimit']),
     output: Flags.string({ char: 'o', description: 'output image: .png, .jpg or .webp (not needed with --dry-run)' }),
     'save-iterations': Flags.string({ description: 'folder for the decoded preview the loss saw at every iteration (PNGs), the final image, the reference and index.json (guide step, iteration, loss, time)' }),
     animate: Flags.string({ description: 'an animated .webp or .gif of the preview over the iterations, each frame labelled with guide step, iteration and loss, then the final image' }),
@@ -52,7 +48,7 @@ export default class Guide extends LookaheadCommand {
     }
     await this.runtime(flags)
     const { jobFromFlags } = await import('../src/cli/job.js')
-    const { job, ready } = await jobFromFlags(args.prompt, [...SETTINGS, 'device', 'threads'], flags, {
+    const { job, ready } = await jobFromFlags(args.prompt, JOB_SETTINGS, flags, {
       onStep: (done, total) => { spinner.text = `sampling: step ${done}/${total}` },
       onIteration: it => { spinner.text = `guiding at step ${it.step}: iteration ${it.iter + 1}/${job.iters}, loss ${it.loss.toFixed(4)}` },
       warn: message => spinner.interject(`${chalk.yellow('warning:')} seed ${job.seed}, ${job.preview}: ${message}`),

@@ -57,7 +57,8 @@ export async function finishedRuns(dir: string, job: GuideJob, resume: boolean):
   check(resume, `${dir} holds a comparison already: --resume ${dir} continues it (or choose another folder)`)
   const recorded = JSON.parse(await readFile(settingsPath, 'utf8')) as Record<string, unknown>
   const current = JSON.parse(JSON.stringify(comparisonSettings(job))) as Record<string, unknown>
-  const differ = [...new Set([...Object.keys(recorded), ...Object.keys(current)])].filter(k => JSON.stringify(recorded[k]) !== JSON.stringify(current[k]))
+  // the thread count changes the speed, not the images
+  const differ = [...new Set([...Object.keys(recorded), ...Object.keys(current)])].filter(k => k !== 'threads' && JSON.stringify(recorded[k]) !== JSON.stringify(current[k]))
   check(differ.length === 0, `--resume ${dir}: its comparison was run with other settings (${differ.map(k => `${k}: ${JSON.stringify(recorded[k])} there, ${JSON.stringify(current[k])} now`).join('; ')})`)
   const path = join(dir, COMPARISON_FILES.runs)
   const lines = existsSync(path) ? (await readFile(path, 'utf8')).split('\n') : []

@@ -4,20 +4,21 @@
 import sharp from 'sharp'
 import { check, UserError } from '../src/errors.js'
 import { DEFAULT_PROMPT } from '../src/cli/flags.js'
-import { JOB_SETTINGS, parseLossSpec, withDefaults, type Method, type SettingValues, type WorldContext, type WorldKind } from '../src/cli/settings.js'
+import { JOB_SETTINGS, parseLossSpec, withDefaults, type JobSettingKey, type Method, type SettingValues, type WorldContext, type WorldKind } from '../src/cli/settings.js'
 import { modelsDir, readWorld } from '../src/diffusion/models-folder.js'
 import { lookahead, type Iteration, type LookaheadSettings } from '../src/guidance/engine.js'
 import { dryRun, fitMemory, type DryRun, type MemoryFit } from '../src/guidance/memory.js'
 import { imageFromTensor, loadImage, type ImageTensor } from '../src/image/image.js'
 import { setSessionDefaults } from '../src/onnx/session.js'
-import { defaultWorldCache, ensureDefaultWorld } from '../src/world/models.js'
+import { buildWorldFolder, defaultWorldCache, ensureDefaultWorld } from '../src/world/models.js'
+import { cachedFolder } from '../src/cache.js'
 import { DEFAULT_WORLD_SETTINGS, drawnFaces } from '../src/world/world.js'
 import type { Guide } from './guide.js'
 import { demoWorld, prepareEvaluation, type Evaluation, type Metrics } from './evaluation.js'
 import { guideFromSpec } from './index.js'
 
-export { JOB_SETTINGS }
-export type JobSettings = SettingValues<(typeof JOB_SETTINGS)[number]>
+export { JOB_SETTINGS } from '../src/cli/settings.js'
+export type JobSettings = SettingValues<JobSettingKey>
 
 export interface JobCallbacks {
   onStep?: (done: number, total: number) => void
@@ -58,7 +59,9 @@ export async function locateModels(options: { models?: string; world?: string })
   if (options.world !== undefined) {
     check(options.world === 'demo', `--world ${options.world}: the only embedded world is "demo" (build others with \`lookahead world build\`)`)
     const dir = defaultWorldCache()
-    return { dir, world: { kind: 'demo', size: DEFAULT_WORLD_SETTINGS.size, text: false }, ready: async () => { await ensureDefaultWorld(dir) } }
+    // the first build goes through a temporary folder, so an interrupted one leaves no half-written world
+    const ready = async () => { await cachedFolder(dir, async tmp => { await buildWorldFolder(tmp) }); await ensureDefaultWorld(dir) }
+    return { dir, world: { kind: 'demo', size: DEFAULT_WORLD_SETTINGS.size, text: false }, ready }
   }
   const dir = modelsDir(options.models)
   const info = await readWorld(dir)

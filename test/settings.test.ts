@@ -69,6 +69,8 @@ describe('settings declared once', () => {
     assert.throws(() => checkJob(job({ guideSize: 128 }), demo), oneLine(/--guide-size: a demo world's models work at its own size only/))
     const sdxl = { kind: 'sdxl' as const, text: true }
     assert.throws(() => checkJob({ ...withDefaults(JOB_SETTINGS, { ref: 'f.png', size: 1000 }, 'sdxl') }, sdxl), oneLine(/--size 1000: expected a multiple of 32/))
+    assert.throws(() => checkJob({ ...withDefaults(JOB_SETTINGS, { ref: 'f.png', guideSize: 48 }, 'sdxl') }, sdxl), oneLine(/--guide-size 48: expected a multiple of 32 up to --size \(1024\)/))
+    assert.throws(() => checkJob({ ...withDefaults(JOB_SETTINGS, { ref: 'f.png', guideSize: 2048 }, 'sdxl') }, sdxl), oneLine(/--guide-size 2048/))
     assert.deepEqual(checkJob({ ...withDefaults(JOB_SETTINGS, { loss: 'clip', refText: 'a cat' }, 'sdxl') }, sdxl), [])
     assert.deepEqual(checkJob({ ...job({ cfg: 5 }), prompt: 'a cat' }, demo), ['this world has no text: the prompt is ignored', '--cfg 5 in a world without text: the same image at twice the work (cfg 1)'])
   })

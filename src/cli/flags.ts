@@ -1,6 +1,6 @@
 // The oclif flags, derived from the settings table (src/cli/settings.ts), and the flags that are not settings.
 import { Args, Flags, type Interfaces } from '@oclif/core'
-import { defaultHelp, flagName, readFlags, SETTINGS, type Setting, type SettingKey, type SettingValues, type WorldKind } from './settings.js'
+import { defaultHelp, flagName, JOB_SETTINGS, readFlags, SETTINGS, type JobSettingKey, type Setting, type SettingKey, type SettingValues, type WorldKind } from './settings.js'
 
 export const promptArg = Args.string({ description: 'the text prompt (a demo world has no text and ignores it)' })
 export const DEFAULT_PROMPT = 'a portrait photo of a person'
@@ -25,6 +25,9 @@ export function settingFlags<K extends SettingKey>(keys: readonly K[], help: Par
     return [flagName(key), flag]
   }))
 }
+
+/** The flags of a guidance job's settings but `except` (--device and --threads are every command's base flags). */
+export const jobFlags = (except: JobSettingKey[] = []) => settingFlags(JOB_SETTINGS.filter(k => ![...except, 'device', 'threads'].includes(k)))
 
 /** The settings `keys` from parsed oclif flags (named in kebab-case), defaults from `world`. */
 export function settingsFromFlags<K extends SettingKey>(keys: readonly K[], flags: Record<string, unknown>, world: WorldKind): SettingValues<K> {

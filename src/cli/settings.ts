@@ -152,10 +152,12 @@ function seedItems(part: string, flag: string, whole: string): number[] {
 }
 
 /**
- * The table. A key is the setting's JSON name (in --json output and in the API's job); its flag is the key in
- * kebab-case. Cross-setting checks (a guide step below --steps, a size the world can run) are in checkJob.
+ * The table, in two parts: the settings of a guidance job, then the commands' own. A key is the setting's JSON
+ * name (in --json output and in the API's job); its flag is the key in kebab-case. A new job setting is one
+ * entry here (guide and compare take every job setting). Cross-setting checks (a guide step below --steps, a
+ * size the world can run) are in guides/jobs.ts checkJob.
  */
-export const SETTINGS = {
+export const JOB_TABLE = {
   // sampling
   negative: text('negative prompt (default: zero negative embeddings, as diffusers)'),
   steps: integer('DDIM steps', { min: 1, max: 1000, default: 50 }),
@@ -183,7 +185,9 @@ export const SETTINGS = {
   // the runtime
   device: choice('onnxruntime execution provider', ['cpu', 'cuda'] as const, { default: 'cpu' }),
   threads: integer('intra-op threads (0: onnxruntime decides)', { min: 0, default: 0 }),
-  // the commands' own
+}
+
+const COMMAND_TABLE = {
   seeds: list('seeds: a range 0-15 or a list 0,3,7', seedItems, (v, flag) => check(Number.isInteger(v) && v >= 0, `--${flag}: ${v} is not a seed`), { default: [0, 1, 2, 3, 4, 5, 6, 7] }),
   previews: list('methods to compare, from none, x0, lcm', (part: string, flag: string): Method[] => {
     check((METHODS as readonly string[]).includes(part), `--${flag}: unknown method ${part} (use ${METHODS.join(', ')})`)
@@ -200,14 +204,11 @@ export const SETTINGS = {
   memoryLimit: number('GPU memory in GB the gradient pass must fit, for --dry-run\'s advice', { positive: true, default: 80 }),
 }
 
-/** The settings a job has (guides/jobs.ts), each declared in the table above. */
-export const JOB_SETTINGS = [
-  'negative', 'steps', 'cfg', 'seed', 'size',
-  'loss', 'ref', 'refText', 'preview', 'guideSteps', 'iters', 'recur', 'lr', 'optimizer', 'clip', 'normalize', 'renormalize',
-  'guideSize', 'recompute', 'previewCfg', 'previewDecoder', 'idNetwork', 'device', 'threads',
-] as const
-
+export const SETTINGS = { ...JOB_TABLE, ...COMMAND_TABLE }
 export type SettingKey = keyof typeof SETTINGS
+export type JobSettingKey = keyof typeof JOB_TABLE
+/** The settings of a guidance job (guide takes them all; compare all but the seed and the preview). */
+export const JOB_SETTINGS = Object.keys(JOB_TABLE) as JobSettingKey[]
 type ValueOf<S> = S extends Setting<infer T> ? T : never
 /** A setting's value: always present where it has a default, else optional. */
 export type SettingValues<K extends SettingKey> = { [k in K as (typeof SETTINGS)[k] extends { default: unknown } ? k : never]: ValueOf<(typeof SETTINGS)[k]> } & {

@@ -18,7 +18,7 @@
 import { createHash } from 'node:crypto'
 import { stat } from 'node:fs/promises'
 import { basename, join, resolve } from 'node:path'
-import { cacheRoot } from '../fsutil.js'
+import { cacheRoot, cachedFolder } from '../cache.js'
 import { UserError } from '../errors.js'
 import { attribute, tensor, valueInfo, type AttrValue } from '../onnx/builder.js'
 import { DataType, dims, externalDataFiles, graphOf, onnx, readModel, toNumber, writeModel, writeModelWithExternalData, type AttributeProto, type LoadedModel, type NodeProto, type TensorProto } from '../onnx/proto.js'
@@ -226,7 +226,12 @@ export async function cachedLoraUnet(unetPath: string, loraPath: string, cacheDi
     const info = await stat(file)
     hash.update(`${resolve(file)}|${info.size}|${info.mtimeMs}\n`)
   }
-  const path = join(cacheDir, `lora-unet-${hash.digest('hex').slice(0, 16)}`, basename(loraPath).replace(/\.safetensors$/, '') + '.onnx')
+  const dir = join(cacheDir, `lora-unet-${hash.digest('hex').slice(0, 16)}`)
+  const file = basename(loraPath).replace(/\.safetensors$/, '') + '.onnx'
+  const path = join(dir, file)
   if (await stat(path).then(() => true, () => false)) return { path }
-  return { path, report: await writeLoraUnet(unetPath, loraPath, path) }
+  // written in a temporary folder and renamed: an interrupted write never leaves a broken entry
+  let report: LoraReport | undefined
+  await cachedFolder(dir, async tmp => { report = await writeLoraUnet(unetPath, loraPath, join(tmp, file)) })
+  return { path, report }
 }

@@ -134,11 +134,10 @@ export interface PreviewShape {
   imageSize: { height: number; width: number }
 }
 
-/** The preview's shape for a run: full size unless a smaller square side `guideSize` is asked for. */
+/** The preview's shape for a run: full size unless a smaller square side `guideSize` is asked for (checked in guides/jobs.ts checkJob). */
 export function previewShape(cfg: number, latentShape: number[], guideSize?: number): PreviewShape {
   const full = { height: latentShape[2] * 8, width: latentShape[3] * 8 }
   if (guideSize === undefined) return { cfg, latentShape, imageSize: full }
-  check(guideSize % 32 === 0 && guideSize >= 32 && guideSize <= Math.min(full.height, full.width), `--guide-size ${guideSize}: expected a multiple of 32 up to the image size`)
   return { cfg, latentShape, imageSize: { height: guideSize, width: guideSize } }
 }
 
