@@ -20,7 +20,7 @@ describe('lookahead CLI', function () {
   it('lists its commands', async () => {
     const { code, stdout } = await lookahead('--help')
     assert.equal(code, 0)
-    for (const command of ['guide', 'compare', 'preview', 'generate', 'grad', 'models', 'world', 'info']) assert.match(stdout, new RegExp(`\\b${command}\\b`))
+    for (const command of ['guide', 'compare', 'figure', 'preview', 'generate', 'grad', 'models', 'world', 'info']) assert.match(stdout, new RegExp(`\\b${command}\\b`))
   })
 
   it('guides a demo-world image (the README command, smaller) and reports JSON', async () => {
