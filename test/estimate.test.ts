@@ -42,12 +42,12 @@ describe('cost estimates (--dry-run)', () => {
     const plain = runCost({ steps: 50, cfg: 5, guideSteps: [10], iters: 10, previewCfg: 1, guided: false })
     assert.deepEqual(plain, { samplingEvaluations: 100, guidanceEvaluations: 0, gradientPasses: 0, ratio: 1 })
     const lcm = runCost({ steps: 50, cfg: 5, guideSteps: [10], iters: 10, previewCfg: 1, guided: true })
-    assert.equal(lcm.guidanceEvaluations, 33) // 10 passes and the alignment's, 3 evaluations each
-    assert.ok(Math.abs(lcm.ratio - 1.33) < 1e-9)
+    assert.equal(lcm.guidanceEvaluations, 32) // 10 passes of 3 evaluations, and two forwards: the alignment's and the final loss
+    assert.ok(Math.abs(lcm.ratio - 1.32) < 1e-9)
     const x0 = runCost({ steps: 50, cfg: 5, guideSteps: [8, 10], iters: 10, previewCfg: 5, guided: true })
     assert.equal(x0.gradientPasses, 20)
-    assert.equal(x0.guidanceEvaluations, (20 + 2) * 3 * 2)
+    assert.equal(x0.guidanceEvaluations, (20 * 3 + 2 * 2) * 2)
     const recomputed = runCost({ steps: 50, cfg: 5, guideSteps: [10], iters: 10, previewCfg: 1, guided: true, recompute: 4 })
-    assert.equal(recomputed.guidanceEvaluations, 11 * 3.75)
+    assert.equal(recomputed.guidanceEvaluations, 10 * 3.75 + 2)
   })
 })

@@ -150,11 +150,11 @@ export function runCost(s: { steps: number; cfg: number; guideSteps: number[]; i
   const samplingEvaluations = s.steps * perPass(s.cfg)
   const rounds = s.guided ? s.guideSteps.length * (s.recur ?? 1) : 0
   const gradientPasses = rounds * s.iters
-  // per round one more gradient pass, whose preview the guide's inputs are found on (the face alignment of
-  // the id and perceptual guides; counted for every guide, the others skip it); each recurrence round also takes
-  // one sampler step
+  // per round two forwards of the preview (onnxruntime runs only what the asked outputs need): the one the guide's
+  // inputs are found on (the face alignment of the id and perceptual guides; counted for every guide, the others
+  // skip it) and the loss after the last update; each recurrence round also takes one sampler step
   const recurrenceSteps = s.guided ? s.guideSteps.length * ((s.recur ?? 1) - 1) * perPass(s.cfg) : 0
   const segments = s.recompute ?? 1
-  const guidanceEvaluations = (gradientPasses + rounds) * (3 + (segments - 1) / segments) * perPass(s.previewCfg) + recurrenceSteps
+  const guidanceEvaluations = (gradientPasses * (3 + (segments - 1) / segments) + rounds * 2) * perPass(s.previewCfg) + recurrenceSteps
   return { samplingEvaluations, guidanceEvaluations, gradientPasses, ratio: (samplingEvaluations + guidanceEvaluations) / samplingEvaluations }
 }
