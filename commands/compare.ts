@@ -11,7 +11,7 @@ import { JOB_SETTINGS } from '../src/cli/settings.js'
 const SETTINGS = JOB_SETTINGS.filter(k => k !== 'seed' && k !== 'preview')
 
 export default class Compare extends LookaheadCommand {
-  static description = 'Compare previews (none, x0, lcm) over many seeds: each run written as it finishes (resumable), a labelled grid, and metrics per method with means and standard errors (stdout, CSV, JSON)'
+  static description = 'Compare previews (none, x0, lcm) over many seeds: each run written as it finishes (resumable), a labelled grid, metrics per method with means and standard errors (stdout, CSV, JSON), and a report page (report.html)'
 
   static examples = [
     '<%= config.bin %> compare --world demo --ref world:dev --seeds 0-15 --previews none,x0,lcm -o results/',
@@ -24,7 +24,7 @@ export default class Compare extends LookaheadCommand {
     ...modelFlags,
     ...jobFlags(['seed', 'preview']),
     ...settingFlags(['seeds', 'previews', 'gridRows']),
-    output: Flags.string({ char: 'o', description: 'folder for runs/, runs.jsonl, grid.png, runs.csv, summary.json', exclusive: ['resume'] }),
+    output: Flags.string({ char: 'o', description: 'folder for report.html, grid.png, runs/, runs.jsonl, runs.csv, summary.json', exclusive: ['resume'] }),
     resume: Flags.string({ description: 'continue the comparison in this folder: its finished runs are kept, the rest are run (same settings; more seeds or methods may be added)', exclusive: ['output'] }),
   }
 
@@ -39,8 +39,10 @@ export default class Compare extends LookaheadCommand {
     const { jobFromFlags } = await import('../src/cli/job.js')
     const { compareMethods, finishedRuns, writeComparison } = await import('../guides/compare.js')
     const { missingReasons, summaryTable } = await import('../guides/report.js')
+    // warnings name the run they come from (a guide is prepared once and warns from every run)
+    let current = ''
     const { job, ready } = await jobFromFlags(args.prompt, SETTINGS, flags, {
-      warn: message => spinner.interject(`${chalk.yellow('warning:')} ${message}`),
+      warn: message => spinner.interject(`${chalk.yellow('warning:')} ${current}${message}`),
       note: message => this.note(message),
     }, previews)
     const resume = flags.resume !== undefined
@@ -51,7 +53,10 @@ export default class Compare extends LookaheadCommand {
     job.note = message => { if (!this.jsonEnabled()) spinner.interject(message) }
     const comparison = await compareMethods(job, {
       seeds, methods: previews, dir, resume,
-      onRun: (done, total, seed, method) => { spinner.text = `run ${done + 1}/${total}: seed ${seed}, ${method}` },
+      onRun: (done, total, seed, method) => {
+        current = `seed ${seed}, ${method}: `
+        spinner.text = `run ${done + 1}/${total}: seed ${seed}, ${method}`
+      },
     }).finally(() => spinner.stop())
     const report = await writeComparison(dir, job, comparison, gridRows)
 
@@ -62,7 +67,7 @@ export default class Compare extends LookaheadCommand {
       this.log(`${seeds.length} seeds × ${previews.length} methods; (n=…): the images a metric was measured on`)
       for (const reason of missingReasons(comparison.runs)) this.log(`missing: ${reason}`)
       if (comparison.referenceIdentity) this.log(`reference identity in the world: ${comparison.referenceIdentity}`)
-      this.note(`wrote ${join(dir, 'grid.png')}, runs.csv, runs.jsonl, summary.json`)
+      this.note(`wrote ${join(dir, 'report.html')}, grid.png, runs.csv, runs.jsonl, summary.json`)
     }
     return report
   }

@@ -3,7 +3,7 @@ import chalk from 'chalk'
 import { exitOnInterrupt, LookaheadCommand } from '../src/cli/base.js'
 import { check } from '../src/errors.js'
 import { jobFlags, modelFlags, promptArg, settingFlags, settingsFromFlags } from '../src/cli/flags.js'
-import { checkImageOutput, writeImage } from '../src/cli/output.js'
+import { checkFileOutput, checkFolderOutput, checkImageOutput, writeImage } from '../src/cli/output.js'
 import { JOB_SETTINGS } from '../src/cli/settings.js'
 import type { GuideJob } from '../guides/jobs.js'
 
@@ -22,6 +22,8 @@ export default class Guide extends LookaheadCommand {
     ...jobFlags(),
     ...settingFlags(['memoryLimit']),
     output: Flags.string({ char: 'o', description: 'output image: .png, .jpg or .webp (not needed with --dry-run)' }),
+    'save-iterations': Flags.string({ description: 'folder for the decoded preview the loss saw at every iteration (PNGs), the final image, the reference and index.json (guide step, iteration, loss, time)' }),
+    animate: Flags.string({ description: 'an animated .webp or .gif of the preview over the iterations, each frame labelled with guide step, iteration and loss, then the final image' }),
     'dry-run': Flags.boolean({ description: 'print the cost (UNet evaluations, gradient passes, peak memory of the gradient pass) and stop' }),
   }
 
@@ -33,12 +35,23 @@ export default class Guide extends LookaheadCommand {
       check(flags.output, 'say where to write the image: -o out.png')
       checkImageOutput(flags.output)
     }
+    const pictures = flags['save-iterations'] !== undefined || flags.animate !== undefined
+    if (pictures) {
+      const { preview, iters } = settingsFromFlags(['preview', 'iters'], flags, 'sdxl') // the same in every world
+      check(preview !== 'none' && iters > 0, '--save-iterations and --animate show the preview over the iterations: they need --preview x0 or lcm and --iters ≥ 1')
+    }
+    if (flags['save-iterations']) checkFolderOutput(flags['save-iterations'], '--save-iterations')
+    if (flags.animate) {
+      checkFileOutput(flags.animate, '--animate')
+      const { animationFormat } = await import('../src/image/animation.js')
+      animationFormat(flags.animate)
+    }
     await this.runtime(flags)
     const { jobFromFlags } = await import('../src/cli/job.js')
     const { job, ready } = await jobFromFlags(args.prompt, JOB_SETTINGS, flags, {
       onStep: (done, total) => { spinner.text = `sampling: step ${done}/${total}` },
       onIteration: it => { spinner.text = `guiding at step ${it.step}: iteration ${it.iter + 1}/${job.iters}, loss ${it.loss.toFixed(4)}` },
-      warn: message => spinner.interject(`${chalk.yellow('warning:')} ${message}`),
+      warn: message => spinner.interject(`${chalk.yellow('warning:')} seed ${job.seed}, ${job.preview}: ${message}`),
       note: message => this.note(message),
     })
     await ready()
@@ -51,9 +64,16 @@ export default class Guide extends LookaheadCommand {
     }
     // on a GPU, say before running what the gradient pass will need
     if (job.device === 'cuda') await this.dryRun(job, memoryLimit)
-    const { runGuideJob, jobSettings } = await import('../guides/jobs.js')
+    const { runGuideJob, jobSettings, referenceImage } = await import('../guides/jobs.js')
+    const { IterationRecorder } = await import('../src/report/iterations.js')
+    const recorder = pictures ? new IterationRecorder({
+      dir: flags['save-iterations'], animation: flags.animate, iters: job.iters, recur: job.recur, title: `${job.preview} preview, ${job.loss} loss, seed ${job.seed}`,
+      reference: job.ref ? await referenceImage(job.ref, job.models) : undefined,
+    }) : undefined
+    if (recorder) job.onPreview = (iteration, preview, ms) => recorder.add({ ...iteration, ms, preview })
     const result = await runGuideJob(job).finally(() => spinner.stop())
     await writeImage(result.image, flags.output!)
+    const recorded = await recorder?.finish(result.image, result.timings)
 
     const losses = result.iterations.map(i => i.loss)
     if (losses.length > 0) this.note(`loss ${losses[0].toFixed(4)} → ${result.finalLoss!.toFixed(4)} (before the first of ${losses.length} updates → after the last; ${result.guide})`)
@@ -65,8 +85,10 @@ export default class Guide extends LookaheadCommand {
     if (world) this.note(`demo world: nearest identity ${world.name}, Mahalanobis ${world.mahalanobis.toFixed(2)}${world.typical ? '' : chalk.yellow(' (off the data distribution)')}`)
     if (clip !== undefined) this.note(`CLIP score to the prompt: ${clip.toFixed(2)}`)
     this.note(`${chalk.green('wrote')} ${flags.output}`)
+    if (recorded?.index) this.note(`${chalk.green('wrote')} ${recorded.iterations.length} previews, final.png and ${recorded.index}`)
+    if (recorded?.animation) this.note(`${chalk.green('wrote')} ${recorded.animation} (${recorded.iterations.length + 1} frames)`)
     const { iterations, finalLoss, metrics, timings, guide } = result
-    return { output: flags.output, settings: jobSettings(job), iterations, finalLoss, metrics, timings, guide }
+    return { output: flags.output, settings: jobSettings(job), iterations, finalLoss, metrics, timings, guide, ...(recorded ? { pictures: { index: recorded.index, animation: recorded.animation } } : {}) }
   }
 
   /** Prints the run's cost and the gradient pass's memory estimate, with advice past `limitGb`. */

@@ -5,16 +5,16 @@ import { DEFAULT_PROMPT, modelFlags, promptArg, settingFlags } from '../src/cli/
 import { checkImageOutput, writeImage } from '../src/cli/output.js'
 
 export default class Preview extends LookaheadCommand {
-  static description = 'Teaching figure (the paper\'s fig. 2): at several steps, the naive x0 estimate beside the LCM preview beside the final image'
+  static description = 'Teaching figure (the paper\'s fig. 2): at several steps, the naive x0 estimate beside the LCM preview, each with its distance to the final image'
 
-  static examples = ['<%= config.bin %> preview --world demo --at 2,5,10,20 -o preview.png']
+  static examples = ['<%= config.bin %> preview --world demo --at 2,5,10,20 --ref world:dev -o preview.png']
 
   static args = { prompt: promptArg }
 
   static flags = {
     ...modelFlags,
-    ...settingFlags(['negative', 'steps', 'cfg', 'seed', 'size', 'at']),
-    output: Flags.string({ char: 'o', description: 'output image, .png, .jpg or .webp (one row per step: x0, lcm, final)' }),
+    ...settingFlags(['negative', 'steps', 'cfg', 'seed', 'size', 'at', 'ref'], { ref: 'an image shown beside the figure, e.g. the reference a guided run would use (world:NAME: a face of the demo world)' }),
+    output: Flags.string({ char: 'o', description: 'output image, .png, .jpg or .webp (a row per step: x0, lcm; the reference and the final image once)' }),
   }
 
   async run() {
@@ -24,23 +24,22 @@ export default class Preview extends LookaheadCommand {
     checkImageOutput(flags.output)
     await this.runtime(flags)
     const { samplingFromFlags } = await import('../src/cli/job.js')
-    const settings = await samplingFromFlags(['negative', 'seed', 'at'], flags, args.prompt, message => this.note(message))
+    const settings = await samplingFromFlags(['negative', 'seed', 'at', 'ref'], flags, args.prompt, message => this.note(message))
     for (const s of settings.at) check(s < settings.steps, `--at ${settings.at.join(',')}: step ${s} is outside 0…${settings.steps - 1} (there are ${settings.steps} steps)`)
-    const { previewFigure } = await import('../src/guidance/figure.js')
-    const { composeGrid, imageFromTensor } = await import('../src/image/image.js')
+    const { previewDistances, previewFigure, previewFigureImage } = await import('../src/guidance/figure.js')
+    const { referenceImage } = await import('../guides/jobs.js')
+    const reference = settings.ref ? await referenceImage(settings.ref, settings.models) : undefined
     const spinner = this.spinner('sampling')
     const figure = await previewFigure({
       ...settings, prompt: args.prompt ?? DEFAULT_PROMPT, size: { height: settings.size, width: settings.size },
       onStep: (done, total) => { spinner.text = `sampling: step ${done}/${total}` },
     }).finally(() => spinner.stop())
-    const final = imageFromTensor(figure.final.data, figure.final.dims)
-    const image = (t: { data: Float32Array; dims: number[] }) => imageFromTensor(t.data, t.dims)
-    await writeImage(composeGrid(figure.rows.map(row => [
-      { image: image(row.previews.x0), label: `step ${row.step} (t=${row.t}) x0` },
-      { image: image(row.previews.lcm), label: `step ${row.step} lcm` },
-      { image: final, label: 'final' },
-    ])), flags.output)
+    const title = `seed ${settings.seed}, ${settings.steps} DDIM steps, cfg ${settings.cfg}: the x0 estimate and the LCM preview of x_t, and their pixel RMS distance to the final image`
+    await writeImage(previewFigureImage(figure, { reference, title }), flags.output)
+    const distances = previewDistances(figure)
+    for (const d of distances) this.note(`step ${String(d.step).padStart(3)} (t=${d.t}): distance to the final image (pixel RMS) x0 ${d.x0.toFixed(3)}, lcm ${d.lcm.toFixed(3)}`)
     this.note(`wrote ${flags.output}`)
-    return { output: flags.output, steps: figure.rows.map(r => ({ step: r.step, t: r.t })) }
+    // distances are pixel RMS on images in [-1,1]
+    return { output: flags.output, seed: settings.seed, steps: distances.map(({ step, t, x0, lcm }) => ({ step, t, distanceToFinal: { x0, lcm } })) }
   }
 }

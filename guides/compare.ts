@@ -7,10 +7,13 @@ import { check } from '../src/errors.js'
 import { writeFileAtomic } from '../src/fsutil.js'
 import type { Method } from '../src/cli/settings.js'
 import type { Iteration } from '../src/guidance/engine.js'
-import { composeGrid, loadImage, saveImage } from '../src/image/image.js'
+import { gridWithReference } from '../src/guidance/figure.js'
+import { loadImage, saveImage } from '../src/image/image.js'
+import { saveReport } from '../src/report/report.js'
 import type { Metrics } from './evaluation.js'
-import { jobSettings, prepareJob, runGuideJob, type GuideJob, type GuideJobResult } from './jobs.js'
-import { CSV_HEADER, csvRow, summarise, type MethodSummary } from './report.js'
+import { settingsTitle } from './figure.js'
+import { jobSettings, prepareJob, referenceImage, runGuideJob, type GuideJob, type GuideJobResult } from './jobs.js'
+import { CSV_HEADER, csvRow, missingReasons, RUN_METRICS, summarise, type MethodSummary } from './report.js'
 
 /** One finished run, as runs.jsonl holds it. */
 export interface RunRecord {
@@ -32,7 +35,7 @@ export interface Comparison {
 }
 
 /** The files of a comparison folder. */
-export const COMPARISON_FILES = { settings: 'settings.json', runs: 'runs.jsonl', csv: 'runs.csv', summary: 'summary.json', grid: 'grid.png' }
+export const COMPARISON_FILES = { settings: 'settings.json', runs: 'runs.jsonl', csv: 'runs.csv', summary: 'summary.json', grid: 'grid.png', report: 'report.html' }
 export const runImage = (dir: string, seed: number, method: Method) => join(dir, 'runs', `seed${seed}-${method}.png`)
 
 /** The settings a comparison is defined by: the job's, without the seed and preview of one run. */
@@ -105,16 +108,28 @@ export async function compareMethods(job: GuideJob, options: CompareOptions): Pr
   return { seeds, methods, runs, summary: summarise(runs, methods, referenceIdentity), referenceIdentity }
 }
 
-/** The folder's reports of a finished comparison: the grid of the first `gridRows` seeds, runs.csv, summary.json. */
+/** The folder's reports of a finished comparison: the grid of the first `gridRows` seeds, runs.csv, summary.json, report.html. */
 export async function writeComparison(dir: string, job: GuideJob, comparison: Comparison, gridRows: number) {
   const { seeds, methods, runs, summary, referenceIdentity } = comparison
   const rows = await Promise.all(seeds.slice(0, gridRows).map(seed => Promise.all(methods.map(async method => ({
     image: await loadImage(runImage(dir, seed, method)),
     label: `seed ${seed} ${method}`,
   })))))
-  await saveImage(composeGrid(rows), join(dir, COMPARISON_FILES.grid))
+  const reference = job.ref ? await referenceImage(job.ref, job.models) : undefined
+  const title = settingsTitle(job, seeds, job.loss)
+  const grid = gridWithReference(rows, reference, { title })
+  await saveImage(grid, join(dir, COMPARISON_FILES.grid))
   await writeFileAtomic(join(dir, COMPARISON_FILES.csv), [CSV_HEADER, ...runs.map(r => csvRow(r, referenceIdentity))].join('\n') + '\n')
   const report = { settings: { ...comparisonSettings(job), seeds, methods }, summary, referenceIdentity, runs }
   await writeFileAtomic(join(dir, COMPARISON_FILES.summary), `${JSON.stringify(report, null, 1)}\n`)
+  await saveReport({
+    title: `compare: ${title}`,
+    settings: report.settings,
+    grid,
+    methods,
+    metrics: RUN_METRICS,
+    runs: runs.map(r => ({ seed: r.seed, method: r.method, values: Object.fromEntries(RUN_METRICS.map(m => [m.key, m.pick(r, referenceIdentity)])), iterations: r.iterations })),
+    notes: [...(referenceIdentity ? [`the reference's own identity in the demo world: ${referenceIdentity}`] : []), ...missingReasons(runs).map(reason => `missing: ${reason}`)],
+  }, join(dir, COMPARISON_FILES.report))
   return report
 }

@@ -23,6 +23,8 @@ export type JobSettings = SettingValues<JobSettingKey>
 export interface JobCallbacks {
   onStep?: (done: number, total: number) => void
   onIteration?: (iteration: Iteration) => void
+  /** each iteration's decoded preview and time (`guide --save-iterations`, `--animate`) */
+  onPreview?: LookaheadSettings['onPreview']
   /** a one-line warning (a guide's fall-back, a skipped update) */
   warn?: (message: string) => void
   /** a one-line note of progress outside the sampler (e.g. a big reference being shrunk) */
@@ -112,8 +114,8 @@ export async function planGuideJob(options: GuideJobOptions = {}): Promise<Plann
   const notes = checkJob({ ...settings, prompt: options.prompt }, location.world, options.methods)
   if (settings.ref !== undefined) await (settings.ref.startsWith('world:') ? checkWorldFace(settings.ref, location.dir) : checkReadable(settings.ref))
   for (const note of notes) options.note?.(note)
-  const { onStep, onIteration, warn, note } = options
-  const job = { ...settings, prompt: options.prompt ?? DEFAULT_PROMPT, models: location.dir, world: location.world.kind, onStep, onIteration, warn, note }
+  const { onStep, onIteration, onPreview, warn, note } = options
+  const job = { ...settings, prompt: options.prompt ?? DEFAULT_PROMPT, models: location.dir, world: location.world.kind, onStep, onIteration, onPreview, warn, note }
   return { job, ready: location.ready }
 }
 
@@ -220,6 +222,6 @@ export const fitMemoryJob = (job: GuideJob, limitBytes: number): Promise<MemoryF
 
 /** A job's settings as plain data, for --json and reports: no callbacks. */
 export function jobSettings(job: GuideJob) {
-  const { onStep, onIteration, warn, note, ...settings } = job
+  const { onStep, onIteration, onPreview, warn, note, ...settings } = job
   return settings
 }

@@ -1,22 +1,9 @@
 // Reports of a comparison: statistics per method, the summary as a text table, one CSV row per run.
 import type { Method } from '../src/cli/settings.js'
+import { stat, type Stat } from '../src/report/stats.js'
 import type { RunRecord } from './compare.js'
 
-export interface Stat {
-  mean: number
-  /** standard error of the mean; undefined for one value */
-  se?: number
-  n: number
-}
-
-export function stat(values: number[]): Stat | undefined {
-  if (values.length === 0) return undefined
-  const n = values.length
-  const mean = values.reduce((a, b) => a + b, 0) / n
-  if (n === 1) return { mean, n }
-  const variance = values.reduce((s, v) => s + (v - mean) ** 2, 0) / (n - 1)
-  return { mean, se: Math.sqrt(variance / n), n }
-}
+export { stat, type Stat }
 
 export interface MethodSummary {
   method: Method
@@ -37,42 +24,41 @@ export interface MethodSummary {
 /** The loss of the preview after the last update of a run (undefined without guidance). */
 export const finalLoss = (r: RunRecord) => r.finalLoss ?? r.iterations.at(-1)?.loss
 
+export interface RunMetric {
+  key: keyof Omit<MethodSummary, 'method'>
+  label: string
+  /** the run's value; undefined where it has none (no face found, not a demo world) */
+  pick: (r: RunRecord, referenceIdentity?: string) => number | undefined
+}
+
+/** Every per-run metric of a comparison, declared once: the summary, its text table and the report page derive from it. */
+export const RUN_METRICS: RunMetric[] = [
+  { key: 'identityDistance', label: 'id distance (held-apart)', pick: r => r.metrics.identity?.distance },
+  { key: 'identitySimilarity', label: 'id cosine (held-apart)', pick: r => r.metrics.identity?.similarity },
+  { key: 'lossNetworkDistance', label: 'id distance (loss net)', pick: r => r.metrics.identity?.loss?.distance },
+  { key: 'finalLoss', label: 'loss on own preview', pick: finalLoss },
+  { key: 'matchesReference', label: 'ref identity', pick: (r, ref) => (ref !== undefined && r.metrics.world ? Number(r.metrics.world.name === ref) : undefined) },
+  { key: 'offDistribution', label: 'off-distribution', pick: r => (r.metrics.world ? Number(!r.metrics.world.typical) : undefined) },
+  { key: 'clip', label: 'clip', pick: r => r.metrics.clip },
+]
+
 /** Per method, the statistics of every metric over the runs that have it. */
 export function summarise(runs: RunRecord[], methods: Method[], referenceIdentity?: string): MethodSummary[] {
   return methods.map(method => {
     const mine = runs.filter(r => r.method === method)
-    const values = (pick: (r: RunRecord) => number | undefined) => stat(mine.map(pick).filter((v): v is number => v !== undefined))
-    return {
-      method,
-      identityDistance: values(r => r.metrics.identity?.distance),
-      identitySimilarity: values(r => r.metrics.identity?.similarity),
-      lossNetworkDistance: values(r => r.metrics.identity?.loss?.distance),
-      finalLoss: values(finalLoss),
-      matchesReference: referenceIdentity ? values(r => (r.metrics.world ? Number(r.metrics.world.name === referenceIdentity) : undefined)) : undefined,
-      offDistribution: values(r => (r.metrics.world ? Number(!r.metrics.world.typical) : undefined)),
-      clip: values(r => r.metrics.clip),
-    }
+    const values = (m: RunMetric) => stat(mine.map(r => m.pick(r, referenceIdentity)).filter((v): v is number => v !== undefined))
+    return { method, ...Object.fromEntries(RUN_METRICS.map(m => [m.key, values(m)])) }
   })
 }
-
-const SUMMARY_COLUMNS: [keyof Omit<MethodSummary, 'method'>, string][] = [
-  ['identityDistance', 'id distance (held-apart)'],
-  ['identitySimilarity', 'id cosine (held-apart)'],
-  ['lossNetworkDistance', 'id distance (loss net)'],
-  ['finalLoss', 'loss on own preview'],
-  ['matchesReference', 'ref identity'],
-  ['offDistribution', 'off-distribution'],
-  ['clip', 'clip'],
-]
 
 /**
  * The summary as rows of text cells (header first): "mean ± se (n)" per metric that any method has; with
  * one value, no ± (a standard error needs two).
  */
 export function summaryTable(summary: MethodSummary[]): string[][] {
-  const columns = SUMMARY_COLUMNS.filter(([key]) => summary.some(s => s[key]))
+  const columns = RUN_METRICS.filter(({ key }) => summary.some(s => s[key]))
   const cell = (s?: Stat) => (s ? `${s.mean.toFixed(3)}${s.se === undefined ? '' : ` ± ${s.se.toFixed(3)}`} (n=${s.n})` : '–')
-  return [['method', ...columns.map(([, label]) => label)], ...summary.map(s => [s.method, ...columns.map(([key]) => cell(s[key]))])]
+  return [['method', ...columns.map(({ label }) => label)], ...summary.map(s => [s.method, ...columns.map(({ key }) => cell(s[key]))])]
 }
 
 /** Why metrics are missing, counted over the runs: "identity: no face found on the final image (2 of 8 runs)". */

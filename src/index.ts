@@ -19,6 +19,12 @@ export * as layers from './onnx/layers.js'
 
 // images
 export * from './image/image.js'
+export * from './image/animation.js'
+// pictures: the compare report page, per-iteration previews
+export * from './report/report.js'
+export * from './report/iterations.js'
+export * from './report/stats.js'
+export * from './report/chart.js'
 
 // SDXL on onnxruntime
 export * from './diffusion/tokenizer.js'

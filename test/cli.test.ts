@@ -1,42 +1,26 @@
 // The `lookahead` CLI as a user runs it: compiled, in a child process, with its exit codes and one-line errors.
 import assert from 'node:assert/strict'
-import { execFile, execFileSync } from 'node:child_process'
+import { execFile } from 'node:child_process'
 import { existsSync } from 'node:fs'
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises'
-import { tmpdir } from 'node:os'
-import { join, resolve } from 'node:path'
+import { readFile, writeFile } from 'node:fs/promises'
+import { join } from 'node:path'
 import { promisify } from 'node:util'
+import { root, useCli } from './cli-harness.js'
 
-const root = resolve(import.meta.dirname, '..')
 const run = promisify(execFile)
 
 describe('lookahead CLI', function () {
   this.timeout(240000)
+  const cli = useCli('lookahead-cli-')
+  const lookahead = cli.lookahead
   let dir: string
   let env: NodeJS.ProcessEnv
-
-  /** Runs the CLI; resolves with its exit code and output whether it fails or not. */
-  async function lookahead(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-    try {
-      const { stdout, stderr } = await run('node', [join(root, 'bin', 'run.js'), ...args], { env, cwd: dir })
-      return { code: 0, stdout, stderr }
-    } catch (error) {
-      const e = error as { code: number; stdout: string; stderr: string }
-      return { code: e.code, stdout: e.stdout, stderr: e.stderr }
-    }
-  }
-
-  before(async () => {
-    execFileSync('npx', ['tsc', '-p', 'tsconfig.json'], { cwd: root }) // the CLI runs the compiled commands
-    dir = await mkdtemp(join(tmpdir(), 'lookahead-cli-'))
-    env = { ...process.env, LOOKAHEAD_CACHE: join(dir, 'cache'), LOOKAHEAD_MODELS: '', FORCE_COLOR: '0' }
-  })
-  after(async () => { await rm(dir, { recursive: true, force: true }) })
+  before(() => { ({ dir, env } = cli) })
 
   it('lists its commands', async () => {
     const { code, stdout } = await lookahead('--help')
     assert.equal(code, 0)
-    for (const command of ['guide', 'compare', 'preview', 'generate', 'grad', 'models', 'world', 'info']) assert.match(stdout, new RegExp(`\\b${command}\\b`))
+    for (const command of ['guide', 'compare', 'figure', 'preview', 'generate', 'grad', 'models', 'world', 'info']) assert.match(stdout, new RegExp(`\\b${command}\\b`))
   })
 
   it('guides a demo-world image (the README command, smaller) and reports JSON', async () => {

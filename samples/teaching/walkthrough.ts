@@ -7,8 +7,8 @@ import { join } from 'node:path'
 import { guideFromSpec } from '../../guides/index.js'
 import { alphaBar, ddimTimesteps, lcmScalings, naiveX0Coefficients } from '../../src/diffusion/schedulers.js'
 import { lookahead, METHODS, type LookaheadSettings } from '../../src/guidance/engine.js'
-import { previewFigure } from '../../src/guidance/figure.js'
-import { composeGrid, imageFromTensor, saveImage } from '../../src/image/image.js'
+import { gridWithReference, previewDistances, previewFigure, previewFigureImage } from '../../src/guidance/figure.js'
+import { imageFromTensor, saveImage } from '../../src/image/image.js'
 import { defaultWorldCache, ensureDefaultWorld } from '../../src/world/models.js'
 import { drawnFaces } from '../../src/world/world.js'
 
@@ -31,17 +31,9 @@ console.log('   to jump to the end of the trajectory, instead of the denoiser\'s
 
 const at = [2, 5, 10, 20]
 const figure = await previewFigure({ prompt: '', steps, cfg: 1, seed: 1, size: { height: side, width: side }, models, at })
-const rms = (a: Float32Array, b: Float32Array) => Math.sqrt(a.reduce((s, v, i) => s + (v - b[i]) ** 2, 0) / a.length)
 console.log('2. Previews of one sampling run (seed 1), pixel RMS distance to the final image:')
-for (const row of figure.rows) {
-  console.log(`   step ${String(row.step).padStart(2)}: x0 estimate ${rms(row.previews.x0.data, figure.final.data).toFixed(3)}, LCM preview ${rms(row.previews.lcm.data, figure.final.data).toFixed(3)}`)
-}
-const final = imageFromTensor(figure.final.data, figure.final.dims)
-await saveImage(composeGrid(figure.rows.map(row => [
-  { image: imageFromTensor(row.previews.x0.data, row.previews.x0.dims), label: `step ${row.step} x0` },
-  { image: imageFromTensor(row.previews.lcm.data, row.previews.lcm.dims), label: `step ${row.step} lcm` },
-  { image: final, label: 'final' },
-])), join(out, 'previews.png'))
+for (const d of previewDistances(figure)) console.log(`   step ${String(d.step).padStart(2)}: x0 estimate ${d.x0.toFixed(3)}, LCM preview ${d.lcm.toFixed(3)}`)
+await saveImage(previewFigureImage(figure, { title: `seed 1, ${steps} DDIM steps: the x0 estimate and the LCM preview of x_t` }), join(out, 'previews.png'))
 console.log(`   → ${join(out, 'previews.png')}\n`)
 
 const reference = drawnFaces(side).find(f => f.name === 'dev')!
@@ -52,13 +44,13 @@ const settings: LookaheadSettings = {
   update: { optimizer: 'sgd', lr: 0.01, normalize: true, clip: 0, renormalize: false },
 }
 console.log(`3. Seed ${settings.seed} guided at step 10 towards "${reference.name}" (id loss, face-api network, K=10, lr 0.01):`)
-const cells = [{ image: { data: reference.pixels, width: side, height: side }, label: 'reference' }]
+const cells = []
 for (const preview of METHODS) {
   const result = await lookahead({ ...settings, preview })
   const losses = result.iterations.map(i => i.loss.toFixed(3))
   console.log(`   ${preview.padEnd(4)}: ${losses.length ? `loss on its own preview ${losses.join(' → ')}` : 'no guidance'}`)
   cells.push({ image: imageFromTensor(result.image.data, result.image.dims), label: preview })
 }
-await saveImage(composeGrid([cells]), join(out, 'guided.png'))
+await saveImage(gridWithReference([cells], { data: reference.pixels, width: side, height: side }), join(out, 'guided.png'))
 console.log(`   → ${join(out, 'guided.png')}`)
 console.log('   Measure, do not assume: `lookahead compare` runs every preview over many seeds (see samples/experiment).')

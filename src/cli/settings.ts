@@ -194,6 +194,10 @@ const COMMAND_TABLE = {
     return [part as Method]
   }, (v: Method, flag) => check(METHODS.includes(v), `--${flag}: unknown method ${v} (use ${METHODS.join(', ')})`), { default: [...METHODS] as Method[] }),
   at: nonNegativeIntegers('step indices to preview', { default: [2, 5, 10, 20] }),
+  losses: list('losses, a row of the figure each (those whose networks the models folder lacks are left out, with the reason)', (part: string, flag: string): GuideName[] => {
+    check((GUIDE_NAMES as readonly string[]).includes(part), `--${flag}: unknown loss ${part} (use ${GUIDE_NAMES.join(', ')})`)
+    return [part as GuideName]
+  }, (v: GuideName, flag) => check(GUIDE_NAMES.includes(v), `--${flag}: unknown loss ${v} (use ${GUIDE_NAMES.join(', ')})`), { default: ['id', 'perceptual', 'lpips', 'clip'] as GuideName[] }),
   decoder: choice('latent decoder (default: vae when the folder has vae_decoder, else taesd)', ['vae', 'taesd'] as const),
   gridRows: integer('seeds shown in the grid image', { min: 1, default: 8 }),
   olderThan: duration('only entries not used for this long, e.g. 30m, 12h, 7d'),

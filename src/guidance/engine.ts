@@ -15,7 +15,7 @@ import { decodeFinal, decoderScales, type Decoder, type DecoderKind } from '../d
 import { ModelsFolder } from '../diffusion/models-folder.js'
 import { ddimLoop, initialNoise, latentDims, loadSdxl, unetEpsModel, type GenerateSettings, type LoopHooks, type StepState } from '../diffusion/pipeline.js'
 import { ddimStep, lcmPreviewCoefficients, naiveX0Coefficients, renoise, type Linear } from '../diffusion/schedulers.js'
-import { imageFromTensor } from '../image/image.js'
+import { imageFromTensor, type ImageTensor } from '../image/image.js'
 import type { Method } from '../cli/settings.js'
 import type { Guide } from './guide.js'
 import { buildPreviewGraph, COEF_A, COEF_B, IMAGE, LATENT, LOSS, type PreviewKind } from './preview.js'
@@ -45,6 +45,11 @@ export interface LookaheadSettings extends GenerateSettings {
   /** where gradient models are cached; default $LOOKAHEAD_CACHE or ~/.cache/lcm-lookahead */
   cacheDir?: string
   onIteration?: (iteration: Iteration) => void
+  /**
+   * The decoded preview each iteration's loss was taken on, and the iteration's time (gradient pass and update)
+   * in ms; for pictures of the lookahead at work. It costs no UNet evaluation: the gradient pass outputs it.
+   */
+  onPreview?: (iteration: Iteration, preview: ImageTensor, ms: number) => void
   warn?: (message: string) => void
   /** a line for a long step the run takes once (building the LoRA'd UNet) */
   progress?: (line: string) => void
@@ -208,8 +213,13 @@ export async function lookahead(settings: LookaheadSettings): Promise<LookaheadR
         guideFeeds = await guide.feeds(imageFromTensor(shown[IMAGE].data as Float32Array, shown[IMAGE].dims))
       }
       const feeds = (latent: Tensor) => ({ ...previewFeeds(gradient, kind, latent, t, previewCond), ...guideFeeds })
+      // the last pass's preview image and start, for onPreview
+      let shown: ImageTensor | undefined
+      let passStarted = 0
       const pass: GradientPass = async latent => {
-        const out = await gradient.run(feeds(latent), [LOSS, `${LATENT}_grad`])
+        passStarted = performance.now()
+        const out = await gradient.run(feeds(latent), [LOSS, `${LATENT}_grad`, ...(settings.onPreview ? [IMAGE] : [])])
+        if (settings.onPreview) shown = imageFromTensor(out[IMAGE].data as Float32Array, out[IMAGE].dims)
         return { loss: Number((out[LOSS].data as Float32Array)[0]), grad: out[`${LATENT}_grad`].data as Float32Array }
       }
       // onnxruntime runs only what the asked outputs need: the loss alone is one forward
@@ -219,6 +229,7 @@ export async function lookahead(settings: LookaheadSettings): Promise<LookaheadR
         if (skipped) settings.warn?.(`step ${index}, iteration ${iter}: ${skipped} gradient, update skipped`)
         iterations.push(record)
         settings.onIteration?.(record)
+        if (shown) settings.onPreview?.(record, shown, performance.now() - passStarted)
       })
       finalLoss = guided.finalLoss
       return guided.latent

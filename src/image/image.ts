@@ -75,6 +75,7 @@ export function imageFromTensor(data: Float32Array, dims: readonly number[]): Im
 
 export interface GridCell {
   image: ImageTensor
+  /** text under the image; '\n' starts a new line */
   label?: string
 }
 
@@ -83,33 +84,69 @@ export interface GridOptions {
   gap?: number
   /** integer magnification of the 8×14 label font; by default it grows with the cell width */
   labelScale?: number
+  /** text above the grid (e.g. the settings), wrapped at spaces to the grid's width; '\n' starts a new line */
+  title?: string
+  /** lines of label reserved under each cell; default: as many as the longest label has (frames of an animation need the same) */
+  labelLines?: number
 }
 
 /**
- * Lays rows of images out on a white canvas, each with its label underneath (bitmap font, so the
- * result needs no system fonts). Cells are as large as the largest image; smaller images sit top-left.
+ * Lays rows of images out on a white canvas under an optional title, each image with its label underneath
+ * (bitmap font, so the result needs no system fonts). Cells are as large as the largest image; smaller images
+ * sit top-left; an undefined cell is left blank (e.g. a reference shown once, in the first row).
  */
-export function composeGrid(rows: GridCell[][], options: GridOptions = {}): ImageTensor {
-  const cells = rows.flat()
+export function composeGrid(rows: (GridCell | undefined)[][], options: GridOptions = {}): ImageTensor {
+  const cells = rows.flat().filter((c): c is GridCell => c !== undefined)
   if (cells.length === 0) throw new UserError('a grid needs at least one image')
   const gap = options.gap ?? 4
   const cellWidth = Math.max(...cells.map(c => c.image.width))
   const cellHeight = Math.max(...cells.map(c => c.image.height))
   const scale = options.labelScale ?? Math.max(1, Math.floor(cellWidth / 256))
-  const labelHeight = cells.some(c => c.label) ? GLYPH_HEIGHT * scale + 2 * gap : 0
+  const lineHeight = GLYPH_HEIGHT * scale
+  const labelLines = options.labelLines ?? Math.max(0, ...cells.map(c => (c.label ? c.label.split('\n').length : 0)))
+  const labelHeight = labelLines > 0 ? labelLines * lineHeight + 2 * gap : 0
   const columns = Math.max(...rows.map(r => r.length))
   const width = columns * cellWidth + (columns + 1) * gap
-  const height = rows.length * (cellHeight + labelHeight) + (rows.length + 1) * gap
+  const title = options.title ? wrapText(options.title, Math.floor((width - 2 * gap) / (GLYPH_WIDTH * scale))) : []
+  const titleHeight = title.length > 0 ? title.length * lineHeight + gap : 0
+  const height = titleHeight + rows.length * (cellHeight + labelHeight) + (rows.length + 1) * gap
   const canvas: ImageTensor = { data: new Float32Array(3 * width * height).fill(1), width, height }
+  title.forEach((line, i) => drawText(canvas, line, gap, gap + i * lineHeight, scale, width - 2 * gap))
   rows.forEach((row, r) =>
     row.forEach((cell, c) => {
+      if (!cell) return
       const x = gap + c * (cellWidth + gap)
-      const y = gap + r * (cellHeight + labelHeight + gap)
+      const y = titleHeight + gap + r * (cellHeight + labelHeight + gap)
       paste(canvas, cell.image, x, y)
-      if (cell.label) drawText(canvas, cell.label, x, y + cellHeight + gap, scale, cellWidth)
+      cell.label?.split('\n').slice(0, labelLines).forEach((line, i) => drawText(canvas, line, x, y + cellHeight + gap + i * lineHeight, scale, cellWidth))
     }),
   )
   return canvas
+}
+
+/** Lines of at most `width` characters, broken at spaces where possible (a longer word is cut). */
+export function wrapText(text: string, width: number): string[] {
+  const fit = Math.max(1, width)
+  return text.split('\n').flatMap(paragraph => {
+    const lines: string[] = []
+    let line = ''
+    for (let word of paragraph.split(' ')) {
+      while (word.length > fit) {
+        if (line) lines.push(line)
+        lines.push(word.slice(0, fit))
+        word = word.slice(fit)
+        line = ''
+      }
+      if (!line) line = word
+      else if (line.length + 1 + word.length <= fit) line += ` ${word}`
+      else {
+        lines.push(line)
+        line = word
+      }
+    }
+    lines.push(line)
+    return lines
+  })
 }
 
 function paste(canvas: ImageTensor, image: ImageTensor, left: number, top: number): void {
@@ -173,4 +210,20 @@ export function resizeImage(image: ImageTensor, width: number, height: number): 
     })
   }
   return { data, width, height }
+}
+
+/** The image cropped about its centre to the aspect of width × height, then resized to it (as sharp's 'cover'). */
+export function coverImage(image: ImageTensor, width: number, height: number): ImageTensor {
+  const scale = Math.max(width / image.width, height / image.height)
+  const [cropWidth, cropHeight] = [Math.min(image.width, Math.round(width / scale)), Math.min(image.height, Math.round(height / scale))]
+  const [left, top] = [Math.floor((image.width - cropWidth) / 2), Math.floor((image.height - cropHeight) / 2)]
+  const plane = cropWidth * cropHeight
+  const data = new Float32Array(3 * plane)
+  for (let c = 0; c < 3; c++) {
+    for (let y = 0; y < cropHeight; y++) {
+      const from = c * image.width * image.height + (top + y) * image.width + left
+      data.set(image.data.subarray(from, from + cropWidth), c * plane + y * cropWidth)
+    }
+  }
+  return resizeImage({ data, width: cropWidth, height: cropHeight }, width, height)
 }
