@@ -23,7 +23,7 @@ class UNetConfig:
     layers_per_block_attention: tuple = (1, 2, 10)
     attention_blocks: tuple = (False, True, True)
     head_dim: int = 16  # SDXL: 64 (5, 10, 20 heads at 320, 640, 1280 channels)
-    groups: int = 8  # GroupNorm groups (SDXL: 32)
+    groups: int = 32  # GroupNorm groups, as SDXL (its InstanceNormalization scale and bias Constants are 128 bytes)
     context_dim: int = 96  # SDXL: 2048 = 768 + 1280
     pooled_dim: int = 64  # SDXL: 1280 (text_encoder_2's projection)
     addition_time_embed_dim: int = 16  # SDXL: 256
@@ -315,8 +315,8 @@ class UNet(nn.Module):
 
 @dataclass
 class VaeConfig:
-    channels: tuple = (16, 32, 32, 32)  # SDXL: (128, 256, 512, 512)
-    groups: int = 8  # SDXL: 32
+    channels: tuple = (32, 64, 64, 64)  # SDXL: (128, 256, 512, 512)
+    groups: int = 32  # as SDXL
     layers_per_block: int = 2
 
 
