@@ -8,7 +8,7 @@ FORCE_ONNX_EXTERNAL_DATA path does), plus tokenizers, an LCM-LoRA-shaped LoRA an
 
 --depth real: SDXL's transformer depths (1, 2, 10) (blocks 1 and 2 and the mid block; block 0 has no attention);
 tiny: (1, 1, 1). --width: the first block's channels (SDXL: 320); blocks have (w, 2w, 4w). --reference also writes
-OUT/reference.json: inputs at batch 1 (64² images) and torch autograd's loss and d loss / d latent of the LCM preview
+OUT/reference.json: inputs at batch 1 (64² images) and torch's decoded preview, loss and d loss / d latent of the LCM preview
 as the engine builds it: preview = coef_a·latent + coef_b·ε(latent) with ε from the UNet with the LoRA fused at
 scale 1, image = vae_decoder(preview / 0.13025), loss = mean(image²) (the pixel guide without a target).
 OUT must not exist; the folder is written beside it and renamed when complete. Needs Debian's python3-torch 1.13 and
@@ -170,6 +170,7 @@ def write_reference(path, lcm_unet, vae, cfg):
     reference = {
         "inputs": {"latent": tensor(x), "coef_a": tensor(torch.tensor(coef_a)), "coef_b": tensor(torch.tensor(coef_b)),
                    **{name: tensor(t) for name, t in feeds.items()}},
+        "image": image.detach().flatten().tolist(),
         "loss": loss.item(),
         "latent_grad": grad.flatten().tolist(),
     }
