@@ -5,9 +5,10 @@
 // project's session settings); forward and gradient-pass times and working memory, each in a process of its own
 // (samples/bench/measure.ts: best of --runs, peak RSS above the RSS after loading); and the dry run's estimate of
 // the gradient pass's activations beside the measured working memory. The graphs are the engine's own
-// (previewForward, gradientSession), so whatever the engine does to them (specialising and folding, once
-// src/onnx/fold.ts is merged) is measured too; the output says whether fold.ts is present.
-// Usage: npx tsx samples/bench/real-export.ts [--depth real|tiny] [--width 32] [--runs 3] [--threads 1] [--models DIR]
+// (previewForward; the gradient as gradientSession derives it, folded by src/onnx/fold.ts where the checkout has it:
+// the output says which). A session that is not created and run within --timeout seconds is reported as such.
+// Usage: npx tsx samples/bench/real-export.ts [--depth real|tiny] [--width 32] [--runs 3] [--threads 1] [--timeout 900]
+//   [--models DIR]
 //   --models: a fixture folder written before (sdxl_fixture.py), else one is exported into a temporary folder.
 import { execFile } from 'node:child_process'
 import { existsSync } from 'node:fs'
@@ -16,11 +17,13 @@ import { tmpdir } from 'node:os'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { promisify } from 'node:util'
-import { gradientSession, pipelineDims, previewForward, previewModels, previewShape } from '../../src/guidance/engine.js'
+import { pipelineDims, previewForward, previewModels, previewShape } from '../../src/guidance/engine.js'
 import { graphMemory } from '../../src/guidance/estimate.js'
 import { pixelGuide } from '../../src/guidance/guide.js'
+import { IMAGE, LATENT, LOSS } from '../../src/guidance/preview.js'
+import { differentiate } from '../../src/onnx/autodiff.js'
 import { graphOf, readModel, writeModel, type LoadedModel } from '../../src/onnx/proto.js'
-import { closeSessions, ort, sessionOptions } from '../../src/onnx/session.js'
+import { closeSessions } from '../../src/onnx/session.js'
 import { torchMissing, writeTorchFixture } from '../export/torch/fixture.js'
 
 const here = dirname(fileURLToPath(import.meta.url))
@@ -33,6 +36,7 @@ const width = Number(option('width', '32'))
 const runs = option('runs', '3')
 const threads = option('threads', '1')
 const given = option('models', '')
+const timeout = Number(option('timeout', '900'))
 const DIMS = pipelineDims(1)
 const MB = 2 ** 20
 
@@ -43,20 +47,27 @@ const opCounts = (model: LoadedModel) => {
 }
 const nodes = (model: LoadedModel) => graphOf(model.model).node.length
 
-/** onnxruntime's session creation for a model file, with the project's settings (the cache's write not included). */
-async function creationMs(path: string): Promise<number> {
-  const start = performance.now()
-  const session = await ort.InferenceSession.create(path, sessionOptions('cpu', Number(threads)))
-  const ms = performance.now() - start
-  await session.release()
-  return ms
+interface Measured { best_ms: number; workingMB: number; create_ms: number }
+
+/** Session creation, best run and working memory of a model file in a process of its own; undefined past `timeout`. */
+async function measure(path: string): Promise<Measured | undefined> {
+  const dims = Object.entries(DIMS).map(([name, value]) => `${name}=${value}`)
+  try {
+    const { stdout } = await promisify(execFile)(process.execPath, ['--import', 'tsx', join(here, 'measure.ts'), path, runs, threads, ...dims], { maxBuffer: 1 << 24, timeout: timeout * 1000 })
+    const result = JSON.parse(stdout.trim().split('\n').pop()!) as { best_ms: number; baseline_kb: number; peak_kb: number; create_ms: number }
+    return { best_ms: result.best_ms, create_ms: result.create_ms, workingMB: (result.peak_kb - result.baseline_kb) / 1024 }
+  } catch (error) {
+    if ((error as { killed?: boolean }).killed) return undefined
+    throw error
+  }
 }
 
-async function measure(path: string): Promise<{ best_ms: number; workingMB: number }> {
-  const dims = Object.entries(DIMS).map(([name, value]) => `${name}=${value}`)
-  const { stdout } = await promisify(execFile)(process.execPath, ['--import', 'tsx', join(here, 'measure.ts'), path, runs, threads, ...dims], { maxBuffer: 1 << 24 })
-  const result = JSON.parse(stdout.trim().split('\n').pop()!) as { best_ms: number; baseline_kb: number; peak_kb: number }
-  return { best_ms: result.best_ms, workingMB: (result.peak_kb - result.baseline_kb) / 1024 }
+/** The engine's fold pass (src/onnx/fold.ts) where this checkout has it, else none. */
+async function engineFold(): Promise<((model: LoadedModel) => LoadedModel) | undefined> {
+  const path = join(here, '../../src/onnx/fold.ts')
+  if (!existsSync(path)) return undefined
+  const fold = (await import(path)) as { foldGraph: (model: LoadedModel) => LoadedModel }
+  return model => fold.foldGraph(model)
 }
 
 if (!given) {
@@ -74,42 +85,42 @@ try {
     const start = performance.now()
     console.log(`${await writeTorchFixture(models, { depth, width })} (${((performance.now() - start) / 1000).toFixed(0)} s)`)
   }
-  const folded = existsSync(join(here, '../../src/onnx/fold.ts'))
-  console.log(`src/onnx/fold.ts ${folded ? 'present: the engine\'s graphs are measured as it builds them' : 'absent: graphs as exported (not folded)'}; ${threads} thread(s), best of ${runs}`)
+  const fold = await engineFold()
+  console.log(`src/onnx/fold.ts ${fold ? 'present: the gradient model is folded as the engine folds it' : 'absent: the graphs as exported (nothing folded)'}; ` +
+    `${threads} thread(s), best of ${runs}, each session given ${timeout} s`)
 
   const unet = await readModel(join(models, 'unet', 'model.onnx'))
   console.log(`\nexport unet/model.onnx: ${nodes(unet)} nodes`)
   console.log(opCounts(unet).map(([op, n]) => `${op} ${n}`).join(', '))
 
+  // as the engine's gradientSession builds them (previewForward folds the forward itself where fold.ts is merged)
   const parts = await previewModels(models, 'lcm')
   const shape = previewShape(1, [1, 4, 8, 8])
-  const guide = pixelGuide()
-  const forward = previewForward(parts, shape, guide)
+  const forward = previewForward(parts, shape, pixelGuide())
   const forwardPath = join(dir, 'forward', 'model.onnx')
   await writeModel(forward, forwardPath)
-  let start = performance.now()
-  const gradient = await gradientSession(parts, guide, shape, { cacheDir: join(dir, 'cache'), session: { threads: Number(threads) } })
+  const start = performance.now()
+  const differentiated = differentiate(forward, { wrt: [LATENT], of: LOSS, keep: [IMAGE] })
+  const gradient = fold ? fold(differentiated) : differentiated
   const deriveMs = performance.now() - start
-  await closeSessions()
-  const gradientModel = await readModel(gradient.path)
+  const gradientPath = join(dir, 'gradient', 'model.onnx')
+  await writeModel(gradient, gradientPath)
   console.log(`\nLCM preview (LoRA'd UNet → VAE decoder → pixel loss), batch 1, 64²:`)
-  console.log(`  forward: ${nodes(forward)} nodes; gradient model: ${nodes(gradientModel)} nodes (${(nodes(gradientModel) / nodes(forward)).toFixed(2)}× the forward, ${(nodes(gradientModel) / nodes(unet)).toFixed(2)}× the UNet export)`)
-  const dynamic = ['NonZero', 'Where', 'Equal', 'Shape', 'ConstantOfShape', 'Expand'].map(op => `${op} ${opCounts(gradientModel).find(([o]) => o === op)?.[1] ?? 0}`)
-  console.log(`  gradient model's shape ops: ${dynamic.join(', ')}`)
-  console.log(`  gradientSession (derive, write, create): ${(deriveMs / 1000).toFixed(1)} s`)
-
-  const forwardCreate = await creationMs(forwardPath)
-  const gradientCreate = await creationMs(gradient.path)
-  console.log(`  session creation: forward ${(forwardCreate / 1000).toFixed(2)} s, gradient ${(gradientCreate / 1000).toFixed(2)} s (${(gradientCreate / forwardCreate).toFixed(2)}×)`)
-
-  const forwardRun = await measure(forwardPath)
-  const gradientRun = await measure(gradient.path)
-  console.log(`  run: forward ${forwardRun.best_ms.toFixed(1)} ms, gradient pass ${gradientRun.best_ms.toFixed(1)} ms (${(gradientRun.best_ms / forwardRun.best_ms).toFixed(2)}×)`)
+  console.log(`  forward: ${nodes(forward)} nodes; gradient model: ${nodes(gradient)} nodes (${(nodes(gradient) / nodes(forward)).toFixed(2)}× the forward, ` +
+    `${(nodes(gradient) / nodes(unet)).toFixed(2)}× the UNet export), derived in ${(deriveMs / 1000).toFixed(1)} s`)
+  const count = (model: LoadedModel, op: string) => graphOf(model.model).node.filter(n => n.opType === op).length
+  console.log(`  gradient model's dynamic-shape ops: ${['NonZero', 'Where', 'Equal', 'Shape', 'ConstantOfShape', 'Expand'].map(op => `${op} ${count(gradient, op)}`).join(', ')}`)
 
   const memory = await graphMemory(forward, DIMS, 1)
+  const forwardRun = await measure(forwardPath)
+  const gradientRun = await measure(gradientPath)
+  const seconds = (run?: Measured) => (run ? `${(run.create_ms / 1000).toFixed(2)} s` : `not done in ${timeout} s`)
+  const ratio = (a?: number, b?: number) => (a && b ? ` (${(a / b).toFixed(2)}×)` : '')
+  console.log(`  session creation: forward ${seconds(forwardRun)}, gradient ${seconds(gradientRun)}${ratio(gradientRun?.create_ms, forwardRun?.create_ms)}`)
+  if (forwardRun && gradientRun) console.log(`  run: forward ${forwardRun.best_ms.toFixed(1)} ms, gradient pass ${gradientRun.best_ms.toFixed(1)} ms${ratio(gradientRun.best_ms, forwardRun.best_ms)}`)
   const unknown = memory.unknown ? `; ${memory.unknown} values of unknown size not counted` : ''
-  console.log(`  gradient pass working memory: estimate ${(memory.peak / MB).toFixed(1)} MB (freed at last reader ${(memory.lowerBound / MB).toFixed(1)} MB), ` +
-    `measured ${gradientRun.workingMB.toFixed(1)} MB (estimate / measured ${(memory.peak / MB / gradientRun.workingMB).toFixed(2)})${unknown}; forward measured ${forwardRun.workingMB.toFixed(1)} MB`)
+  const measured = gradientRun ? `, measured ${gradientRun.workingMB.toFixed(1)} MB (estimate / measured ${(memory.peak / MB / gradientRun.workingMB).toFixed(2)})` : ''
+  console.log(`  gradient pass working memory: estimate ${(memory.peak / MB).toFixed(1)} MB (freed at last reader ${(memory.lowerBound / MB).toFixed(1)} MB)${measured}${unknown}`)
 } finally {
   await closeSessions()
   await rm(dir, { recursive: true, force: true })
