@@ -97,13 +97,13 @@ export function taesdGraph(weights: Map<string, NamedTensor>, part: TaesdPart, s
 
 /**
  * The TAESD encoder or decoder of a .safetensors file as a model (weights inline). Decoder: UNet-space latents
- * [B,4,h,w] → RGB [B,3,8h,8w] in about [0,1]; encoder: RGB in [0,1] → latents [B,4,H/8,W/8]. The model says its
+ * [B,4,h,w] → RGB [B,3,8h,8w] in about [0,1]; encoder: RGB in [0,1] → latents [B,4,H/8,W/8]. The decoder says its
  * output range in its metadata (output_range, read by decoders.ts).
  */
 export async function taesdModel(path: string, part: TaesdPart): Promise<LoadedModel> {
   const weights = taesdWeights(await readSafetensors(path), part, path)
   const model = taesdGraph(weights, part, path).build()
-  model.metadataProps = [new onnx.StringStringEntryProto({ key: 'output_range', value: part === 'decoder' ? '[0,1]' : 'latents' })]
+  if (part === 'decoder') model.metadataProps = [new onnx.StringStringEntryProto({ key: 'output_range', value: '[0,1]' })]
   return { model, dir: dirname(resolve(path)) }
 }
 
