@@ -28,6 +28,7 @@ describe('torch-exported SDXL fixture', function () {
   const savedCache = process.env.LOOKAHEAD_CACHE
 
   before(async function () {
+    this.timeout(900000) // the export: about 25 s alone, minutes on a busy machine
     const missing = await torchMissing()
     if (missing) {
       console.log(`      skipped: ${missing}`)
