@@ -96,9 +96,9 @@ try {
   // as the engine's gradientSession builds them (previewForward folds the forward itself where fold.ts is merged)
   const parts = await previewModels(models, 'lcm')
   const shape = previewShape(1, [1, 4, 8, 8])
-  const forward = previewForward(parts, shape, pixelGuide())
   const forwardPath = join(dir, 'forward', 'model.onnx')
-  await writeModel(forward, forwardPath)
+  // as written: writeModel points the model's external data at the files beside it
+  const forward = await writeModel(previewForward(parts, shape, pixelGuide()), forwardPath)
   const start = performance.now()
   const differentiated = differentiate(forward, { wrt: [LATENT], of: LOSS, keep: [IMAGE] })
   const gradient = fold ? fold(differentiated) : differentiated
