@@ -117,7 +117,8 @@ try {
   const seconds = (run?: Measured) => (run ? `${(run.create_ms / 1000).toFixed(2)} s` : `not done in ${timeout} s`)
   const ratio = (a?: number, b?: number) => (a && b ? ` (${(a / b).toFixed(2)}×)` : '')
   console.log(`  session creation: forward ${seconds(forwardRun)}, gradient ${seconds(gradientRun)}${ratio(gradientRun?.create_ms, forwardRun?.create_ms)}`)
-  if (forwardRun && gradientRun) console.log(`  run: forward ${forwardRun.best_ms.toFixed(1)} ms, gradient pass ${gradientRun.best_ms.toFixed(1)} ms${ratio(gradientRun.best_ms, forwardRun.best_ms)}`)
+  const gradientPass = gradientRun ? `${gradientRun.best_ms.toFixed(1)} ms${ratio(gradientRun.best_ms, forwardRun?.best_ms)}` : 'not measured'
+  if (forwardRun) console.log(`  run: forward ${forwardRun.best_ms.toFixed(1)} ms (working memory ${forwardRun.workingMB.toFixed(1)} MB), gradient pass ${gradientPass}`)
   const unknown = memory.unknown ? `; ${memory.unknown} values of unknown size not counted` : ''
   const measured = gradientRun ? `, measured ${gradientRun.workingMB.toFixed(1)} MB (estimate / measured ${(memory.peak / MB / gradientRun.workingMB).toFixed(2)})` : ''
   console.log(`  gradient pass working memory: estimate ${(memory.peak / MB).toFixed(1)} MB (freed at last reader ${(memory.lowerBound / MB).toFixed(1)} MB)${measured}${unknown}`)
