@@ -100,7 +100,7 @@ export async function previewModels(models: string, kind: PreviewKind, decoder?:
   const folder = await ModelsFolder.at(models)
   const unetPath = kind === 'lcm' ? await folder.lcmUnet(progress) : folder.path('unet')
   const decoderKind = folder.previewDecoder(decoder)
-  const decoderModel = await readModel(folder.decoderPath(decoderKind))
+  const decoderModel = await readModel(await folder.decoderPath(decoderKind))
   return { unet: await readModel(unetPath), decoder: decoderModel, scales: decoderScales(decoderKind, decoderModel.model) }
 }
 
