@@ -3,7 +3,6 @@
 // convert_attribute): `lookahead models` passes it, `generate` runs on it, and the engine's LCM-preview gradient
 // model matches torch autograd on the same modules. Skips where Debian's python3-torch is absent.
 import assert from 'node:assert/strict'
-import { existsSync } from 'node:fs'
 import { mkdtemp, readFile, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -81,13 +80,9 @@ describe('torch-exported SDXL fixture', function () {
     assert.ok(worst < 1e-4, `image differs from torch's by ${worst}`)
   })
 
-  it("has an LCM-preview gradient model that matches torch autograd", async function () {
-    // the torch export's dynamic shapes (Expand(timestep, Where(Equal(..))) and every broadcast after it) make the
-    // unfolded gradient graph take many minutes to create; the specialise-and-fold pass (issue 15) makes it static
-    if (!existsSync(join(import.meta.dirname, '../src/onnx/fold.ts'))) {
-      console.log('      skipped: needs src/onnx/fold.ts (specialise and fold): unfolded, the gradient session takes minutes to create')
-      this.skip()
-    }
+  it("has an LCM-preview gradient model that matches torch autograd", async () => {
+    // folded (onnx/fold.ts) the gradient is static; unfolded, the export's Expand(timestep, Where(Equal(..))) made
+    // every broadcast dynamic and the session took many minutes to create
     const reference = JSON.parse(await readFile(join(models, 'reference.json'), 'utf8')) as Reference
     const session = await gradientSession(await previewModels(models, 'lcm'), pixelGuide(), previewShape(1, reference.inputs.latent.dims), {})
     const result = await session.run(referenceFeeds(reference), ['loss', 'latent_grad'])
