@@ -19,6 +19,7 @@ export default class WorldBuild extends LookaheadCommand {
     output: Flags.string({ char: 'o', description: 'models folder to write (unet, lcm_unet, vae_decoder, taesdxl_decoder, vae_encoder, world.json)', required: true }),
     'world-images': Flags.string({ description: 'build from the face images in this folder (default: the drawn faces)' }),
     'crop-faces': Flags.boolean({ description: 'crop each --world-images image to a square about its face (face-api detector); default: centre crop', dependsOn: ['world-images'] }),
+    'every-face': Flags.boolean({ description: 'with --crop-faces: every face found is an identity (group photos)', dependsOn: ['crop-faces'] }),
     size: Flags.integer({ description: 'image side in pixels, a multiple of 8 (latents are side/8)', default: DEFAULT_WORLD_SETTINGS.size, min: 32 }),
     rank: Flags.integer({ description: 'dimension of the principal subspace (default: the smallest ≥ images − 1 keeping 90% of the variance)', min: 1 }),
     spread: Flags.string({ description: 'c: each component\'s covariance is c·Σ_pca', default: String(DEFAULT_WORLD_SETTINGS.spread) }),
@@ -32,7 +33,8 @@ export default class WorldBuild extends LookaheadCommand {
     const start = performance.now()
     const { world, files } = await buildWorldFolder(flags.output, {
       images: flags['world-images'],
-      findFace: flags['crop-faces'] ? async image => (await detectFaces(image))[0]?.box : undefined,
+      findFaces: flags['crop-faces'] ? async image => (await detectFaces(image)).map(face => face.box) : undefined,
+      everyFace: flags['every-face'],
       settings: { size: flags.size, rank: flags.rank, spread },
     }).finally(() => spinner.stop())
     const result = {

@@ -153,15 +153,17 @@ export async function writeWorld(world: DemoWorld, dir: string): Promise<Record<
 export interface WorldFolderOptions {
   /** a folder of face images; default: the drawn faces */
   images?: string
-  /** crop each image about the face this finds (default: centre crop) */
-  findFace?: FaceFinder
+  /** crop each image about the best face this finds (default: centre crop) */
+  findFaces?: FaceFinder
+  /** with findFaces: every face found is an identity (group photos) */
+  everyFace?: boolean
   settings?: Partial<WorldSettings>
 }
 
 /** Builds a demo world (from `images` or the drawn faces) and writes its models folder to `dir`. */
 export async function buildWorldFolder(dir: string, options: WorldFolderOptions = {}) {
   const settings = { ...DEFAULT_WORLD_SETTINGS, ...options.settings }
-  const faces = options.images ? await folderFaces(options.images, settings.size, options.findFace) : drawnFaces(settings.size)
+  const faces = options.images ? await folderFaces(options.images, settings.size, options.findFaces, options.everyFace) : drawnFaces(settings.size)
   const world = buildWorld(faces, settings, options.images ?? 'drawn')
   const files = await writeWorld(world, dir)
   return { world, files }

@@ -71,36 +71,39 @@ export interface FaceBox {
   height: number
 }
 
-/** Finds the main face in an image (the guides' detector, passed in by the command: src/ does not import guides/). */
-export type FaceFinder = (image: ImageTensor) => Promise<FaceBox | undefined>
+/** Finds the faces in an image, best first (the guides' detector, passed in by the command: src/ does not import guides/). */
+export type FaceFinder = (image: ImageTensor) => Promise<FaceBox[]>
 
 /** How much larger than the face box the square crop is, so that hair, chin and some background are in it. */
 const FACE_MARGIN = 1.8
 
 /**
- * Every image in `dir` (sorted by name) as a square of `size` pixels: centre-cropped, or, with `findFace`,
- * cropped to a square about the face the finder returns.
+ * Every image in `dir` (sorted by name) as a square of `size` pixels: centre-cropped, or, with `findFaces`,
+ * cropped to a square about its best face; with `everyFace` too, each face of the image is one identity
+ * (named FILE-1, FILE-2… from left to right): group photos give many identities of like framing and light.
  */
-export async function folderFaces(dir: string, size: number, findFace?: FaceFinder): Promise<FaceImage[]> {
+export async function folderFaces(dir: string, size: number, findFaces?: FaceFinder, everyFace = false): Promise<FaceImage[]> {
   const names = await readdir(dir).catch(() => {
     throw new UserError(`cannot read the image folder ${dir}`)
   })
   const files = names.filter(name => IMAGE_EXTENSIONS.includes(extname(name).toLowerCase())).sort()
-  check(files.length >= 2, `${dir} holds ${files.length} image(s); the demo world needs at least 2 (${IMAGE_EXTENSIONS.join(' ')})`)
   const faces: FaceImage[] = []
   for (const file of files) {
     const path = join(dir, file)
-    let image: ImageTensor
-    if (findFace) {
-      const whole = await loadImage(path)
-      const box = await findFace(whole)
-      check(box, `no face found in ${path}: remove it or crop it by hand`)
-      image = await cropSquare(whole, faceSquare(box, whole), size)
-    } else {
-      image = await loadImage(path, { size, fit: 'cover' })
+    if (!findFaces) {
+      faces.push({ name: parse(file).name, pixels: (await loadImage(path, { size, fit: 'cover' })).data })
+      continue
     }
-    faces.push({ name: parse(file).name, pixels: image.data })
+    const whole = await loadImage(path)
+    const boxes = await findFaces(whole)
+    check(boxes.length > 0, `no face found in ${path}: remove it or crop it by hand`)
+    const chosen = everyFace ? [...boxes].sort((a, b) => a.x - b.x) : boxes.slice(0, 1)
+    for (const [i, box] of chosen.entries()) {
+      const name = everyFace && chosen.length > 1 ? `${parse(file).name}-${i + 1}` : parse(file).name
+      faces.push({ name, pixels: (await cropSquare(whole, faceSquare(box, whole), size)).data })
+    }
   }
+  check(faces.length >= 2, `${dir} gives ${faces.length} face(s); the demo world needs at least 2 (${IMAGE_EXTENSIONS.join(' ')})`)
   return faces
 }
 
