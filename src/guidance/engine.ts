@@ -97,13 +97,13 @@ export async function previewModels(models: string, kind: PreviewKind, decoder?:
 }
 
 /** A model derived from `forward` (itself, or its gradient), written once under the cache and opened. */
-async function cachedSession(forward: LoadedModel, derive: (m: LoadedModel) => LoadedModel, tag: string, settings: CacheSettings): Promise<Session> {
+export async function cachedSession(forward: LoadedModel, derive: (m: LoadedModel) => LoadedModel, tag: string, settings: CacheSettings): Promise<Session> {
   const path = join(settings.cacheDir ?? cacheRoot(), `${tag}-${await modelKey(forward, tag)}`, 'model.onnx')
   if (!existsSync(path)) await writeModel(derive(forward), path)
   return openSession(path, settings.session)
 }
 
-interface CacheSettings {
+export interface CacheSettings {
   cacheDir?: string
   session?: SessionSettings
 }
