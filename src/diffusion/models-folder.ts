@@ -9,7 +9,7 @@ import { dtypeOf } from '../onnx/builder.js'
 import { graphOf, readModel, toNumber, type LoadedModel } from '../onnx/proto.js'
 import { cachedLoraUnet, loraKey, loraTargets } from './lora.js'
 import { safetensorsShapes } from './safetensors.js'
-import { taesdOutputRange } from './decoders.js'
+import { DECODER_FILES, decoderFile, readDecoderFile, taesdOutputRange } from './decoders.js'
 import { ClipTokenizer } from './tokenizer.js'
 
 export interface WorldInfo {
@@ -71,6 +71,8 @@ interface Piece {
   /** needed for `generate` (else: only for guidance or LCM previews) */
   required: boolean
   howTo: string
+  /** where the piece may be in more than one form: the file present, if any (else `path`) */
+  find?: (dir: string) => string | undefined
   /** problems with the file, beyond its presence */
   check?: (dir: string, path: string) => Promise<string[]>
 }
@@ -169,9 +171,10 @@ const PIECES: Piece[] = [
     }),
   },
   {
-    name: 'taesdxl_decoder', path: join('taesdxl_decoder', 'model.onnx'), required: false,
-    howTo: 'python samples/export/taesdxl_decoder.py OUT/taesdxl_decoder/model.onnx  (diffusers AutoencoderTiny "madebyollin/taesdxl")',
-    check: onnxCheck(DECODER_IO),
+    name: 'taesdxl_decoder', path: DECODER_FILES.taesd[0], required: false,
+    howTo: 'put taesdxl_decoder.safetensors (madebyollin/taesd, or diffusers\' madebyollin/taesdxl weights) in OUT, or python samples/export/taesdxl_decoder.py OUT/taesdxl_decoder/model.onnx',
+    find: dir => decoderFile(dir, 'taesd'),
+    check: async (_dir, path) => checkIo(await readDecoderFile(path), DECODER_IO),
   },
   {
     name: 'lcm_unet', path: LCM_UNET, required: false,
@@ -193,7 +196,7 @@ export async function checkModels(dir: string): Promise<PieceReport[]> {
   const world = await readWorld(dir)
   const reports: PieceReport[] = []
   for (const piece of PIECES) {
-    const path = join(dir, piece.path)
+    const path = piece.find?.(dir) ?? join(dir, piece.path)
     const textPiece = /^(text_encoder|tokenizer)/.test(piece.name)
     const required = piece.required && !(textPiece && world?.text === false)
     let present = existsSync(path)
@@ -213,7 +216,7 @@ export async function checkModels(dir: string): Promise<PieceReport[]> {
     } catch (error) {
       problems = [(error as Error).message]
     }
-    const range = piece.name === 'taesdxl_decoder' && problems.length === 0 ? taesdOutputRange((await readModel(path)).model) : undefined
+    const range = piece.name === 'taesdxl_decoder' && problems.length === 0 ? taesdOutputRange((await readDecoderFile(path)).model) : undefined
     const notes = range ? [range === '[-1,1]' ? 'outputs [-1,1] (as diffusers DecoderTiny)' : 'outputs [0,1] (raw taesd.py Decoder): mapped to [-1,1]'] : []
     reports.push({ piece: piece.name, path, status: problems.length ? 'mismatch' : 'ok', problems, notes, howTo: problems.length ? piece.howTo : undefined })
   }

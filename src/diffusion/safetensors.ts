@@ -32,16 +32,20 @@ export function halfToFloat(h: number): number {
   return sign * 2 ** (exponent - 15) * (1 + fraction / 1024)
 }
 
+// one float32's bits, reused (this runs once per weight)
+const scratch = new Float32Array(1)
+const scratchBits = new Uint32Array(scratch.buffer)
+
 /** float → IEEE half, rounding to nearest even. */
 export function floatToHalf(value: number): number {
-  const f32 = new Float32Array([value])
-  const bits = new Uint32Array(f32.buffer)[0]
+  scratch[0] = value
+  const bits = scratchBits[0]
   const sign = (bits >>> 16) & 0x8000
   const exponent = ((bits >>> 23) & 0xff) - 127 + 15
   const mantissa = bits & 0x7fffff
   if (((bits >>> 23) & 0xff) === 0xff) return sign | 0x7c00 | (mantissa ? 0x200 : 0)
   if (exponent >= 0x1f) return sign | 0x7c00
-  if (exponent <= 0) return sign | roundHalfEven(Math.abs(f32[0]) / 2 ** -24) // subnormal: multiples of 2^-24
+  if (exponent <= 0) return sign | roundHalfEven(Math.abs(scratch[0]) / 2 ** -24) // subnormal: multiples of 2^-24
   const half = sign | (exponent << 10) | (mantissa >> 13)
   const rest = mantissa & 0x1fff
   return half + (rest > 0x1000 || (rest === 0x1000 && half & 1) ? 1 : 0)
@@ -56,7 +60,8 @@ function roundHalfEven(x: number): number {
 const readers: Record<string, (bytes: Buffer, shape: number[]) => NamedTensor> = {
   F32: (b, shape) => ({ dtype: 'F32', shape, data: new Float32Array(Uint8Array.from(b).buffer) }),
   F16: (b, shape) => ({ dtype: 'F16', shape, data: new Uint16Array(Uint8Array.from(b).buffer) }),
-  BF16: (b, shape) => ({ dtype: 'F32', shape, data: Float32Array.from({ length: b.byteLength / 2 }, (_, i) => new Float32Array(new Uint32Array([b.readUInt16LE(2 * i) << 16]).buffer)[0]) }),
+  // bfloat16 is the top half of a float32's bits
+  BF16: (b, shape) => ({ dtype: 'F32', shape, data: new Float32Array(Uint32Array.from(new Uint16Array(Uint8Array.from(b).buffer), bits => bits << 16).buffer) }),
 }
 
 /** Every tensor of a .safetensors file (F32, F16 kept as they are; BF16 widened to F32). */

@@ -12,7 +12,7 @@ import { encodeModel, externalDataFiles, graphOf, readModel, toNumber, writeMode
 import { inferShapes } from '../onnx/shapes.js'
 import { openSession, ort, type Session, type SessionSettings } from '../onnx/session.js'
 import { conditioning, conditioningFeeds, inputTensor, TEXT_ENCODERS, type Conditioning, type Tensor } from '../diffusion/conditioning.js'
-import { decodeFinal, decoderScales, DECODER_FOLDERS, finalDecoder, type Decoder, type DecoderKind } from '../diffusion/decoders.js'
+import { decodeFinal, decoderFile, decoderModelPath, decoderScales, DECODER_FOLDERS, finalDecoder, type Decoder, type DecoderKind } from '../diffusion/decoders.js'
 import { lcmUnetPath } from '../diffusion/models-folder.js'
 import { ddimLoop, initialNoise, latentDims, loadSdxl, unetEpsModel, type GenerateSettings, type LoopHooks, type StepState } from '../diffusion/pipeline.js'
 import { ddimStep, lcmPreviewCoefficients, naiveX0Coefficients, renoise, type Linear } from '../diffusion/schedulers.js'
@@ -91,8 +91,8 @@ export interface PreviewModels {
 /** The ε model and decoder a preview runs through. */
 export async function previewModels(models: string, kind: PreviewKind, decoder?: DecoderKind): Promise<PreviewModels> {
   const unetPath = kind === 'lcm' ? await lcmUnetPath(models) : join(models, 'unet', 'model.onnx')
-  const decoderKind = decoder ?? (existsSync(join(models, DECODER_FOLDERS.taesd, 'model.onnx')) ? 'taesd' : 'vae')
-  const decoderModel = await readModel(join(models, DECODER_FOLDERS[decoderKind], 'model.onnx'))
+  const decoderKind = decoder ?? (decoderFile(models, 'taesd') ? 'taesd' : 'vae')
+  const decoderModel = await readModel(await decoderModelPath(models, decoderKind))
   return { unet: await readModel(unetPath), decoder: decoderModel, scales: decoderScales(decoderKind, decoderModel.model) }
 }
 
