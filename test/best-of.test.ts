@@ -39,7 +39,7 @@ describe('best-of-N', function () {
     assert.equal(best.n, 3)
     assert.deepEqual(best.candidates.map(c => c.seed), [0, 1, 2].map(j => candidateSeed(4, j)))
     // each candidate's loss is the mean squared difference of its final image to the target
-    const losses = []
+    const losses: number[] = []
     for (const { seed } of best.candidates) {
       const { image } = await lookahead({ ...settings, seed, preview: 'none' })
       losses.push(image.data.reduce((s, v, i) => s + (v - target[i]) ** 2, 0) / image.data.length)

@@ -29,12 +29,12 @@ export interface PreviewStrategy {
  * x̂₀ = a·x_t + b·ε, and between steps the forward process back to the next timestep. Their cost per iteration
  * is previewUnetCalls.
  */
-export const PREVIEWS = {
+export const PREVIEWS: Record<'x0' | 'lcm', PreviewStrategy> = {
   /** the naive DDPM estimate (eq. 9), blurry at early steps; with the sampler's CFG, as a guided sampler would */
   x0: { label: 'x0', unet: 'base', defaultCfg: cfg => cfg, coefficients: naiveX0Coefficients, multiStep: false },
   /** the paper's LCM lookahead: c_out·x̂₀ + c_skip·x_t from the LCM-LoRA UNet's ε, without CFG */
   lcm: { label: 'lcm', unet: 'lcm', defaultCfg: () => 1, coefficients: lcmPreviewCoefficients, multiStep: true },
-} as const satisfies Record<string, PreviewStrategy>
+}
 
 export type PreviewKind = keyof typeof PREVIEWS
 export const PREVIEW_KINDS = Object.keys(PREVIEWS) as PreviewKind[]
