@@ -3,16 +3,17 @@ import { detectFaces } from '../../guides/face.js'
 import { LookaheadCommand } from '../../src/cli/base.js'
 import { check } from '../../src/errors.js'
 import { DEFAULT_WORLD_SETTINGS } from '../../src/world/world.js'
-import { buildWorldFolder } from '../../src/world/models.js'
+import { buildWorldFolder, readTaesd } from '../../src/world/models.js'
 
 export default class WorldBuild extends LookaheadCommand {
   static description =
     'Build the demo world: a models folder whose UNet is the exact denoiser of a Gaussian mixture over face latents, ' +
-    'whose LCM UNet is its probability-flow endpoint, and whose decoders are a fixed linear codec (no downloads)'
+    'whose LCM UNet is its probability-flow endpoint, and whose codec is fixed and linear (no downloads) or, with --codec taesd, the real TAESDXL encoder and decoder'
 
   static examples = [
     '<%= config.bin %> world build -o models/demo',
     '<%= config.bin %> world build --world-images photos/ --crop-faces -o models/photos',
+    '<%= config.bin %> world build --codec taesd --taesd taesd/ -o models/demo-taesd',
   ]
 
   static flags = {
@@ -22,6 +23,8 @@ export default class WorldBuild extends LookaheadCommand {
     'every-face': Flags.boolean({ description: 'with --crop-faces: every face found is an identity (group photos)', dependsOn: ['crop-faces'] }),
     size: Flags.integer({ description: 'image side in pixels, a multiple of 8 (latents are side/8)', default: DEFAULT_WORLD_SETTINGS.size, min: 32 }),
     rank: Flags.integer({ description: 'dimension of the principal subspace (default: the smallest ≥ images − 1 keeping 90% of the variance)', min: 1 }),
+    codec: Flags.string({ description: 'the latent codec: linear (fixed, no weights) or taesd (the real TAESDXL encoder and decoder: SDXL latents)', options: ['linear', 'taesd'], default: 'linear' }),
+    taesd: Flags.string({ description: 'with --codec taesd: a folder with taesdxl_encoder/decoder.safetensors, or one of those files' }),
     spread: Flags.string({ description: 'c: each component\'s covariance is c·Σ_pca', default: String(DEFAULT_WORLD_SETTINGS.spread) }),
   }
 
@@ -29,12 +32,16 @@ export default class WorldBuild extends LookaheadCommand {
     const { flags } = await this.parse(WorldBuild)
     const spread = Number(flags.spread)
     check(spread > 0, `--spread must be a positive number (got ${flags.spread})`)
+    check(flags.codec !== 'taesd' || flags.taesd, '--codec taesd needs --taesd DIR_OR_FILE (TAESDXL\'s encoder and decoder weights)')
+    check(flags.codec === 'taesd' || !flags.taesd, '--taesd goes with --codec taesd')
+    const taesd = flags.taesd ? await readTaesd(flags.taesd) : undefined
     const spinner = this.spinner('building the demo world')
     const start = performance.now()
     const { world, files } = await buildWorldFolder(flags.output, {
       images: flags['world-images'],
       findFaces: flags['crop-faces'] ? async image => (await detectFaces(image)).map(face => face.box) : undefined,
       everyFace: flags['every-face'],
+      taesd,
       settings: { size: flags.size, rank: flags.rank, spread },
     }).finally(() => spinner.stop())
     const result = {
@@ -43,11 +50,12 @@ export default class WorldBuild extends LookaheadCommand {
       identities: world.identities,
       components: world.components.length,
       rank: world.rank,
+      codec: world.codecKind,
       explainedVariance: world.explainedVariance,
       seconds: (performance.now() - start) / 1000,
     }
     this.note(`wrote ${flags.output}: ${world.identities.length} identities, ${result.components} components, ` +
-      `rank ${world.rank} (${(100 * world.explainedVariance).toFixed(1)}% of the variance), ${result.seconds.toFixed(1)} s`)
+      `rank ${world.rank} (${(100 * world.explainedVariance).toFixed(1)}% of the variance), ${world.codecKind} codec, ${result.seconds.toFixed(1)} s`)
     return result
   }
 }

@@ -47,8 +47,13 @@ export interface DemoWorld extends Mixture {
   pcaVariances: Float64Array
   /** the fraction of the components' variance inside the subspace */
   explainedVariance: number
+  /** the image and latent sizes, and the linear codec's maps */
   codec: Codec
+  /** 'linear': the fixed linear codec; 'taesd': the real TAESDXL encoder and decoder (SDXL's latent space) */
+  codecKind: CodecKind
 }
+
+export type CodecKind = 'linear' | 'taesd'
 
 export interface FaceImage {
   name: string
@@ -141,22 +146,34 @@ export function transformImage(pixels: Float32Array, size: number, flip: boolean
   return out
 }
 
-export function buildWorld(faces: FaceImage[], settings: WorldSettings = DEFAULT_WORLD_SETTINGS, source = 'drawn'): DemoWorld {
+/** The components of a face set (each face, its mirror image, and shifts) and their images, before encoding. */
+export function componentImages(faces: FaceImage[], settings: WorldSettings): { components: Component[]; images: Float32Array[] } {
   const { size, shift } = settings
   check(size % LATENT_FACTOR === 0 && size >= 4 * LATENT_FACTOR, `the world's image size must be a multiple of 8 and at least 32 (got ${size})`)
   check(faces.length >= 2, `the demo world needs at least 2 images (got ${faces.length})`)
-  const codec = makeCodec(size)
   const offsets: [number, number][] = [[0, 0], [-shift, 0], [shift, 0], [0, -shift], [0, shift]]
   const components: Component[] = []
-  const latents: Float64Array[] = []
+  const images: Float32Array[] = []
   faces.forEach((face, identity) => {
     for (const flip of [false, true]) {
       for (const offset of shift > 0 ? offsets : offsets.slice(0, 1)) {
         components.push({ identity, flip, shift: offset })
-        latents.push(encodeImage(codec, transformImage(face.pixels, size, flip, offset)))
+        images.push(transformImage(face.pixels, size, flip, offset))
       }
     }
   })
+  return { components, images }
+}
+
+/** The world of the drawn faces or a face set, with the fixed linear codec. */
+export function buildWorld(faces: FaceImage[], settings: WorldSettings = DEFAULT_WORLD_SETTINGS, source = 'drawn'): DemoWorld {
+  const { components, images } = componentImages(faces, settings)
+  const codec = makeCodec(settings.size)
+  return worldFromLatents(faces, components, images.map(image => encodeImage(codec, image)), settings, source, 'linear')
+}
+
+/** The mixture over the components' latents (from either codec), in their principal subspace. */
+export function worldFromLatents(faces: FaceImage[], components: Component[], latents: Float64Array[], settings: WorldSettings, source: string, codecKind: CodecKind): DemoWorld {
   if (settings.rank !== undefined) {
     check(Number.isInteger(settings.rank) && settings.rank >= 1 && settings.rank < components.length, `the subspace rank must be an integer in 1..${components.length - 1} (got ${settings.rank})`)
   }
@@ -178,7 +195,8 @@ export function buildWorld(faces: FaceImage[], settings: WorldSettings = DEFAULT
     components,
     pcaVariances: pca.variances,
     explainedVariance: pca.explained,
-    codec,
+    codec: makeCodec(settings.size),
+    codecKind,
   }
 }
 
@@ -285,6 +303,7 @@ export function worldJson(world: DemoWorld): object {
     source: world.source,
     imageSize: world.codec.imageSize,
     latentShape: latentShape(world),
+    codec: world.codecKind,
     settings: world.settings,
     identities: world.identities,
     components: world.components,
@@ -327,5 +346,6 @@ export function parseWorld(text: string, source: string): DemoWorld {
     pcaVariances: Float64Array.from(json.subspace.pcaVariances),
     explainedVariance: json.subspace.explainedVariance,
     codec: makeCodec(json.imageSize),
+    codecKind: json.codec ?? 'linear',
   }
 }
