@@ -1,8 +1,7 @@
 import { Args, Flags } from '@oclif/core'
 import { LookaheadCommand } from '../src/cli/base.js'
+import { checkFileOutput } from '../src/cli/output.js'
 import { UserError } from '../src/errors.js'
-import { writeGradientModel } from '../src/onnx/autodiff.js'
-import { gradcheck } from '../src/onnx/gradcheck.js'
 
 export default class Grad extends LookaheadCommand {
   static description =
@@ -30,13 +29,17 @@ export default class Grad extends LookaheadCommand {
   async run() {
     const { args, flags } = await this.parse(Grad)
     const dims = parseDims(flags.dim ?? [])
+    checkFileOutput(flags.output)
+    const { device, threads } = await this.runtime(flags)
+    const { writeGradientModel } = await import('../src/onnx/autodiff.js')
+    const { gradcheck } = await import('../src/onnx/gradcheck.js')
     const spinner = this.spinner(`differentiating ${args.model}`)
     const summary = await writeGradientModel(args.model, flags.output, { wrt: flags.wrt, of: flags.of, segments: flags.recompute }).finally(() => spinner.stop())
     if (!summary.scalar) this.warning(`${summary.of} is not a scalar: the gradients are those of the sum of its elements`)
     this.note(`wrote ${summary.output}: ${summary.of} and ${summary.wrt.map(x => `${x}_grad`).join(', ')} (${summary.nodes.forward} forward nodes → ${summary.nodes.gradient} nodes)`)
     if (!flags.check) return summary
     const checking = this.spinner('checking against finite differences')
-    const check = await gradcheck(args.model, flags.output, { wrt: flags.wrt, of: summary.of, dims, directions: flags.directions, device: this.device(flags), threads: flags.threads })
+    const check = await gradcheck(args.model, flags.output, { wrt: flags.wrt, of: summary.of, dims, directions: flags.directions, device, threads })
       .finally(() => checking.stop())
     if (!this.jsonEnabled()) {
       for (const input of check.inputs) this.log(`${input.name} [${input.shape.join(', ')}]: relative errors ${input.relativeErrors.map(e => e.toExponential(2)).join(', ')}`)

@@ -2,70 +2,84 @@ import { Flags } from '@oclif/core'
 import chalk from 'chalk'
 import { exitOnInterrupt, LookaheadCommand } from '../src/cli/base.js'
 import { check } from '../src/errors.js'
-import { guidanceFlags, jobFromFlags, modelFlags, numberFlag, promptArg, samplingFlags } from '../src/cli/flags.js'
-import { METHODS, type Method } from '../src/guidance/engine.js'
-import { saveImage } from '../src/image/image.js'
-import { dryRunJob, fitMemoryJob, jobSettings, resolveModels, runGuideJob, type GuideJob } from '../guides/jobs.js'
+import { modelFlags, promptArg, settingFlags, settingsFromFlags } from '../src/cli/flags.js'
+import { checkImageOutput, writeImage } from '../src/cli/output.js'
+import type { SettingKey } from '../src/cli/settings.js'
+import type { GuideJob } from '../guides/jobs.js'
+
+const SETTINGS: SettingKey[] = [
+  'negative', 'steps', 'cfg', 'seed', 'size', 'loss', 'ref', 'refText', 'preview', 'guideSteps', 'iters', 'recur', 'lr', 'optimizer', 'clip',
+  'normalize', 'renormalize', 'guideSize', 'recompute', 'previewCfg', 'previewDecoder', 'idNetwork',
+]
 
 export default class Guide extends LookaheadCommand {
   static description = 'Generate an image guided by an image-space loss through a lookahead preview (LCM, or the naive x0 estimate)'
 
   static examples = [
-    '<%= config.bin %> guide --world demo --loss id --ref face.png -o out.png',
-    '<%= config.bin %> guide "an astronaut" --models sdxl/ --loss id --ref face.jpg --preview lcm --guide-step 10 --iters 10 -o out.png',
+    '<%= config.bin %> guide --world demo --loss id --ref world:dev -o out.png',
+    '<%= config.bin %> guide "an astronaut" --models sdxl/ --loss id --ref face.jpg --preview lcm --guide-steps 10 --iters 10 -o out.png',
   ]
 
   static args = { prompt: promptArg }
 
   static flags = {
     ...modelFlags,
-    ...samplingFlags,
-    ...guidanceFlags,
-    preview: Flags.string({ description: 'the lookahead preview the loss sees; none: no guidance (baseline)', options: METHODS, default: 'lcm' }),
-    output: Flags.string({ char: 'o', description: 'output PNG (not needed with --dry-run)' }),
+    ...settingFlags([...SETTINGS, 'memoryLimit']),
+    output: Flags.string({ char: 'o', description: 'output image: .png, .jpg or .webp (not needed with --dry-run)' }),
     'dry-run': Flags.boolean({ description: 'print the cost (UNet evaluations, gradient passes, peak memory of the gradient pass) and stop' }),
-    'memory-limit': Flags.string({ description: 'GPU memory in GB the gradient pass must fit, for --dry-run\'s advice', default: '80' }),
   }
 
   async run() {
     const { args, flags } = await this.parse(Guide)
     exitOnInterrupt()
-    const job = await jobFromFlags(args.prompt, flags, await resolveModels(flags), this.device(flags))
-    job.preview = flags.preview as Method
-    const limitGb = numberFlag(flags['memory-limit'], 'memory-limit', { positive: true })
-    if (flags['dry-run']) return this.dryRun(job, limitGb)
-    check(flags.output, 'say where to write the image: -o out.png')
-    // on a GPU, say before running what the gradient pass will need
-    if (job.session.device === 'cuda') await this.dryRun(job, limitGb)
+    const { memoryLimit } = settingsFromFlags(['memoryLimit'], flags, 'sdxl')
+    if (!flags['dry-run']) {
+      check(flags.output, 'say where to write the image: -o out.png')
+      checkImageOutput(flags.output)
+    }
+    await this.runtime(flags)
+    const { jobFromFlags } = await import('../src/cli/job.js')
     const spinner = this.spinner('preparing')
-    job.onStep = (done, total) => { spinner.text = `sampling: step ${done}/${total}` }
-    job.onIteration = it => { spinner.text = `guiding at step ${it.step}: iteration ${it.iter + 1}/${job.iters}, loss ${it.loss.toFixed(4)}` }
-    job.warn = message => { spinner.clear(); this.warning(message); spinner.render() }
+    const job = await jobFromFlags(args.prompt, [...SETTINGS, 'device', 'threads'], flags, {
+      onStep: (done, total) => { spinner.text = `sampling: step ${done}/${total}` },
+      onIteration: it => { spinner.text = `guiding at step ${it.step}: iteration ${it.iter + 1}/${job.iters}, loss ${it.loss.toFixed(4)}` },
+      warn: message => spinner.interject(`${chalk.yellow('warning:')} ${message}`),
+      note: message => { if (!this.jsonEnabled()) spinner.interject(message) },
+    }).catch(error => { spinner.stop(); throw error })
+    if (flags['dry-run']) {
+      spinner.stop()
+      return this.dryRun(job, memoryLimit)
+    }
+    // on a GPU, say before running what the gradient pass will need
+    if (job.device === 'cuda') await this.dryRun(job, memoryLimit)
+    const { runGuideJob, jobSettings } = await import('../guides/jobs.js')
     const result = await runGuideJob(job).finally(() => spinner.stop())
-    await saveImage(result.image, flags.output!)
+    await writeImage(result.image, flags.output!)
 
     const losses = result.iterations.map(i => i.loss)
-    if (losses.length > 0) this.note(`loss ${losses[0].toFixed(4)} → ${losses[losses.length - 1].toFixed(4)} over ${losses.length} iterations (${result.guide})`)
-    const { identity, world, clip } = result.metrics
+    if (losses.length > 0) this.note(`loss ${losses[0].toFixed(4)} → ${result.finalLoss!.toFixed(4)} (before the first of ${losses.length} updates → after the last; ${result.guide})`)
+    const { identity, world, clip, missing } = result.metrics
     if (identity) {
       const byLossNet = identity.loss ? `; by the loss's network: distance ${identity.loss.distance.toFixed(3)}` : ''
       this.note(`identity to the reference (held-apart metric): cosine ${identity.similarity.toFixed(3)}, distance ${identity.distance.toFixed(3)}${byLossNet}`)
-    }
+    } else if (missing?.identity) this.note(`identity to the reference (held-apart metric): none (${missing.identity})`)
     if (world) this.note(`demo world: nearest identity ${world.name}, Mahalanobis ${world.mahalanobis.toFixed(2)}${world.typical ? '' : chalk.yellow(' (off the data distribution)')}`)
     if (clip !== undefined) this.note(`CLIP score to the prompt: ${clip.toFixed(2)}`)
     this.note(`${chalk.green('wrote')} ${flags.output}`)
-    return { output: flags.output, settings: jobSettings(job), iterations: result.iterations, metrics: result.metrics, timings: result.timings, guide: result.guide }
+    const { iterations, finalLoss, metrics, timings, guide } = result
+    return { output: flags.output, settings: jobSettings(job), iterations, finalLoss, metrics, timings, guide }
   }
 
   /** Prints the run's cost and the gradient pass's memory estimate, with advice past `limitGb`. */
   private async dryRun(job: GuideJob, limitGb: number) {
+    const { dryRunJob, fitMemoryJob } = await import('../guides/jobs.js')
     const cost = await dryRunJob(job)
     const gb = (bytes: number) => (bytes >= 1e8 ? `${(bytes / 1e9).toFixed(2)} GB` : `${(bytes / 1e6).toFixed(2)} MB`)
     this.note(`latent ${cost.latentShape.join('×')}: sampling ${cost.samplingEvaluations} UNet evaluations, guidance ${cost.guidanceEvaluations} more (${cost.gradientPasses} gradient passes): ${cost.ratio.toFixed(2)}× an unguided image`)
     const { weights: held, samplingActivations } = cost.sessions
     if (cost.gradientPasses > 0) {
       const { weights, peak, lowerBound, upperBound, unknown } = cost.memory
-      const recomputed = (job.recompute ?? 1) > 1 ? `, its forward recomputed in ${job.recompute} segments` : ''
+      const recomputed = job.recompute > 1 ? `, its forward recomputed in ${job.recompute} segments` : ''
       this.note(`gradient pass${recomputed}: weights ${gb(weights)} + activations ≈ ${gb(peak)} at their peak ` +
         `(buffers as onnxruntime's planner holds them; ${gb(lowerBound)} if each value were freed at its last reader, ${gb(upperBound)} if none were; ` +
         `UNet and decoder with a stand-in loss: the guide network, kernel workspaces and arena overhead add to it)` +
@@ -77,7 +91,7 @@ export default class Guide extends LookaheadCommand {
       const flags = fit && [`--recompute ${fit.recompute}`, ...(fit.guideSize ? [`--guide-size ${fit.guideSize}`] : [])].join(' ')
       this.warning(`this exceeds ${limitGb} GB: ` + (fit
         ? `${flags} fits (${gb(fit.cost.peakBytes)}; guidance ${fit.cost.guidanceEvaluations.toFixed(0)} UNet evaluations instead of ${cost.guidanceEvaluations.toFixed(0)})`
-        : 'no recomputation or --guide-size down to 512 fits; try an fp16 UNet export or --preview-decoder taesd'))
+        : job.world === 'demo' ? 'no recomputation fits (a demo world runs at its own size only)' : 'no recomputation or --guide-size down to 512 fits; try an fp16 UNet export or --preview-decoder taesd'))
     }
     return cost
   }

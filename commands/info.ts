@@ -1,15 +1,17 @@
 import { LookaheadCommand } from '../src/cli/base.js'
-import { runtimeInfo } from '../src/index.js'
 
 export default class Info extends LookaheadCommand {
-  static description = 'Show the onnxruntime version, the execution providers available here, and where models are looked for'
+  static description = 'Show the onnxruntime version, the execution providers available here, where models are looked for, and the cache folder; with --device cuda, exit 1 where CUDA cannot run'
 
   async run() {
-    await this.parse(Info)
+    const { flags } = await this.parse(Info)
+    const { runtimeInfo } = await import('../src/index.js')
     const info = runtimeInfo()
     if (!this.jsonEnabled()) {
       for (const [key, value] of Object.entries(info)) this.log(`${key.padEnd(12)} ${Array.isArray(value) ? value.join(', ') : value}`)
     }
+    // after the listing, so it shows what is there; then the same one-line error as any command
+    await this.runtime(flags)
     return info
   }
 }

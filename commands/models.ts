@@ -1,9 +1,9 @@
 import { Args, Flags } from '@oclif/core'
 import chalk from 'chalk'
+import { fileURLToPath } from 'node:url'
 import { LookaheadCommand } from '../src/cli/base.js'
 import { check } from '../src/errors.js'
-import { checkModels, modelsDir } from '../src/diffusion/models-folder.js'
-import { GENERATIONS, writeTinyModels, type Generation } from '../src/diffusion/tiny/index.js'
+import { GENERATIONS, type Generation } from '../src/diffusion/tiny/config.js'
 
 export default class Models extends LookaheadCommand {
   static description =
@@ -26,6 +26,8 @@ export default class Models extends LookaheadCommand {
 
   async run() {
     const { args, flags } = await this.parse(Models)
+    const { checkModels, modelsDir } = await import('../src/diffusion/models-folder.js')
+    const { writeTinyModels } = await import('../src/diffusion/tiny/index.js')
     const target = args.dir ?? flags.models
     if (flags['write-tiny']) {
       check(target, '--write-tiny needs a folder: lookahead models DIR --write-tiny')
@@ -44,6 +46,8 @@ export default class Models extends LookaheadCommand {
         for (const note of p.notes) this.log(`      ${note}`)
         if (p.howTo && p.status !== 'ok') this.log(`      ${chalk.dim(`make it: ${p.howTo}`)}`)
       }
+      // the python scripts ship in the package (package.json "files"): name where they are for an npm install
+      if (pieces.some(p => p.howTo?.includes('samples/export/') && p.status !== 'ok')) this.log(chalk.dim(`the samples/export/ scripts are in ${fileURLToPath(new URL('../../samples/export/', import.meta.url))} (Python with torch, diffusers, optimum; see its README.md)`))
       this.log(ok ? chalk.green('generate can run with this folder') : chalk.red('generate cannot run with this folder: see above'))
     }
     if (!ok) process.exitCode = 1

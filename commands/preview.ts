@@ -1,10 +1,8 @@
 import { Flags } from '@oclif/core'
 import { exitOnInterrupt, LookaheadCommand } from '../src/cli/base.js'
-import { modelFlags, numberFlag, promptArg, samplingFlags } from '../src/cli/flags.js'
 import { check } from '../src/errors.js'
-import { previewFigure } from '../src/guidance/figure.js'
-import { composeGrid, imageFromTensor, saveImage } from '../src/image/image.js'
-import { defaultSize, resolveModels } from '../guides/jobs.js'
+import { DEFAULT_PROMPT, modelFlags, promptArg, settingFlags } from '../src/cli/flags.js'
+import { checkImageOutput, writeImage } from '../src/cli/output.js'
 
 export default class Preview extends LookaheadCommand {
   static description = 'Teaching figure (the paper\'s fig. 2): at several steps, the naive x0 estimate beside the LCM preview beside the final image'
@@ -15,27 +13,29 @@ export default class Preview extends LookaheadCommand {
 
   static flags = {
     ...modelFlags,
-    ...samplingFlags,
-    at: Flags.string({ description: 'step indices to preview', default: '2,5,10,20' }),
-    output: Flags.string({ char: 'o', description: 'output PNG (one row per step: x0, lcm, final)', required: true }),
+    ...settingFlags(['negative', 'steps', 'cfg', 'seed', 'size', 'at']),
+    output: Flags.string({ char: 'o', description: 'output image, .png, .jpg or .webp (one row per step: x0, lcm, final)' }),
   }
 
   async run() {
     const { args, flags } = await this.parse(Preview)
     exitOnInterrupt()
-    const models = await resolveModels(flags)
-    const side = flags.size ?? (await defaultSize(models))
-    const at = flags.at.split(',').map(Number)
-    for (const s of at) check(Number.isInteger(s) && s >= 0 && s < flags.steps, `--at ${flags.at}: each step must be an integer in 0…${flags.steps - 1}`)
+    check(flags.output, 'say where to write the figure: -o preview.png')
+    checkImageOutput(flags.output)
+    await this.runtime(flags)
+    const { samplingFromFlags } = await import('../src/cli/job.js')
+    const settings = await samplingFromFlags(['negative', 'seed', 'at'], flags, args.prompt, message => this.note(message))
+    for (const s of settings.at) check(s < settings.steps, `--at ${settings.at.join(',')}: step ${s} is outside 0…${settings.steps - 1} (there are ${settings.steps} steps)`)
+    const { previewFigure } = await import('../src/guidance/figure.js')
+    const { composeGrid, imageFromTensor } = await import('../src/image/image.js')
     const spinner = this.spinner('sampling')
     const figure = await previewFigure({
-      prompt: args.prompt, negative: flags.negative, steps: flags.steps, cfg: numberFlag(flags.cfg, 'cfg'), seed: flags.seed,
-      size: { height: side, width: side }, models, session: { device: this.device(flags), threads: flags.threads }, at,
+      ...settings, prompt: args.prompt ?? DEFAULT_PROMPT, size: { height: settings.size, width: settings.size },
       onStep: (done, total) => { spinner.text = `sampling: step ${done}/${total}` },
     }).finally(() => spinner.stop())
     const final = imageFromTensor(figure.final.data, figure.final.dims)
     const image = (t: { data: Float32Array; dims: number[] }) => imageFromTensor(t.data, t.dims)
-    await saveImage(composeGrid(figure.rows.map(row => [
+    await writeImage(composeGrid(figure.rows.map(row => [
       { image: image(row.previews.x0), label: `step ${row.step} (t=${row.t}) x0` },
       { image: image(row.previews.lcm), label: `step ${row.step} lcm` },
       { image: final, label: 'final' },

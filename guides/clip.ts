@@ -42,7 +42,7 @@ export function clipImageEmbedding(g: GraphBuilder, vision: LoadedModel, path: s
 }
 
 /** CLIP's text embedding, from text_model.onnx and the tokenizer files beside it. */
-export async function clipTextEmbedding(dir: string, text: string, device: Device = 'cpu'): Promise<Float32Array> {
+export async function clipTextEmbedding(dir: string, text: string, device?: Device): Promise<Float32Array> {
   const path = join(dir, 'onnx', 'text_model.onnx')
   if (!existsSync(path)) throw new UserError(`no CLIP text model at ${path} (see README, "Guide networks")`)
   const tokenizer = await ClipTokenizer.fromFolder(dir)

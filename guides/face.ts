@@ -3,7 +3,7 @@
 import sharp from 'sharp'
 import { imageToPixels, type ImageTensor } from '../src/image/image.js'
 import { encodeModel } from '../src/onnx/proto.js'
-import { ort } from '../src/onnx/session.js'
+import { createInferenceSession, ort } from '../src/onnx/session.js'
 import { decodeDetections, detectorModel, DETECTOR_SIZE, type Box, type Detection } from './facenet/detector.js'
 import { LANDMARK_SIZE, landmarkModel } from './facenet/landmarks.js'
 import { scrfdDetect } from './scrfd.js'
@@ -24,8 +24,8 @@ let sessions: Promise<{ detector: ort.InferenceSession; landmarks: ort.Inference
 
 function faceSessions() {
   sessions ??= (async () => ({
-    detector: await ort.InferenceSession.create(encodeModel(await detectorModel())),
-    landmarks: await ort.InferenceSession.create(encodeModel(await landmarkModel())),
+    detector: await createInferenceSession(encodeModel(await detectorModel())),
+    landmarks: await createInferenceSession(encodeModel(await landmarkModel())),
   }))()
   return sessions
 }
@@ -86,7 +86,23 @@ async function landmarksIn(image: ImageTensor, box: Box): Promise<Point[]> {
  * Every face in the image, best first: boxes from face-api's tiny detector (or SCRFD when given), the 68
  * landmarks from face-api's landmark net, and the five points from the landmarks (or SCRFD's keypoints).
  */
-export async function detectFaces(image: ImageTensor, options: DetectOptions = {}): Promise<Face[]> {
+export function detectFaces(image: ImageTensor, options: DetectOptions = {}): Promise<Face[]> {
+  // one detection per image: the reference is looked at by the guide and by each metric
+  const byDetector = detected.get(image) ?? new Map<string, Promise<Face[]>>()
+  detected.set(image, byDetector)
+  const key = options.scrfd ?? 'tiny'
+  let faces = byDetector.get(key)
+  if (!faces) {
+    faces = detect(image, options)
+    byDetector.set(key, faces)
+    faces.catch(() => byDetector.delete(key))
+  }
+  return faces
+}
+
+const detected = new WeakMap<ImageTensor, Map<string, Promise<Face[]>>>()
+
+async function detect(image: ImageTensor, options: DetectOptions): Promise<Face[]> {
   const detections: (Detection & { points?: Point[] })[] = options.scrfd ? await scrfdDetect(options.scrfd, image) : await tinyDetect(image)
   const faces: Face[] = []
   for (const { box, score, points } of detections) {

@@ -6,7 +6,7 @@ import { UserError } from '../src/errors.js'
 import { loadImage, type ImageTensor } from '../src/image/image.js'
 import { GraphBuilder } from '../src/onnx/builder.js'
 import { graphOf, toNumber, writeModel, type LoadedModel } from '../src/onnx/proto.js'
-import { ort, type Device } from '../src/onnx/session.js'
+import { createInferenceSession, ort, type Device } from '../src/onnx/session.js'
 import type { Guide, GuideReference, Size } from '../src/guidance/guide.js'
 
 export type { Guide, GuideReference, Size } from '../src/guidance/guide.js'
@@ -25,36 +25,15 @@ export async function referenceImage(reference: GuideReference, guide: string): 
   return typeof reference.image === 'string' ? loadImage(reference.image) : reference.image
 }
 
-/** One term of a `--loss` spec. */
-export interface LossTerm {
-  name: string
-  weight: number
-}
-
-/** Parses 'id=1,clip=0.5' (a bare name has weight 1). Names are checked against `known`. */
-export function parseLossSpec(spec: string, known: readonly string[]): LossTerm[] {
-  const terms = spec.split(',').map(s => s.trim()).filter(Boolean).map(part => {
-    const match = /^([a-z0-9_-]+)(?:=([-+]?(?:\d+\.?\d*|\.\d+)(?:e[-+]?\d+)?))?$/i.exec(part)
-    if (!match) throw new UserError(`--loss: cannot read "${part}" (write NAME or NAME=WEIGHT, e.g. id=1,clip=0.5)`)
-    const name = match[1].toLowerCase()
-    if (!known.includes(name)) throw new UserError(`--loss: unknown guide "${name}" (known: ${known.join(', ')})`)
-    const weight = match[2] === undefined ? 1 : Number(match[2])
-    if (!Number.isFinite(weight) || weight <= 0) throw new UserError(`--loss: the weight of ${name} must be a positive number`)
-    return { name, weight }
-  })
-  if (terms.length === 0) throw new UserError('--loss is empty (e.g. --loss id or --loss id=1,clip=0.5)')
-  const names = terms.map(t => t.name)
-  const twice = names.find((n, i) => names.indexOf(n) !== i)
-  if (twice) throw new UserError(`--loss names ${twice} twice`)
-  return terms
-}
+export { parseLossSpec, type LossTerm } from '../src/cli/settings.js'
 
 /** Σ weight·loss over the guides; each guide prepares with the same reference. */
 export function combineGuides(terms: { guide: Guide; weight: number }[]): Guide {
   if (terms.length === 1 && terms[0].weight === 1) return terms[0].guide
   return {
     name: terms.map(t => `${t.guide.name}=${t.weight}`).join(','),
-    description: terms.map(t => `${t.weight}·(${t.guide.description})`).join(' + '),
+    // read when asked: each guide describes its network only once prepared
+    get description() { return terms.map(t => `${t.weight}·(${t.guide.description})`).join(' + ') },
     async prepare(reference) {
       for (const { guide } of terms) await guide.prepare(reference)
     },
@@ -97,7 +76,7 @@ export async function compileFragment(size: Size, build: (g: GraphBuilder, image
   try {
     const path = join(dir, 'fragment.onnx')
     await writeModel({ model: g.build(), dir }, path)
-    const session = await ort.InferenceSession.create(path)
+    const session = await createInferenceSession(path)
     return {
       async run(image, feeds = {}) {
         const result = await session.run({ image: new ort.Tensor('float32', image.data, [1, 3, image.height, image.width]), ...feeds })

@@ -1,6 +1,7 @@
 // The guides by name, and `--loss` specs such as 'id=1,clip=0.5' turned into one guide.
 import { ClipGuide } from './clip.js'
-import { combineGuides, parseLossSpec, type Guide, type GuideSettings } from './guide.js'
+import { GUIDE_NAMES, parseLossSpec, type GuideName } from '../src/cli/settings.js'
+import { combineGuides, type Guide, type GuideSettings } from './guide.js'
 import { IdentityGuide, type IdNetwork } from './id.js'
 import { LpipsGuide, type LpipsNet } from './lpips.js'
 import { PerceptualGuide } from './perceptual.js'
@@ -12,23 +13,22 @@ export interface AllGuideSettings extends GuideSettings {
   lpipsNet?: LpipsNet
 }
 
-const makers: Record<string, (settings: AllGuideSettings) => Guide> = {
+const makers: Record<GuideName, (settings: AllGuideSettings) => Guide> = {
   id: s => new IdentityGuide({ ...s, network: s.idNetwork }),
   lpips: s => new LpipsGuide({ ...s, net: s.lpipsNet }),
   clip: s => new ClipGuide(s),
   perceptual: s => new PerceptualGuide(s),
 }
 
-export const GUIDE_NAMES = Object.keys(makers)
-
 /** One guide for a `--loss` spec: a name, or weighted names ('id=1,clip=0.5'). Call prepare() on it next. */
 export function guideFromSpec(spec: string, settings: AllGuideSettings = {}): Guide {
-  return combineGuides(parseLossSpec(spec, GUIDE_NAMES).map(({ name, weight }) => ({ guide: makers[name](settings), weight })))
+  return combineGuides(parseLossSpec(spec).map(({ name, weight }) => ({ guide: makers[name](settings), weight })))
 }
 
 // The guides' public API: `import … from 'lcm-lookahead/guides'` (the package root is src/index.ts, below this layer).
 export { ClipGuide, clipTextEmbedding } from './clip.js'
-export { combineGuides, compileFragment, evaluateFragment, parseLossSpec } from './guide.js'
+export { GUIDE_NAMES, parseLossSpec } from '../src/cli/settings.js'
+export { combineGuides, compileFragment, evaluateFragment } from './guide.js'
 export type { CompiledFragment, Guide, GuideReference, GuideSettings, LossTerm, Size } from './guide.js'
 export { IdentityGuide } from './id.js'
 export type { IdNetwork } from './id.js'
@@ -42,3 +42,6 @@ export type { DetectOptions, Face, Point } from './face.js'
 export { ARCFACE_TEMPLATE, arcfaceTransform, faceApiTransform, similarityTransform, invertAffine, warpAffine, resizeFragment } from './align.js'
 export type { Affine } from './align.js'
 export * from './jobs.js'
+export * from './compare.js'
+export * from './evaluation.js'
+export * from './report.js'

@@ -1,90 +1,132 @@
-// Whole jobs for the CLI and for scripts: one guided image (`lookahead guide`), and a comparison of methods
-// over many seeds (`lookahead compare`). Guides are chosen by name here; the engine never knows which it runs.
-import { readFile } from 'node:fs/promises'
-import { join } from 'node:path'
-import { check, UserError } from '../src/errors.js'
+// One guided image as a job, for the CLI and for scripts: its settings (defaults from src/cli/settings.ts, per
+// world), the checks across settings done once before any work, the guide and evaluation prepared once, and
+// the run. Guides are chosen by name here; the engine never knows which it runs.
+import sharp from 'sharp'
+import { check } from '../src/errors.js'
+import { DEFAULT_PROMPT } from '../src/cli/flags.js'
+import { parseLossSpec, withDefaults, type Method, type SettingValues, type WorldContext, type WorldKind } from '../src/cli/settings.js'
 import { modelsDir, readWorld } from '../src/diffusion/models-folder.js'
-import { dryRun, fitMemory, lookahead, type DryRun, type MemoryFit, type Iteration, type LookaheadSettings, type Method } from '../src/guidance/engine.js'
-import type { DecoderKind } from '../src/diffusion/decoders.js'
-import type { UpdateSettings } from '../src/guidance/update.js'
-import { imageFromTensor, loadImage, resizeImage, type ImageTensor } from '../src/image/image.js'
-import { encodeImage } from '../src/world/codec.js'
-import type { SessionSettings } from '../src/onnx/session.js'
+import { lookahead, type Iteration, type LookaheadSettings } from '../src/guidance/engine.js'
+import { dryRun, fitMemory, type DryRun, type MemoryFit } from '../src/guidance/memory.js'
+import { imageFromTensor, loadImage, type ImageTensor } from '../src/image/image.js'
+import { setSessionDefaults } from '../src/onnx/session.js'
 import { defaultWorldCache, ensureDefaultWorld } from '../src/world/models.js'
-import { drawnFaces, parseWorld, placeLatent, type DemoWorld, type Placement } from '../src/world/world.js'
+import { DEFAULT_WORLD_SETTINGS, drawnFaces } from '../src/world/world.js'
 import type { Guide } from './guide.js'
-import { guideFromSpec, type AllGuideSettings } from './index.js'
-import { clipTextScore, IdentityMetric, type IdentityScore } from './metric.js'
+import { demoWorld, prepareEvaluation, type Evaluation, type Metrics } from './evaluation.js'
+import { guideFromSpec } from './index.js'
 
-/** The models folder: `--world demo` builds (once) and uses the embedded demo world. */
-export async function resolveModels(flags: { models?: string; world?: string }): Promise<string> {
-  check(!(flags.models && flags.world), '--models and --world exclude each other: a world is a models folder')
-  if (flags.world) {
-    check(flags.world === 'demo', `--world ${flags.world}: the only embedded world is "demo" (build others with \`lookahead world build\`)`)
-    return ensureDefaultWorld(defaultWorldCache())
+/** The settings a job has, each declared once in src/cli/settings.ts (its JSON name is its key there). */
+export const JOB_SETTINGS = [
+  'negative', 'steps', 'cfg', 'seed', 'size',
+  'loss', 'ref', 'refText', 'preview', 'guideSteps', 'iters', 'recur', 'lr', 'optimizer', 'clip', 'normalize', 'renormalize',
+  'guideSize', 'recompute', 'previewCfg', 'previewDecoder', 'idNetwork', 'device', 'threads',
+] as const
+export type JobSettings = SettingValues<(typeof JOB_SETTINGS)[number]>
+
+export interface JobCallbacks {
+  onStep?: (done: number, total: number) => void
+  onIteration?: (iteration: Iteration) => void
+  /** a one-line warning (a guide's fall-back, a skipped update) */
+  warn?: (message: string) => void
+  /** a one-line note of progress outside the sampler (e.g. a big reference being shrunk) */
+  note?: (message: string) => void
+}
+
+export interface GuideJob extends JobSettings, JobCallbacks {
+  prompt: string
+  /** the models folder (a demo world is one too) */
+  models: string
+  /** which kind of folder it is (the demo world's models work at its own size only) */
+  world: WorldKind
+}
+
+/**
+ * What differs from the defaults. `models`: a models folder (default $LOOKAHEAD_MODELS); `world: 'demo'`: the
+ * embedded demo world instead, built on first use. `methods`: the previews the job will be run with (compare).
+ */
+export type GuideJobOptions = Partial<JobSettings> & JobCallbacks & { prompt?: string; models?: string; world?: string; methods?: readonly Method[] }
+
+/** Where the models are and what kind of folder it is, before anything is built or read. */
+export interface ModelsLocation {
+  dir: string
+  world: WorldContext
+  /** builds the embedded demo world on first use; nothing for a models folder */
+  ready(): Promise<void>
+}
+
+/** The models folder: `--world demo` is the embedded demo world (built on first use, by ready()). */
+export async function locateModels(options: { models?: string; world?: string }): Promise<ModelsLocation> {
+  check(!(options.models && options.world), '--models and --world exclude each other: a world is a models folder')
+  if (options.world !== undefined) {
+    check(options.world === 'demo', `--world ${options.world}: the only embedded world is "demo" (build others with \`lookahead world build\`)`)
+    const dir = defaultWorldCache()
+    return { dir, world: { kind: 'demo', size: DEFAULT_WORLD_SETTINGS.size, text: false }, ready: async () => { await ensureDefaultWorld(dir) } }
   }
-  return modelsDir(flags.models)
+  const dir = modelsDir(options.models)
+  const info = await readWorld(dir)
+  const demo = info?.kind === 'demo'
+  const size = typeof info?.imageSize === 'number' ? info.imageSize : undefined
+  return { dir, world: { kind: demo ? 'demo' : 'sdxl', size: demo ? size : undefined, text: info?.text !== false && !demo }, ready: async () => {} }
 }
 
-/** The default image size of a folder: its world's size, else SDXL's 1024. */
-export async function defaultSize(models: string): Promise<number> {
-  const world = await readWorld(models)
-  return typeof world?.imageSize === 'number' ? world.imageSize : 1024
+/** The checks of the sampling settings against each other and the models folder. */
+export function checkSampling(job: { steps: number; size: number }, world: WorldContext): void {
+  if (world.size !== undefined) check(job.size === world.size, `--size ${job.size}: this demo world's models work at ${world.size} only (build another with \`lookahead world build --size ${job.size} -o DIR\`, then --models DIR)`)
+  check(job.size % 32 === 0, `--size ${job.size}: expected a multiple of 32`)
 }
 
-async function demoWorld(models: string): Promise<DemoWorld | undefined> {
-  const path = join(models, 'world.json')
-  if ((await readWorld(models))?.kind !== 'demo') return undefined
-  return parseWorld(await readFile(path, 'utf8'), path)
-}
-
-export interface Metrics {
-  /** identity of the final image against the reference, by the held-apart recognizer */
-  identity?: IdentityScore
-  /** CLIP score of the final image against the prompt, where a CLIP export is present */
-  clip?: number
-  /** in a demo world: the final latent's nearest component and how typical it is */
-  world?: Placement
-}
-
-/** The evaluation held apart from the loss, prepared once for a reference and reused across images. */
-export interface Evaluation {
-  description: string[]
-  /** in a demo world: where the reference itself lies (the identity a guided sample should land on) */
-  referencePlacement?: Placement
-  measure(image: ImageTensor, latents: Float32Array, prompt: string): Promise<Metrics>
-}
-
-export async function prepareEvaluation(models: string, reference: ImageTensor | undefined, settings: AllGuideSettings): Promise<Evaluation> {
-  // a reference without a face (a CLIP or LPIPS target) has no identity to score
-  const identity = reference ? await IdentityMetric.create(reference, { ...settings, lossNetwork: settings.idNetwork }).catch(noFace) : undefined
-  const world = await demoWorld(models)
-  // the reference's place in a demo world: the component nearest its encoded latent
-  const side = world?.codec.imageSize ?? 0
-  const referencePlacement = world && reference ? placeLatent(world, encodeImage(world.codec, resizeImage(reference, side, side).data)) : undefined
-  return {
-    description: [identity?.description ?? 'identity metric: none (no face in the reference)', ...(world ? ['demo world: nearest component, Mahalanobis distance'] : [])],
-    referencePlacement,
-    async measure(image, latents, prompt) {
-      const metrics: Metrics = {}
-      if (identity) metrics.identity = await identity.measure(image)
-      const clip = world ? undefined : await clipTextScore(models, image, prompt)
-      if (clip !== undefined) metrics.clip = clip
-      if (world) metrics.world = placeLatent(world, latents)
-      return metrics
-    },
+/**
+ * The checks across settings, done once before any work (`methods`: the previews the job will run); returns
+ * notes on settings that are allowed but do nothing here (the prompt in a world without text).
+ */
+export function checkJob(job: JobSettings & { prompt?: string }, world: WorldContext, methods: readonly string[] = [job.preview]): string[] {
+  checkSampling(job, world)
+  for (const s of job.guideSteps) check(s < job.steps, `--guide-steps ${job.guideSteps.join(',')}: step ${s} is outside 0…${job.steps - 1} (there are ${job.steps} steps)`)
+  if (job.guideSize !== undefined) {
+    check(world.kind !== 'demo', '--guide-size: a demo world\'s models work at its own size only')
+    check(job.guideSize % 32 === 0 && job.guideSize <= job.size, `--guide-size ${job.guideSize}: expected a multiple of 32 up to --size (${job.size})`)
   }
+  const terms = parseLossSpec(job.loss).map(t => t.name)
+  if (job.refText !== undefined) check(terms.includes('clip'), `--ref-text is the target of a clip loss, and --loss ${job.loss} has no clip term (use --ref IMAGE, or --loss clip)`)
+  if (methods.some(m => m !== 'none')) {
+    const needImage = terms.filter(t => t !== 'clip' || job.refText === undefined)
+    check(job.ref !== undefined || needImage.length === 0, `--loss ${job.loss} needs --ref IMAGE${terms.includes('clip') ? ' (a clip loss alone can take --ref-text)' : ''}`)
+  }
+  const notes: string[] = []
+  if (!world.text && job.prompt !== undefined && job.prompt !== DEFAULT_PROMPT) notes.push('this world has no text: the prompt is ignored')
+  if (!world.text && job.cfg > 1) notes.push(`--cfg ${job.cfg} in a world without text: the same image at twice the work (cfg 1)`)
+  return notes
 }
 
-function noFace(error: unknown): undefined {
-  if (error instanceof UserError && /no face/.test(error.message)) return undefined
-  throw error
+/**
+ * A whole job from only what differs from the defaults (per world: the demo world's lr and cfg differ from
+ * SDXL's), checked once; the demo world is built here on first use. For example
+ * `runGuideJob(await guideJob({ world: 'demo', ref: 'world:dev', seed: 3 }))`.
+ */
+export async function guideJob(options: GuideJobOptions = {}): Promise<GuideJob> {
+  const location = await locateModels(options)
+  const settings = withDefaults(JOB_SETTINGS, options, location.world.kind)
+  const notes = checkJob({ ...settings, prompt: options.prompt }, location.world, options.methods)
+  for (const note of notes) options.note?.(note)
+  await location.ready()
+  const { onStep, onIteration, warn, note } = options
+  return { ...settings, prompt: options.prompt ?? DEFAULT_PROMPT, models: location.dir, world: location.world.kind, onStep, onIteration, warn, note }
 }
 
-/** A reference image: a file, or `world:NAME`, one of the drawn faces of a demo world. */
-export async function referenceImage(ref: string, models: string): Promise<ImageTensor> {
+/** References larger than this (pixels per side) are shrunk when read: no guide looks at more. */
+export const REFERENCE_MAX_SIDE = 2048
+
+/** A reference image: a file (shrunk early when huge), or `world:NAME`, one of the drawn faces of a demo world. */
+export async function referenceImage(ref: string, models: string, note?: (message: string) => void): Promise<ImageTensor> {
   const name = /^world:(.+)$/.exec(ref)?.[1]
-  if (name === undefined) return loadImage(ref)
+  if (name === undefined) {
+    const { width = 0, height = 0 } = await sharp(ref).metadata().catch(() => ({ width: 0, height: 0 }))
+    const scale = REFERENCE_MAX_SIDE / Math.max(width, height)
+    if (scale >= 1) return loadImage(ref)
+    note?.(`shrinking the reference ${width}×${height} to at most ${REFERENCE_MAX_SIDE} px a side`)
+    return loadImage(ref, { size: { width: Math.max(1, Math.round(width * scale)), height: Math.max(1, Math.round(height * scale)) }, fit: 'fill' })
+  }
   const world = await demoWorld(models)
   check(world?.source === 'drawn', `--ref ${ref}: world:NAME names a face of a demo world built from the drawn faces (use --world demo)`)
   const face = drawnFaces(world.codec.imageSize).find(f => f.name === name)
@@ -92,41 +134,12 @@ export async function referenceImage(ref: string, models: string): Promise<Image
   return { data: face.pixels, width: world.codec.imageSize, height: world.codec.imageSize }
 }
 
-export interface GuideJob {
-  prompt: string
-  negative?: string
-  steps: number
-  cfg: number
-  seed: number
-  size?: number
-  models: string
-  session: SessionSettings
-  /** `--loss` spec, e.g. 'id' or 'id=1,clip=0.5' */
-  loss: string
-  ref?: string
-  /** the text target of a CLIP guide (default: none, the reference image is the target) */
-  refText?: string
-  preview: Method
-  guideSteps: number[]
-  iters: number
-  recur?: number
-  update: UpdateSettings
-  previewCfg?: number
-  previewDecoder?: DecoderKind
-  /** the preview's image side, to guide at a lower resolution */
-  guideSize?: number
-  /** segments the gradient pass's forward is recomputed in (less memory); 1: off */
-  recompute?: number
-  idNetwork?: AllGuideSettings['idNetwork']
-  onStep?: (done: number, total: number) => void
-  onIteration?: (iteration: Iteration) => void
-  warn?: (message: string) => void
-}
-
 export interface GuideJobResult {
   image: ImageTensor
   latents: Float32Array
   iterations: Iteration[]
+  /** the loss of the preview after the last update (undefined without guidance) */
+  finalLoss?: number
   metrics: Metrics
   timings: { gradientModelMs: number; samplingMs: number; guidanceMs: number }
   guide?: string
@@ -138,150 +151,47 @@ export interface PreparedJob {
 }
 
 /** The guide and the evaluation of a job, prepared once per reference (compare reuses them across seeds). */
-export async function prepareJob(job: GuideJob): Promise<PreparedJob> {
-  const reference = job.ref ? await referenceImage(job.ref, job.models) : undefined
-  const evaluation = await prepareEvaluation(job.models, reference, { models: job.models, device: job.session.device, idNetwork: job.idNetwork })
-  if (job.preview === 'none') return { evaluation }
-  check(reference || job.refText, '--ref IMAGE (or --ref-text for a clip loss) is needed to guide')
-  const guide = guideFromSpec(job.loss, { models: job.models, device: job.session.device, warn: job.warn, idNetwork: job.idNetwork })
+export async function prepareJob(job: GuideJob, guided = job.preview !== 'none'): Promise<PreparedJob> {
+  // the guides' and metrics' own sessions (face detection, reference embeddings) run where the job says
+  setSessionDefaults({ device: job.device, threads: job.threads })
+  const reference = job.ref ? await referenceImage(job.ref, job.models, job.note) : undefined
+  const settings = { models: job.models, warn: job.warn, idNetwork: job.idNetwork }
+  const evaluation = await prepareEvaluation(job.models, reference, settings)
+  if (!guided) return { evaluation }
+  const guide = guideFromSpec(job.loss, settings)
   await guide.prepare({ image: reference, text: job.refText })
   return { guide, evaluation }
 }
 
-/** The job's settings for the engine: the image size defaults to the folder's (a world's, else 1024). */
-async function engineSettings(job: GuideJob, guide?: Guide): Promise<LookaheadSettings> {
-  const side = job.size ?? (await defaultSize(job.models))
-  return { ...job, size: { height: side, width: side }, guide }
+/** The job's settings for the engine. */
+export function engineSettings(job: GuideJob, guide?: Guide): LookaheadSettings {
+  return {
+    ...job,
+    size: { height: job.size, width: job.size },
+    session: { device: job.device, threads: job.threads },
+    update: { optimizer: job.optimizer, lr: job.lr, clip: job.clip, normalize: job.normalize, renormalize: job.renormalize },
+    guide,
+  }
 }
 
 /** One image: sampled, guided as the job says, and scored by the held-apart evaluation. */
 export async function runGuideJob(job: GuideJob, prepared?: PreparedJob): Promise<GuideJobResult> {
   const { guide, evaluation } = prepared ?? (await prepareJob(job))
-  const result = await lookahead(await engineSettings(job, guide))
+  const result = await lookahead(engineSettings(job, guide))
   const image = imageFromTensor(result.image.data, result.image.dims)
   const metrics = await evaluation.measure(image, result.latents.data, job.prompt)
-  return { image, latents: result.latents.data, iterations: result.iterations, metrics, timings: result.timings, guide: guide?.description }
+  const { latents, iterations, finalLoss, timings } = result
+  return { image, latents: latents.data, iterations, finalLoss, metrics, timings, guide: guide?.description }
 }
 
 /** The cost of a job from its graphs alone, without the guide network (it is small beside the UNet). */
-export async function dryRunJob(job: GuideJob): Promise<DryRun> {
-  return dryRun(await engineSettings(job))
-}
+export const dryRunJob = (job: GuideJob): Promise<DryRun> => dryRun(engineSettings(job))
 
 /** The first lower-memory settings whose gradient pass fits in `limitBytes` (see fitMemory). */
-export async function fitMemoryJob(job: GuideJob, limitBytes: number): Promise<MemoryFit | undefined> {
-  return fitMemory(await engineSettings(job), limitBytes)
-}
+export const fitMemoryJob = (job: GuideJob, limitBytes: number): Promise<MemoryFit | undefined> => fitMemory(engineSettings(job), limitBytes, job.world === 'demo' ? [] : undefined)
 
-/** A job's settings as plain data, for --json and reports: no callbacks, the device instead of the session. */
+/** A job's settings as plain data, for --json and reports: no callbacks. */
 export function jobSettings(job: GuideJob) {
-  const { onStep, onIteration, warn, session, ...settings } = job
-  return { ...settings, device: session.device }
-}
-
-export interface Comparison {
-  seeds: number[]
-  methods: Method[]
-  /** one run per seed and method */
-  runs: { seed: number; method: Method; result: GuideJobResult }[]
-  summary: MethodSummary[]
-  /** the reference's own place in a demo world (the identity a guided sample should land on) */
-  referenceIdentity?: string
-}
-
-export interface Stat {
-  mean: number
-  /** standard error of the mean */
-  se: number
-  n: number
-}
-
-export interface MethodSummary {
-  method: Method
-  /** identity distance of the final images to the reference (held-apart recognizer; images with a face) */
-  identityDistance?: Stat
-  identitySimilarity?: Stat
-  /** the same by the loss's own id network, on the final images */
-  lossNetworkDistance?: Stat
-  /** the guide's loss before the last update, on the method's own preview (not comparable across methods) */
-  finalLoss?: Stat
-  /** demo world: fraction whose nearest component has the reference's identity */
-  matchesReference?: Stat
-  /** demo world: fraction beyond the 99.9% Mahalanobis radius of their nearest component */
-  offDistribution?: Stat
-  clip?: Stat
-}
-
-export function stat(values: number[]): Stat | undefined {
-  if (values.length === 0) return undefined
-  const n = values.length
-  const mean = values.reduce((a, b) => a + b, 0) / n
-  const variance = n > 1 ? values.reduce((s, v) => s + (v - mean) ** 2, 0) / (n - 1) : 0
-  return { mean, se: Math.sqrt(variance / n), n }
-}
-
-/** Every method on every seed with the same settings; the guide and the evaluation are prepared once. */
-export async function compareMethods(
-  job: GuideJob,
-  seeds: number[],
-  methods: Method[],
-  onRun?: (done: number, total: number, seed: number, method: Method) => void,
-): Promise<Comparison> {
-  check(seeds.length > 0 && methods.length > 0, 'compare needs at least one seed and one method')
-  const { guide, evaluation } = await prepareJob({ ...job, preview: methods.find(m => m !== 'none') ?? 'none' })
-  const referenceIdentity = evaluation.referencePlacement
-  const runs: Comparison['runs'] = []
-  for (const seed of seeds) {
-    for (const method of methods) {
-      onRun?.(runs.length, seeds.length * methods.length, seed, method)
-      runs.push({ seed, method, result: await runGuideJob({ ...job, seed, preview: method }, { guide, evaluation }) })
-    }
-  }
-  const summary = methods.map(method => {
-    const results = runs.filter(r => r.method === method).map(r => r.result)
-    const values = (pick: (r: GuideJobResult) => number | undefined) => stat(results.map(pick).filter((v): v is number => v !== undefined))
-    return {
-      method,
-      identityDistance: values(r => r.metrics.identity?.distance),
-      identitySimilarity: values(r => r.metrics.identity?.similarity),
-      lossNetworkDistance: values(r => r.metrics.identity?.loss?.distance),
-      finalLoss: values(r => r.iterations.at(-1)?.loss),
-      matchesReference: referenceIdentity ? values(r => (r.metrics.world ? Number(r.metrics.world.identity === referenceIdentity.identity) : undefined)) : undefined,
-      offDistribution: values(r => (r.metrics.world ? Number(!r.metrics.world.typical) : undefined)),
-      clip: values(r => r.metrics.clip),
-    }
-  })
-  return { seeds, methods, runs, summary, referenceIdentity: referenceIdentity?.name }
-}
-
-const SUMMARY_COLUMNS: [keyof Omit<MethodSummary, 'method'>, string][] = [
-  ['identityDistance', 'id distance (held-apart)'],
-  ['identitySimilarity', 'id cosine (held-apart)'],
-  ['lossNetworkDistance', 'id distance (loss net)'],
-  ['finalLoss', 'loss on own preview'],
-  ['matchesReference', 'ref identity'],
-  ['offDistribution', 'off-distribution'],
-  ['clip', 'clip'],
-]
-
-/**
- * The summary as rows of text cells (header first): "mean ± se" per metric that any method has, with the
- * number of images behind it in brackets where that is fewer than the runs (identity needs a detected face).
- */
-export function summaryTable(summary: MethodSummary[], runs: number): string[][] {
-  const columns = SUMMARY_COLUMNS.filter(([key]) => summary.some(s => s[key]))
-  const cell = (s?: Stat) => (s ? `${s.mean.toFixed(3)} ± ${s.se.toFixed(3)}${s.n < runs ? ` [${s.n}]` : ''}` : '–')
-  return [['method', ...columns.map(([, label]) => label)], ...summary.map(s => [s.method, ...columns.map(([key]) => cell(s[key]))])]
-}
-
-/** One CSV row per run. */
-export function runsCsv(comparison: Comparison): string {
-  const header = 'seed,method,id_distance,id_cosine,loss_net_distance,own_preview_loss,nearest_identity,matches_reference,mahalanobis,off_distribution,clip'
-  const rows = comparison.runs.map(({ seed, method, result: r }) => {
-    const w = r.metrics.world
-    return [seed, method, r.metrics.identity?.distance, r.metrics.identity?.similarity, r.metrics.identity?.loss?.distance, r.iterations.at(-1)?.loss, w?.name,
-      w && comparison.referenceIdentity !== undefined ? Number(w.name === comparison.referenceIdentity) : undefined,
-      w?.mahalanobis, w ? Number(!w.typical) : undefined, r.metrics.clip].map(v => (v === undefined ? '' : String(v))).join(',')
-  })
-  return [header, ...rows].join('\n') + '\n'
+  const { onStep, onIteration, warn, note, ...settings } = job
+  return settings
 }

@@ -1,7 +1,6 @@
 import { randomBytes } from 'node:crypto'
 import { mkdir, rename, rm, writeFile } from 'node:fs/promises'
-import { homedir } from 'node:os'
-import { dirname, join } from 'node:path'
+import { dirname } from 'node:path'
 
 /** Writes a file so that readers see either the old file or the whole new one: temporary file, then rename. */
 export async function writeFileAtomic(path: string, data: Uint8Array | string): Promise<void> {
@@ -16,7 +15,4 @@ export async function writeFileAtomic(path: string, data: Uint8Array | string): 
   }
 }
 
-/** Where derived models (gradient models, LoRA'd UNets, the demo world) are cached: $LOOKAHEAD_CACHE or ~/.cache/lcm-lookahead. */
-export function cacheRoot(): string {
-  return process.env.LOOKAHEAD_CACHE ?? join(homedir(), '.cache', 'lcm-lookahead')
-}
+export { cacheRoot } from './cache.js'

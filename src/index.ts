@@ -1,8 +1,11 @@
 // The programmatic API: scripts import the toolkit from the package root.
+import { cacheRoot } from './cache.js'
 import { cudaInstalled, ort } from './onnx/session.js'
 
 export { UserError, check } from './errors.js'
 export { writeFileAtomic } from './fsutil.js'
+export { cacheRoot, cachedFolder, listCache, cleanCache, type CacheEntry } from './cache.js'
+export { SETTINGS, GUIDE_NAMES, parseLossSpec, defaultOf, type Setting, type SettingKey, type WorldKind, type GuideName } from './cli/settings.js'
 
 // ONNX: model I/O, graph building, composition, autodiff, sessions
 export * from './onnx/proto.js'
@@ -34,6 +37,7 @@ export * from './guidance/preview.js'
 export * from './guidance/update.js'
 export * from './guidance/engine.js'
 export * from './guidance/estimate.js'
+export * from './guidance/memory.js'
 export * from './guidance/figure.js'
 
 // the demo world
@@ -47,6 +51,7 @@ export function runtimeInfo() {
   return {
     onnxruntime: ort.env.versions.node ?? ort.env.versions.common,
     providers: ['cpu', ...(cudaInstalled() ? ['cuda'] : [])],
-    models: process.env.LOOKAHEAD_MODELS ?? '(not set: pass --models DIR or set LOOKAHEAD_MODELS)',
+    models: process.env.LOOKAHEAD_MODELS || '(not set: pass --models DIR or set LOOKAHEAD_MODELS)',
+    cache: cacheRoot(),
   }
 }

@@ -14,7 +14,8 @@ import { conv2d, upsampleNearest2x, type Normal } from '../../src/onnx/layers.js
 import { DataType, encodeModel, onnx, writeModel } from '../../src/onnx/proto.js'
 import { sdxlShapedUnet, TINY, type UnetShape } from '../../src/diffusion/tiny/index.js'
 import { tinyBlock } from '../../src/diffusion/tiny/decoders.js'
-import { dryRun, type LookaheadSettings } from '../../src/guidance/engine.js'
+import type { LookaheadSettings } from '../../src/guidance/engine.js'
+import { dryRun } from '../../src/guidance/memory.js'
 
 /** Weights are never read here: zeros, so that building costs no random numbers. */
 const zeros: Normal = () => 0

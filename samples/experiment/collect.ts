@@ -18,7 +18,7 @@ interface Run {
   timings: { gradientModelMs: number; samplingMs: number; guidanceMs: number }
 }
 interface Summary {
-  settings: { loss: string; guideSteps: number[]; iters: number; steps: number; cfg: number; update: { lr: number; optimizer: string } }
+  settings: { loss: string; guideSteps: number[]; iters: number; steps: number; cfg: number; lr: number; optimizer: string }
   referenceIdentity?: string
   runs: Run[]
 }
@@ -77,7 +77,7 @@ function configurationTables(name: string, summary: Summary, wall?: string): str
   const methods = [...new Set(summary.runs.map(r => r.method))]
   const seeds = new Set(summary.runs.map(r => r.seed)).size
   const lines = [`### ${name}`, '',
-    `loss \`${s.loss}\`, guide step(s) ${s.guideSteps.join(',')} of ${s.steps}, K=${s.iters}, ${s.update.optimizer} lr ${s.update.lr}, cfg ${s.cfg}, ${seeds} seeds` +
+    `loss \`${s.loss}\`, guide step(s) ${s.guideSteps.join(',')} of ${s.steps}, K=${s.iters}, ${s.optimizer} lr ${s.lr}, cfg ${s.cfg}, ${seeds} seeds` +
     `${wall ? `; wall time ${wall} s` : ''}; reference identity in the world: ${summary.referenceIdentity ?? '?'}`, '']
   lines.push(...header(['method', ...QUANTITIES.map(([label]) => label)]))
   for (const method of methods) {

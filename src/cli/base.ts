@@ -1,21 +1,19 @@
-// What every `lookahead` command shares: --json, --device, --threads, and one-line errors.
-import { Command, Flags } from '@oclif/core'
+// What every `lookahead` command shares: --json, --device, --threads, progress on stderr, and one-line errors
+// (as JSON on stdout under --json), with the exit code they state. Nothing heavy is imported here.
+import { Command } from '@oclif/core'
 import chalk from 'chalk'
-import ora, { type Ora } from 'ora'
 import { UserError } from '../errors.js'
-import { CUDA_HELP, cudaInstalled, devices, type Device } from '../onnx/session.js'
+import { settingFlags, settingsFromFlags } from './flags.js'
+import { Progress } from './progress.js'
 
 export abstract class LookaheadCommand extends Command {
   static enableJsonFlag = true
 
-  static baseFlags = {
-    device: Flags.string({ description: 'onnxruntime execution provider', options: devices, default: 'cpu' }),
-    threads: Flags.integer({ description: 'intra-op threads (0: onnxruntime decides)', default: 0, min: 0 }),
-  }
+  static baseFlags = settingFlags(['device', 'threads'])
 
-  /** A spinner on stderr, silent under --json so stdout stays machine-readable. */
-  spinner(text: string): Ora {
-    return ora({ text, stream: process.stderr, isSilent: this.jsonEnabled() || !process.stderr.isTTY }).start()
+  /** Progress on stderr: a spinner on a terminal, plain lines otherwise, nothing under --json. */
+  spinner(text: string): Progress {
+    return new Progress(text, this.jsonEnabled() ? 'silent' : undefined)
   }
 
   /** Prints a line on stderr unless --json is on. */
@@ -27,25 +25,38 @@ export abstract class LookaheadCommand extends Command {
     process.stderr.write(`${chalk.yellow('warning:')} ${message}\n`)
   }
 
-  /** The device flag; asking for CUDA where its provider is not installed fails here, before any work. */
-  device(flags: { device: string }): Device {
-    if (flags.device === 'cuda' && !cudaInstalled()) throw new UserError(CUDA_HELP)
-    return flags.device as Device
+  /** --device and --threads; --device cuda where its provider is not installed fails here, before any work. */
+  async runtime(flags: Record<string, unknown>) {
+    const runtime = settingsFromFlags(['device', 'threads'], flags, 'sdxl')
+    if (runtime.device === 'cuda') {
+      const { CUDA_HELP, cudaInstalled } = await import('../onnx/session.js')
+      if (!cudaInstalled()) throw new UserError(CUDA_HELP)
+    }
+    return runtime
   }
 
-  protected async catch(error: Error & { exitCode?: number; oclif?: { exit: number } }): Promise<unknown> {
-    if (error instanceof UserError) {
-      process.stderr.write(`${chalk.red('error:')} ${error.message}\n`)
-      this.exit(1)
-    }
-    return super.catch(error)
+  protected async catch(error: Error & { oclif?: { exit?: number } }): Promise<unknown> {
+    // oclif's own exits (--help, --version, this.exit) pass through
+    if (error.name === 'ExitError' || error.constructor?.name === 'ExitError') return super.catch(error)
+    const known = error instanceof UserError || error.oclif !== undefined
+    const exit = error instanceof UserError ? 1 : (error.oclif?.exit ?? 1)
+    const message = known ? error.message.split('\n')[0].trim() : `internal error: ${error.message.split('\n')[0]} (run with DEBUG=1 for the stack)`
+    if (process.env.DEBUG && error.stack) process.stderr.write(`${error.stack}\n`)
+    if (this.argv.includes('--json')) process.stdout.write(`${JSON.stringify({ error: { message, exit } })}\n`)
+    else process.stderr.write(`${chalk.red('error:')} ${message}\n`)
+    return this.exit(exit)
   }
 }
 
-/** Ctrl-C: stop cleanly with exit code 130 (partial outputs are never renamed into place). */
-export function exitOnInterrupt(): void {
-  process.once('SIGINT', () => {
-    process.stderr.write(`\n${chalk.yellow('interrupted')}: nothing was written\n`)
-    process.exit(130)
-  })
+/**
+ * Ctrl-C or SIGTERM: stop at once with exit code 130 (143 for SIGTERM), saying what was kept; partial
+ * outputs are never renamed into place.
+ */
+export function exitOnInterrupt(kept = 'nothing was written'): void {
+  for (const [signal, code] of [['SIGINT', 130], ['SIGTERM', 143]] as const) {
+    process.once(signal, () => {
+      process.stderr.write(`\n${chalk.yellow('interrupted')}: ${kept}\n`)
+      process.exit(code)
+    })
+  }
 }

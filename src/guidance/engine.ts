@@ -5,25 +5,23 @@ import { createHash } from 'node:crypto'
 import { existsSync } from 'node:fs'
 import { stat } from 'node:fs/promises'
 import { join } from 'node:path'
+import { cacheRoot, cachedFolder } from '../cache.js'
 import { check } from '../errors.js'
-import { cacheRoot } from '../fsutil.js'
 import { differentiate } from '../onnx/autodiff.js'
-import { encodeModel, externalDataFiles, graphOf, readModel, toNumber, writeModel, type GraphProto, type LoadedModel } from '../onnx/proto.js'
-import { inferShapes } from '../onnx/shapes.js'
-import { openSession, ort, type Session, type SessionSettings } from '../onnx/session.js'
-import { conditioning, conditioningFeeds, inputTensor, TEXT_ENCODERS, type Conditioning, type Tensor } from '../diffusion/conditioning.js'
-import { decodeFinal, decoderFile, decoderModelPath, decoderScales, DECODER_FOLDERS, finalDecoder, type Decoder, type DecoderKind } from '../diffusion/decoders.js'
+import { encodeModel, externalDataFiles, readModel, writeModel, type LoadedModel } from '../onnx/proto.js'
+import { createInferenceSession, openSession, ort, type Session, type SessionSettings } from '../onnx/session.js'
+import { conditioning, conditioningFeeds, inputTensor, type Conditioning, type Tensor } from '../diffusion/conditioning.js'
+import { decodeFinal, decoderFile, decoderModelPath, decoderScales, DECODER_FOLDERS, type Decoder, type DecoderKind } from '../diffusion/decoders.js'
 import { lcmUnetPath } from '../diffusion/models-folder.js'
 import { ddimLoop, initialNoise, latentDims, loadSdxl, unetEpsModel, type GenerateSettings, type LoopHooks, type StepState } from '../diffusion/pipeline.js'
 import { ddimStep, lcmPreviewCoefficients, naiveX0Coefficients, renoise, type Linear } from '../diffusion/schedulers.js'
 import { imageFromTensor } from '../image/image.js'
-import { pixelGuide, type Guide } from './guide.js'
+import type { Method } from '../cli/settings.js'
+import type { Guide } from './guide.js'
 import { buildPreviewGraph, COEF_A, COEF_B, IMAGE, LATENT, LOSS, type PreviewKind } from './preview.js'
-import { activationPeak, graphMemory, runCost, weightBytes, type GraphMemory, type RunCost } from './estimate.js'
 import { defaultUpdate, makeUpdater, type Skip, type UpdateSettings } from './update.js'
 
-export type Method = PreviewKind | 'none'
-export const METHODS: Method[] = ['none', 'x0', 'lcm']
+export { METHODS, type Method } from '../cli/settings.js'
 
 export interface LookaheadSettings extends GenerateSettings {
   /** which preview the loss is taken on; 'none' samples without guidance (the baseline) */
@@ -56,8 +54,8 @@ export interface Iteration {
   iter: number
   /** the loss of the preview before this iteration's update */
   loss: number
-  /** the self-recurrence round (with recur > 1) */
-  round?: number
+  /** the self-recurrence round (0 without --recur) */
+  round: number
   skipped?: Skip
 }
 
@@ -65,6 +63,8 @@ export interface LookaheadResult {
   latents: Tensor
   image: Tensor
   iterations: Iteration[]
+  /** the loss of the preview after the last update of the last guide step (undefined without guidance) */
+  finalLoss?: number
   timings: { gradientModelMs: number; samplingMs: number; guidanceMs: number }
 }
 
@@ -96,11 +96,19 @@ export async function previewModels(models: string, kind: PreviewKind, decoder?:
   return { unet: await readModel(unetPath), decoder: decoderModel, scales: decoderScales(decoderKind, decoderModel.model) }
 }
 
-/** A model derived from `forward` (itself, or its gradient), written once under the cache and opened. */
+/**
+ * A model derived from `forward` (itself, or its gradient), written once under the cache and opened. It is
+ * written to a temporary folder and moved into the cache only once onnxruntime loads it.
+ */
 export async function cachedSession(forward: LoadedModel, derive: (m: LoadedModel) => LoadedModel, tag: string, settings: CacheSettings): Promise<Session> {
-  const path = join(settings.cacheDir ?? cacheRoot(), `${tag}-${await modelKey(forward, tag)}`, 'model.onnx')
-  if (!existsSync(path)) await writeModel(derive(forward), path)
-  return openSession(path, settings.session)
+  const dir = join(settings.cacheDir ?? cacheRoot(), `${tag}-${await modelKey(forward, tag)}`)
+  await cachedFolder(dir, async tmp => { await writeModel(derive(forward), join(tmp, 'model.onnx')) }, async tmp => {
+    const session = await createInferenceSession(join(tmp, 'model.onnx'), settings.session).catch((error: Error) => {
+      throw new Error(`onnxruntime cannot load the derived model ${tag}: ${error.message.split('\n')[0]}`)
+    })
+    await session.release()
+  })
+  return openSession(join(dir, 'model.onnx'), settings.session)
 }
 
 export interface CacheSettings {
@@ -155,22 +163,18 @@ export function previewFeeds(session: Session, kind: PreviewKind, x: Tensor, t: 
 /** Text → image with lookahead guidance at the chosen steps. */
 export async function lookahead(settings: LookaheadSettings): Promise<LookaheadResult> {
   const started = performance.now()
-  check(Number.isInteger(settings.steps) && settings.steps >= 1, `--steps ${settings.steps}: expected a positive integer`)
-  check(Number.isInteger(settings.iters) && settings.iters >= 0, `--iters ${settings.iters}: expected a non-negative integer`)
-  for (const s of settings.guideSteps) check(Number.isInteger(s) && s >= 0 && s < settings.steps, `guide step ${s} is outside 0…${settings.steps - 1}`)
+  // the settings were checked where they were read (src/cli/settings.ts); here only what the engine adds
   check(settings.preview === 'none' || settings.guide, `--preview ${settings.preview} needs a loss (--loss) and its reference`)
   const recur = settings.recur ?? 1
-  check(Number.isInteger(recur) && recur >= 1, `--recur ${recur}: expected a positive integer`)
   const segments = settings.recompute ?? 1
-  check(Number.isInteger(segments) && segments >= 1, `--recompute ${segments}: expected a positive integer`)
   const update = settings.update ?? defaultUpdate
   const models = await loadSdxl(settings.models, settings.session)
   const cond = await conditioning(settings, models.unet, models.text)
   const eps = unetEpsModel(models.unet, cond, settings.cfg)
   const dims = latentDims(models.unet, settings.size)
-  check(!(settings.guideSize && models.world?.kind === 'demo'), '--guide-size: a demo world\'s models work at its own size only')
 
   const iterations: Iteration[] = []
+  let finalLoss: number | undefined
   let gradientModelMs = 0
   let guidanceMs = 0
   let beforeStep: LoopHooks['beforeStep']
@@ -185,30 +189,31 @@ export async function lookahead(settings: LookaheadSettings): Promise<LookaheadR
     gradientModelMs = performance.now() - built
     const previewCond = previewCfg === settings.cfg ? cond : await conditioning({ ...settings, cfg: previewCfg }, models.unet, models.text)
 
-    /** K updates of x_t down the gradient of the preview's loss. */
+    /** One guide step's round: K updates of x_t, with the loss of the preview after the last one. */
     const guideAt = async (index: number, t: number, x: Tensor, round: number): Promise<Tensor> => {
-      const step = makeUpdater(update)
-      let latent = x
       // inputs the guide computes outside the gradient (the face alignment) come from this round's first
       // preview: a pass with the reference's defaults shows it (its gradient is not used). The gradient session
       // gives the preview, so no second copy of the UNet is held for it.
       let guideFeeds = await guide.feeds()
       if (Object.keys(guideFeeds).length > 0) {
-        const shown = await gradient.run({ ...previewFeeds(gradient, kind, latent, t, previewCond), ...guideFeeds }, [IMAGE])
+        const shown = await gradient.run({ ...previewFeeds(gradient, kind, x, t, previewCond), ...guideFeeds }, [IMAGE])
         guideFeeds = await guide.feeds(imageFromTensor(shown[IMAGE].data as Float32Array, shown[IMAGE].dims))
       }
-      for (let iter = 0; iter < settings.iters; iter++) {
-        const out = await gradient.run({ ...previewFeeds(gradient, kind, latent, t, previewCond), ...guideFeeds })
-        const record: Iteration = { step: index, t, iter, loss: Number((out[LOSS].data as Float32Array)[0]), ...(recur > 1 ? { round } : {}) }
-        const next = step(latent.data, out[`${LATENT}_grad`].data as Float32Array)
-        if ('skipped' in next) {
-          record.skipped = next.skipped
-          settings.warn?.(`step ${index}, iteration ${iter}: ${next.skipped} gradient, update skipped`)
-        } else latent = { data: next.latent, dims: x.dims }
+      const feeds = (latent: Tensor) => ({ ...previewFeeds(gradient, kind, latent, t, previewCond), ...guideFeeds })
+      const pass: GradientPass = async latent => {
+        const out = await gradient.run(feeds(latent), [LOSS, `${LATENT}_grad`])
+        return { loss: Number((out[LOSS].data as Float32Array)[0]), grad: out[`${LATENT}_grad`].data as Float32Array }
+      }
+      // onnxruntime runs only what the asked outputs need: the loss alone is one forward
+      const lossOf = async (latent: Tensor) => Number(((await gradient.run(feeds(latent), [LOSS]))[LOSS].data as Float32Array)[0])
+      const guided = await guideLatent(x, settings.iters, update, pass, lossOf, ({ iter, loss, skipped }) => {
+        const record: Iteration = { step: index, t, iter, loss, round, ...(skipped ? { skipped } : {}) }
+        if (skipped) settings.warn?.(`step ${index}, iteration ${iter}: ${skipped} gradient, update skipped`)
         iterations.push(record)
         settings.onIteration?.(record)
-      }
-      return latent
+      })
+      finalLoss = guided.finalLoss
+      return guided.latent
     }
 
     beforeStep = async ({ index, t, tPrev, x }: StepState) => {
@@ -232,93 +237,35 @@ export async function lookahead(settings: LookaheadSettings): Promise<LookaheadR
   })
   const { image } = await decodeFinal(settings.models, latents, settings.decoder, settings.session)
   const samplingMs = performance.now() - started - gradientModelMs - guidanceMs
-  return { latents, image, iterations, timings: { gradientModelMs, samplingMs, guidanceMs } }
+  return { latents, image, iterations, finalLoss, timings: { gradientModelMs, samplingMs, guidanceMs } }
 }
 
-/** Values for the symbolic dims of a UNet's `sample` input (optimum: batch_size, height, width), by position. */
-function sampleDims(unet: GraphProto, shape: number[]): Record<string, number> {
-  const declared = unet.input.find(i => i.name === 'sample')?.type?.tensorType?.shape?.dim ?? []
-  return Object.fromEntries(declared.flatMap((d, i) => (d.dimParam ? [[d.dimParam, shape[i]]] : [])))
-}
-
-/** The memory of the sessions a run holds beside the gradient pass, in bytes. */
-export interface HeldSessions {
-  weights: number
-  samplingActivations: number
-}
-
-export interface DryRun extends RunCost {
-  memory: GraphMemory
-  /** the sessions a run holds beside the gradient pass: the sampling UNet, the text encoders, the final decoder */
-  sessions: HeldSessions
-  /** the gradient pass (weights + activations at their peak) and the other sessions, in bytes */
-  peakBytes: number
-  latentShape: number[]
-}
+/** The loss of the preview at a latent and its gradient there. */
+export type GradientPass = (latent: Tensor) => Promise<{ loss: number; grad: Float32Array }>
 
 /**
- * What `lookahead` would cost with these settings, from the graphs alone (no session is opened, no weights
- * are read): UNet evaluations, gradient passes, and the gradient pass's peak memory.
+ * The x_t update of one guide step: `iters` steps down the gradient of the preview's loss (an unusable
+ * gradient keeps the latent), each reported with the loss before it; then the loss after the last update.
  */
-export async function dryRun(settings: LookaheadSettings, held?: HeldSessions): Promise<DryRun> {
-  const guided = settings.preview !== 'none' && settings.iters > 0 && settings.guideSteps.length > 0
-  const previewCfg = settings.previewCfg ?? (settings.preview === 'x0' ? settings.cfg : 1)
-  const { base, latentShape } = await samplingUnet(settings)
-  const cost = runCost({ ...settings, previewCfg, guided })
-  const sessions = held ?? (await heldSessions(settings, base, latentShape))
-  const others = sessions.weights + sessions.samplingActivations
-  if (!guided) return { ...cost, memory: { weights: 0, peak: 0, lowerBound: 0, saved: 0, upperBound: 0, unknown: 0 }, sessions, peakBytes: others, latentShape }
-  const parts = await previewModels(settings.models, settings.preview as PreviewKind, settings.previewDecoder)
-  const memory = await graphMemory(previewForward(parts, previewShape(previewCfg, latentShape, settings.guideSize), settings.guide ?? pixelGuide()), pipelineDims(previewCfg), settings.recompute)
-  return { ...cost, memory, sessions, peakBytes: memory.weights + memory.peak + others, latentShape }
-}
-
-/** The dims the pipeline feeds: the batch, 77 text tokens, a timestep of [1] where it is int64 [steps] (optimum ≤ 1.23). */
-export const pipelineDims = (cfg: number) => ({ batch_size: cfg > 1 ? 2 : 1, sequence_length: 77, steps: 1 })
-
-/** The base UNet (its graph; no weights are read) and the latent shape it samples at these settings. */
-async function samplingUnet(settings: LookaheadSettings): Promise<{ base: LoadedModel; latentShape: number[] }> {
-  const base = await readModel(join(settings.models, 'unet', 'model.onnx'))
-  const channels = graphOf(base.model).input.find(i => i.name === 'sample')?.type?.tensorType?.shape?.dim?.[1]?.dimValue
-  return { base, latentShape: [1, channels ? toNumber(channels) : 4, settings.size.height / 8, settings.size.width / 8] }
-}
-
-/** The sessions a run holds beside the gradient pass: the sampling UNet, the text encoders, the final decoder. */
-async function heldSessions(settings: LookaheadSettings, base: LoadedModel, latentShape: number[]): Promise<HeldSessions> {
-  const folders = [...TEXT_ENCODERS, DECODER_FOLDERS[finalDecoder(settings.models, settings.decoder)]].map(folder => join(settings.models, folder, 'model.onnx'))
-  let weights = await weightBytes(base)
-  for (const path of folders) if (existsSync(path)) weights += await weightBytes(await readModel(path))
-  // a CUDA arena keeps the sampling UNet's activations at their peak between its runs
-  const graph = graphOf(base.model)
-  const dims = pipelineDims(settings.cfg)
-  const infos = inferShapes(graph, { ...dims, ...sampleDims(graph, [dims.batch_size, ...latentShape.slice(1)]) })
-  return { weights, samplingActivations: activationPeak(graph, infos).peak }
-}
-
-/** A way to fit the gradient pass into less memory, with its estimate. */
-export interface MemoryFit {
-  recompute: number
-  guideSize?: number
-  cost: DryRun
-}
-
-/**
- * The first settings whose run (gradient pass and other sessions) fits in `limitBytes`: recomputation first
- * (full resolution, at most one more UNet evaluation per iteration), then a smaller preview (--guide-size, a
- * blurrier guide) with it.
- */
-export async function fitMemory(settings: LookaheadSettings, limitBytes: number): Promise<MemoryFit | undefined> {
-  const { base, latentShape } = await samplingUnet(settings)
-  const held = await heldSessions(settings, base, latentShape) // the same for every candidate
-  const side = Math.min(settings.size.height, settings.size.width)
-  const sizes = [settings.guideSize, ...[768, 512].filter(s => s < (settings.guideSize ?? side))]
-  for (const guideSize of sizes) {
-    for (const recompute of [1, 2, 4, 8]) {
-      if (recompute < (settings.recompute ?? 1) || (recompute === (settings.recompute ?? 1) && guideSize === settings.guideSize)) continue
-      const cost = await dryRun({ ...settings, guideSize, recompute }, held)
-      if (cost.peakBytes <= limitBytes) return { recompute, guideSize, cost }
+export async function guideLatent(
+  x: Tensor,
+  iters: number,
+  update: UpdateSettings,
+  pass: GradientPass,
+  lossOf: (latent: Tensor) => Promise<number>,
+  report: (iteration: { iter: number; loss: number; skipped?: Skip }) => void,
+): Promise<{ latent: Tensor; finalLoss: number }> {
+  const step = makeUpdater(update)
+  let latent = x
+  for (let iter = 0; iter < iters; iter++) {
+    const { loss, grad } = await pass(latent)
+    const next = step(latent.data, grad)
+    if ('skipped' in next) report({ iter, loss, skipped: next.skipped })
+    else {
+      latent = { data: next.latent, dims: x.dims }
+      report({ iter, loss })
     }
   }
-  return undefined
+  return { latent, finalLoss: await lossOf(latent) }
 }
 

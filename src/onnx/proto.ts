@@ -87,7 +87,12 @@ export function externalDataFiles({ model, dir }: LoadedModel): string[] {
  * beside the new model, because onnxruntime refuses locations that leave the model's folder.
  * The locations are changed in `model` itself: the returned LoadedModel is the model as written.
  */
-export async function writeModel({ model, dir }: LoadedModel, path: string): Promise<LoadedModel> {
+export async function writeModel(loaded: LoadedModel, path: string): Promise<LoadedModel> {
+  // from plain JS the first argument is easily a bare ModelProto: say what is wanted
+  if (typeof loaded !== 'object' || loaded === null || !('model' in loaded) || typeof loaded.dir !== 'string' || typeof path !== 'string') {
+    throw new TypeError('writeModel(loaded, path): loaded is { model: ModelProto, dir: string } as readModel returns it (dir: the folder its external data is relative to), path a file name')
+  }
+  const { model, dir } = loaded
   const outDir = dirname(resolve(path))
   const placed = new Map<string, string>()
   for (const tensor of allInitializers(model.graph as GraphProto)) {

@@ -65,17 +65,36 @@ function providers(device: Device): ort.InferenceSession.ExecutionProviderConfig
 
 const cache = new Map<string, Promise<Session>>()
 
+let defaults: Required<SessionSettings> = { device: 'cpu', threads: 0 }
+
+/** The device and threads of sessions opened without their own (face detection, reference embeddings, metrics): a run sets them once from --device/--threads. */
+export function setSessionDefaults(settings: SessionSettings): void {
+  defaults = { ...defaults, ...settings }
+}
+
+/** Settings with the run's defaults filled in. */
+export function sessionSettings(settings: SessionSettings = {}): Required<SessionSettings> {
+  return { device: settings.device ?? defaults.device, threads: settings.threads ?? defaults.threads }
+}
+
+/** The one way the project creates an onnxruntime session: from a file or model bytes, with its device and threads. */
+export function createInferenceSession(model: string | Uint8Array, settings: SessionSettings = {}): Promise<ort.InferenceSession> {
+  const { device, threads } = sessionSettings(settings)
+  const options = sessionOptions(device, threads)
+  return typeof model === 'string' ? ort.InferenceSession.create(model, options) : ort.InferenceSession.create(model, options)
+}
+
 /**
  * Opens (or returns the cached) session for a model file. `--device cuda` uses CUDA only: where the
  * provider is missing this is an error, never a silent fall-back to the CPU.
  */
 export function openSession(path: string, settings: SessionSettings = {}): Promise<Session> {
-  const device = settings.device ?? 'cpu'
+  const { device, threads } = sessionSettings(settings)
   const full = resolve(path)
-  const key = `${full}|${device}|${settings.threads ?? 0}`
+  const key = `${full}|${device}|${threads}`
   let session = cache.get(key)
   if (!session) {
-    session = createSession(full, device, settings.threads ?? 0)
+    session = createSession(full, device, threads)
     cache.set(key, session)
     session.catch(() => cache.delete(key))
   }
@@ -98,7 +117,7 @@ async function createSession(path: string, device: Device, threads: number): Pro
   if (!existsSync(path)) throw new UserError(`model file ${path} does not exist`)
   if (device === 'cuda' && !cudaInstalled()) throw new UserError(CUDA_HELP)
   try {
-    const session = await ort.InferenceSession.create(path, sessionOptions(device, threads))
+    const session = await createInferenceSession(path, { device, threads })
     return new Session(path, device, session)
   } catch (error) {
     const message = (error as Error).message

@@ -1,0 +1,101 @@
+// Memory planning of a run, from its graphs alone (no session is opened, no weights are read): what the
+// gradient pass and the other sessions hold (src/guidance/estimate.ts models onnxruntime's planner), and the
+// first lower-memory settings that fit a limit.
+import { existsSync } from 'node:fs'
+import { join } from 'node:path'
+import { graphOf, readModel, toNumber, type GraphProto, type LoadedModel } from '../onnx/proto.js'
+import { inferShapes } from '../onnx/shapes.js'
+import { TEXT_ENCODERS } from '../diffusion/conditioning.js'
+import { DECODER_FOLDERS, finalDecoder } from '../diffusion/decoders.js'
+import { previewForward, previewModels, previewShape, type LookaheadSettings } from './engine.js'
+import { activationPeak, graphMemory, runCost, weightBytes, type GraphMemory, type RunCost } from './estimate.js'
+import { pixelGuide } from './guide.js'
+import type { PreviewKind } from './preview.js'
+
+/** Values for the symbolic dims of a UNet's `sample` input (optimum: batch_size, height, width), by position. */
+function sampleDims(unet: GraphProto, shape: number[]): Record<string, number> {
+  const declared = unet.input.find(i => i.name === 'sample')?.type?.tensorType?.shape?.dim ?? []
+  return Object.fromEntries(declared.flatMap((d, i) => (d.dimParam ? [[d.dimParam, shape[i]]] : [])))
+}
+
+/** The memory of the sessions a run holds beside the gradient pass, in bytes. */
+export interface HeldSessions {
+  weights: number
+  samplingActivations: number
+}
+
+export interface DryRun extends RunCost {
+  memory: GraphMemory
+  /** the sessions a run holds beside the gradient pass: the sampling UNet, the text encoders, the final decoder */
+  sessions: HeldSessions
+  /** the gradient pass (weights + activations at their peak) and the other sessions, in bytes */
+  peakBytes: number
+  latentShape: number[]
+}
+
+/**
+ * What `lookahead` would cost with these settings, from the graphs alone (no session is opened, no weights
+ * are read): UNet evaluations, gradient passes, and the gradient pass's peak memory.
+ */
+export async function dryRun(settings: LookaheadSettings, held?: HeldSessions): Promise<DryRun> {
+  const guided = settings.preview !== 'none' && settings.iters > 0 && settings.guideSteps.length > 0
+  const previewCfg = settings.previewCfg ?? (settings.preview === 'x0' ? settings.cfg : 1)
+  const { base, latentShape } = await samplingUnet(settings)
+  const cost = runCost({ ...settings, previewCfg, guided })
+  const sessions = held ?? (await heldSessions(settings, base, latentShape))
+  const others = sessions.weights + sessions.samplingActivations
+  if (!guided) return { ...cost, memory: { weights: 0, peak: 0, lowerBound: 0, saved: 0, upperBound: 0, unknown: 0 }, sessions, peakBytes: others, latentShape }
+  const parts = await previewModels(settings.models, settings.preview as PreviewKind, settings.previewDecoder)
+  const memory = await graphMemory(previewForward(parts, previewShape(previewCfg, latentShape, settings.guideSize), settings.guide ?? pixelGuide()), pipelineDims(previewCfg), settings.recompute)
+  return { ...cost, memory, sessions, peakBytes: memory.weights + memory.peak + others, latentShape }
+}
+
+/** The dims the pipeline feeds: the batch, 77 text tokens, a timestep of [1] where it is int64 [steps] (optimum ≤ 1.23). */
+export const pipelineDims = (cfg: number) => ({ batch_size: cfg > 1 ? 2 : 1, sequence_length: 77, steps: 1 })
+
+/** The base UNet (its graph; no weights are read) and the latent shape it samples at these settings. */
+async function samplingUnet(settings: LookaheadSettings): Promise<{ base: LoadedModel; latentShape: number[] }> {
+  const base = await readModel(join(settings.models, 'unet', 'model.onnx'))
+  const channels = graphOf(base.model).input.find(i => i.name === 'sample')?.type?.tensorType?.shape?.dim?.[1]?.dimValue
+  return { base, latentShape: [1, channels ? toNumber(channels) : 4, settings.size.height / 8, settings.size.width / 8] }
+}
+
+/** The sessions a run holds beside the gradient pass: the sampling UNet, the text encoders, the final decoder. */
+async function heldSessions(settings: LookaheadSettings, base: LoadedModel, latentShape: number[]): Promise<HeldSessions> {
+  const folders = [...TEXT_ENCODERS, DECODER_FOLDERS[finalDecoder(settings.models, settings.decoder)]].map(folder => join(settings.models, folder, 'model.onnx'))
+  let weights = await weightBytes(base)
+  for (const path of folders) if (existsSync(path)) weights += await weightBytes(await readModel(path))
+  // a CUDA arena keeps the sampling UNet's activations at their peak between its runs
+  const graph = graphOf(base.model)
+  const dims = pipelineDims(settings.cfg)
+  const infos = inferShapes(graph, { ...dims, ...sampleDims(graph, [dims.batch_size, ...latentShape.slice(1)]) })
+  return { weights, samplingActivations: activationPeak(graph, infos).peak }
+}
+
+/** A way to fit the gradient pass into less memory, with its estimate. */
+export interface MemoryFit {
+  recompute: number
+  guideSize?: number
+  cost: DryRun
+}
+
+/**
+ * The first settings whose run (gradient pass and other sessions) fits in `limitBytes`: recomputation first
+ * (full resolution, at most one more UNet evaluation per iteration), then a smaller preview (--guide-size, a
+ * blurrier guide) with it, at `guideSizes` (none in a demo world, whose models work at its own size only).
+ */
+export async function fitMemory(settings: LookaheadSettings, limitBytes: number, guideSizes = [768, 512]): Promise<MemoryFit | undefined> {
+  const { base, latentShape } = await samplingUnet(settings)
+  const held = await heldSessions(settings, base, latentShape) // the same for every candidate
+  const side = Math.min(settings.size.height, settings.size.width)
+  const sizes = [settings.guideSize, ...guideSizes.filter(s => s < (settings.guideSize ?? side))]
+  for (const guideSize of sizes) {
+    for (const recompute of [1, 2, 4, 8]) {
+      if (recompute < (settings.recompute ?? 1) || (recompute === (settings.recompute ?? 1) && guideSize === settings.guideSize)) continue
+      const cost = await dryRun({ ...settings, guideSize, recompute }, held)
+      if (cost.peakBytes <= limitBytes) return { recompute, guideSize, cost }
+    }
+  }
+  return undefined
+}
+
