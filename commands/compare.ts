@@ -10,14 +10,15 @@ import type { SettingKey } from '../src/cli/settings.js'
 /** Everything of guide but the seed and the preview: compare runs every --previews method on every --seeds seed. */
 const SETTINGS: SettingKey[] = [
   'negative', 'steps', 'cfg', 'size', 'loss', 'ref', 'refText', 'guideSteps', 'iters', 'recur', 'lr', 'optimizer', 'clip',
-  'normalize', 'renormalize', 'guideSize', 'recompute', 'previewCfg', 'previewDecoder', 'idNetwork', 'device', 'threads',
+  'normalize', 'renormalize', 'guideSize', 'recompute', 'previewCfg', 'previewSteps', 'previewDecoder', 'idNetwork', 'device', 'threads',
 ]
 
 export default class Compare extends LookaheadCommand {
-  static description = 'Compare previews (none, x0, lcm) over many seeds: each run written as it finishes (resumable), a labelled grid, and metrics per method with means and standard errors (stdout, CSV, JSON)'
+  static description = 'Compare methods (none, x0, lcm, best of N unguided at lcm\'s cost) over many seeds: each run written as it finishes (resumable), a labelled grid, and metrics and cost in UNet evaluations per method with means and standard errors (stdout, CSV, JSON)'
 
   static examples = [
-    '<%= config.bin %> compare --world demo --ref world:dev --seeds 0-15 --previews none,x0,lcm -o results/',
+    '<%= config.bin %> compare --world demo --ref world:dev --seeds 0-15 --previews none,x0,lcm,best -o results/',
+    '<%= config.bin %> compare --world demo --ref world:dev --seeds 0-15 --previews lcm --preview-steps 2 -o results-2steps/',
     '<%= config.bin %> compare --world demo --ref world:dev --seeds 0-31 --resume results/',
   ]
 

@@ -9,7 +9,7 @@ import type { GuideJob } from '../guides/jobs.js'
 
 const SETTINGS: SettingKey[] = [
   'negative', 'steps', 'cfg', 'seed', 'size', 'loss', 'ref', 'refText', 'preview', 'guideSteps', 'iters', 'recur', 'lr', 'optimizer', 'clip',
-  'normalize', 'renormalize', 'guideSize', 'recompute', 'previewCfg', 'previewDecoder', 'idNetwork',
+  'normalize', 'renormalize', 'guideSize', 'recompute', 'previewCfg', 'previewSteps', 'previewDecoder', 'idNetwork',
 ]
 
 export default class Guide extends LookaheadCommand {
@@ -66,14 +66,16 @@ export default class Guide extends LookaheadCommand {
     if (world) this.note(`demo world: nearest identity ${world.name}, Mahalanobis ${world.mahalanobis.toFixed(2)}${world.typical ? '' : chalk.yellow(' (off the data distribution)')}`)
     if (clip !== undefined) this.note(`CLIP score to the prompt: ${clip.toFixed(2)}`)
     this.note(`${chalk.green('wrote')} ${flags.output}`)
-    const { iterations, finalLoss, metrics, timings, guide } = result
-    return { output: flags.output, settings: jobSettings(job), iterations, finalLoss, metrics, timings, guide }
+    if (result.bestOf) this.note(`best of ${result.bestOf.n}: kept seed ${result.bestOf.candidates[result.bestOf.chosen].seed} (guide losses ${result.bestOf.candidates.map(c => c.loss.toFixed(4)).join(', ')})`)
+    const { iterations, finalLoss, metrics, timings, unetEvaluations, bestOf, guide } = result
+    return { output: flags.output, settings: jobSettings(job), iterations, finalLoss, metrics, timings, unetEvaluations, bestOf, guide }
   }
 
   /** Prints the run's cost and the gradient pass's memory estimate, with advice past `limitGb`. */
   private async dryRun(job: GuideJob, limitGb: number) {
     const { dryRunJob, fitMemoryJob } = await import('../guides/jobs.js')
     const cost = await dryRunJob(job)
+    if (cost.bestOf) this.note(`best of ${cost.bestOf} unguided samples (as many as cost what the lcm run costs), kept by the guide's loss on the final image`)
     const gb = (bytes: number) => (bytes >= 1e8 ? `${(bytes / 1e9).toFixed(2)} GB` : `${(bytes / 1e6).toFixed(2)} MB`)
     this.note(`latent ${cost.latentShape.join('×')}: sampling ${cost.samplingEvaluations} UNet evaluations, guidance ${cost.guidanceEvaluations} more (${cost.gradientPasses} gradient passes): ${cost.ratio.toFixed(2)}× an unguided image`)
     const { weights: held, samplingActivations } = cost.sessions

@@ -32,6 +32,10 @@ export interface MethodSummary {
   /** demo world: fraction beyond the 99.9% Mahalanobis radius of their nearest component */
   offDistribution?: Stat
   clip?: Stat
+  /** UNet evaluations per run (runCost: a CFG pass counts 2; best-of-N: N samples) */
+  unetEvaluations?: Stat
+  /** best-of-N: N */
+  bestOf?: number
 }
 
 /** The loss of the preview after the last update of a run (undefined without guidance). */
@@ -51,11 +55,13 @@ export function summarise(runs: RunRecord[], methods: Method[], referenceIdentit
       matchesReference: referenceIdentity ? values(r => (r.metrics.world ? Number(r.metrics.world.name === referenceIdentity) : undefined)) : undefined,
       offDistribution: values(r => (r.metrics.world ? Number(!r.metrics.world.typical) : undefined)),
       clip: values(r => r.metrics.clip),
+      unetEvaluations: values(r => r.unetEvaluations),
+      ...(mine[0]?.bestOf ? { bestOf: mine[0].bestOf.n } : {}),
     }
   })
 }
 
-const SUMMARY_COLUMNS: [keyof Omit<MethodSummary, 'method'>, string][] = [
+const SUMMARY_COLUMNS: [keyof Omit<MethodSummary, 'method' | 'unetEvaluations' | 'bestOf'>, string][] = [
   ['identityDistance', 'id distance (held-apart)'],
   ['identitySimilarity', 'id cosine (held-apart)'],
   ['lossNetworkDistance', 'id distance (loss net)'],
@@ -72,7 +78,8 @@ const SUMMARY_COLUMNS: [keyof Omit<MethodSummary, 'method'>, string][] = [
 export function summaryTable(summary: MethodSummary[]): string[][] {
   const columns = SUMMARY_COLUMNS.filter(([key]) => summary.some(s => s[key]))
   const cell = (s?: Stat) => (s ? `${s.mean.toFixed(3)}${s.se === undefined ? '' : ` ± ${s.se.toFixed(3)}`} (n=${s.n})` : '–')
-  return [['method', ...columns.map(([, label]) => label)], ...summary.map(s => [s.method, ...columns.map(([key]) => cell(s[key]))])]
+  const cost = (s: MethodSummary) => (s.unetEvaluations ? `${+s.unetEvaluations.mean.toFixed(1)}${s.bestOf ? ` (N=${s.bestOf})` : ''}` : '–')
+  return [['method', ...columns.map(([, label]) => label), 'UNet evaluations'], ...summary.map(s => [s.method, ...columns.map(([key]) => cell(s[key])), cost(s)])]
 }
 
 /** Why metrics are missing, counted over the runs: "identity: no face found on the final image (2 of 8 runs)". */
@@ -82,12 +89,12 @@ export function missingReasons(runs: RunRecord[]): string[] {
   return [...counts].map(([reason, n]) => `${reason} (${n} of ${runs.length} runs)`)
 }
 
-export const CSV_HEADER = 'seed,method,id_distance,id_cosine,loss_net_distance,own_preview_loss,nearest_identity,matches_reference,mahalanobis,off_distribution,clip'
+export const CSV_HEADER = 'seed,method,id_distance,id_cosine,loss_net_distance,own_preview_loss,nearest_identity,matches_reference,mahalanobis,off_distribution,clip,unet_evaluations'
 
 /** One CSV row for a run. */
 export function csvRow(r: RunRecord, referenceIdentity?: string): string {
   const w = r.metrics.world
   return [r.seed, r.method, r.metrics.identity?.distance, r.metrics.identity?.similarity, r.metrics.identity?.loss?.distance, finalLoss(r), w?.name,
     w && referenceIdentity !== undefined ? Number(w.name === referenceIdentity) : undefined,
-    w?.mahalanobis, w ? Number(!w.typical) : undefined, r.metrics.clip].map(v => (v === undefined ? '' : String(v))).join(',')
+    w?.mahalanobis, w ? Number(!w.typical) : undefined, r.metrics.clip, r.unetEvaluations].map(v => (v === undefined ? '' : String(v))).join(',')
 }

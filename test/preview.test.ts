@@ -12,7 +12,8 @@ import { initialNoise } from '../src/diffusion/pipeline.js'
 import { alphaBar, lcmPreviewCoefficients } from '../src/diffusion/schedulers.js'
 import { previewModels } from '../src/guidance/engine.js'
 import { pixelGuide } from '../src/guidance/guide.js'
-import { buildPreviewGraph, checkPreviewSteps, IMAGE, LATENT, LOSS, PREVIEW_KINDS, PREVIEWS, previewStepInputs, previewTimesteps, previewUnetCalls } from '../src/guidance/preview.js'
+import { buildPreviewGraph, IMAGE, LATENT, LOSS, previewStepInputs } from '../src/guidance/preview.js'
+import { previewStepsOf, PREVIEW_KINDS, PREVIEWS, previewTimesteps, previewUnetCalls } from '../src/guidance/previews.js'
 import { drawnFaces } from '../src/world/world.js'
 import { buildWorldFolder } from '../src/world/models.js'
 
@@ -42,9 +43,9 @@ describe('previews (table, N-step LCM preview)', function () {
     assert.equal(PREVIEWS.lcm.defaultCfg(5), 1)
     assert.equal(previewUnetCalls(2, 1), 2)
     assert.equal(previewUnetCalls(1, 5), 2)
-    assert.equal(checkPreviewSteps('lcm', 3), 3)
-    assert.throws(() => checkPreviewSteps('x0', 2), /one step only/)
-    assert.throws(() => checkPreviewSteps('lcm', 0), /positive integer/)
+    assert.equal(previewStepsOf('lcm', 3), 3)
+    assert.equal(previewStepsOf('x0', 2), 1)
+    assert.throws(() => previewStepsOf('lcm', 0), /positive integer/)
     assert.deepEqual(previewTimesteps(801, 2), [801, 401])
   })
 

@@ -1,53 +1,15 @@
 // The lookahead's forward graph: x_t → ε (UNet) → preview latent → decoder → image → Σ wᵢ·lossᵢ(image).
 // The engine differentiates it with respect to `latent` (through the UNet and through the preview formula).
-// The previews are one table (PREVIEWS): the engine, the figure, the cost estimate and the CLI iterate over it.
-import { check, UserError } from '../errors.js'
+// Which previews there are, and what each runs, is one table: previews.ts.
+import { UserError } from '../errors.js'
 import { GraphBuilder, dataTypeOf, dtypeOf, type Dim, type DType } from '../onnx/builder.js'
 import { embedModel, embedModelAgain, opsetOf } from '../onnx/compose.js'
 import { graphOf, toNumber, type LoadedModel } from '../onnx/proto.js'
 import { initialNoise } from '../diffusion/pipeline.js'
-import { alphaBar, lcmPreviewCoefficients, naiveX0Coefficients, type Linear } from '../diffusion/schedulers.js'
+import { alphaBar } from '../diffusion/schedulers.js'
 import type { Tensor } from '../diffusion/conditioning.js'
 import type { Guide } from './guide.js'
-
-/** One way to preview the clean latent from x_t inside the lookahead's graph. */
-export interface PreviewStrategy {
-  /** what grids and tables call it */
-  label: string
-  /** the ε model it runs: the LCM-LoRA-fused UNet, or the base UNet the sampler runs */
-  unet: 'lcm' | 'base'
-  /** its CFG inside the preview where --preview-cfg does not say, from the sampler's */
-  defaultCfg: (samplerCfg: number) => number
-  /** x̂₀ = a·x_t + b·ε at timestep t (schedulers.ts) */
-  coefficients: (t: number) => Linear
-  /** whether it may take several steps inside the preview (--preview-steps) */
-  multiStep: boolean
-}
-
-/**
- * The previews. Their graph fragment is the same form, `steps` times (previewFragment): ε from the strategy's UNet,
- * x̂₀ = a·x_t + b·ε, and between steps the forward process back to the next timestep. Their cost per iteration
- * is previewUnetCalls.
- */
-export const PREVIEWS: Record<'x0' | 'lcm', PreviewStrategy> = {
-  /** the naive DDPM estimate (eq. 9), blurry at early steps; with the sampler's CFG, as a guided sampler would */
-  x0: { label: 'x0', unet: 'base', defaultCfg: cfg => cfg, coefficients: naiveX0Coefficients, multiStep: false },
-  /** the paper's LCM lookahead: c_out·x̂₀ + c_skip·x_t from the LCM-LoRA UNet's ε, without CFG */
-  lcm: { label: 'lcm', unet: 'lcm', defaultCfg: () => 1, coefficients: lcmPreviewCoefficients, multiStep: true },
-}
-
-export type PreviewKind = keyof typeof PREVIEWS
-export const PREVIEW_KINDS = Object.keys(PREVIEWS) as PreviewKind[]
-
-/** UNet evaluations of one preview forward (a CFG pass counts as 2); its gradient pass costs about 3× this. */
-export const previewUnetCalls = (steps: number, cfg: number) => steps * (cfg > 1 ? 2 : 1)
-
-/** The preview's steps, checked against its strategy: 1 unless it is multi-step. */
-export function checkPreviewSteps(kind: PreviewKind, steps: number): number {
-  check(Number.isInteger(steps) && steps >= 1, `--preview-steps ${steps}: expected a positive integer`)
-  check(steps === 1 || PREVIEWS[kind].multiStep, `--preview-steps ${steps}: the ${kind} preview takes one step only`)
-  return steps
-}
+import { PREVIEWS, previewTimesteps, type PreviewKind } from './previews.js'
 
 export interface PreviewGraph {
   /** the ε model: the LCM UNet for 'lcm', the base UNet for 'x0' */
@@ -79,12 +41,6 @@ export const TIMESTEP = 'timestep'
 export const NOISE = 'noise'
 export const RENOISE_A = 'renoise_a'
 export const RENOISE_B = 'renoise_b'
-
-/**
- * The timesteps of an N-step preview from t: evenly spaced, t_i = round(t·(N − i)/N), as LCM's few-step
- * sampling visits t, then lower timesteps (Luo et al. 2023, alg. 1).
- */
-export const previewTimesteps = (t: number, steps: number) => Array.from({ length: steps }, (_, i) => Math.round((t * (steps - i)) / steps))
 
 /**
  * The preview's scalar inputs at timestep t besides the conditioning: each step's coefficients, the later steps'

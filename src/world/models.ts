@@ -13,9 +13,9 @@ import { TAESD_IO, taesdModel } from '../diffusion/taesd.js'
 import { writeFileAtomic, cacheRoot } from '../fsutil.js'
 import { GraphBuilder } from '../onnx/builder.js'
 import { embedModel } from '../onnx/compose.js'
-import { DataType, encodeModel, onnx, type LoadedModel, type ModelProto } from '../onnx/proto.js'
+import { DataType, encodeModel, onnx, readModel, type LoadedModel, type ModelProto } from '../onnx/proto.js'
 import { ort, sessionOptions } from '../onnx/session.js'
-import { LATENT_CHANNELS, LATENT_FACTOR, VAE_SCALING, decoderFragment, encoderFragment, transpose } from './codec.js'
+import { LATENT_CHANNELS, LATENT_FACTOR, VAE_SCALING, decoderFragment, encodeImage, encoderFragment, transpose } from './codec.js'
 import { componentCount } from './mixture.js'
 import {
   DEFAULT_WORLD_SETTINGS, WORLD_VERSION, buildWorld, componentImages, drawnFaces, folderFaces, latentShape, worldFromLatents, worldJson,
@@ -208,6 +208,13 @@ export const WORLD_FILES = {
   vaeEncoder: 'vae_encoder/model.onnx',
   world: 'world.json',
 } as const
+
+/** A face image [3,S,S]'s latent in a world: the linear codec in float64, or TAESDXL through the folder's vae_encoder. */
+export async function imageLatent(dir: string, world: DemoWorld, image: Float32Array): Promise<Float64Array> {
+  if (world.codecKind === 'linear') return encodeImage(world.codec, image)
+  const [latent] = await encodeImages((await readModel(join(dir, WORLD_FILES.vaeEncoder))).model, [image], world.codec.imageSize)
+  return latent
+}
 
 /** Writes the world's models folder with its codec's decoders and encoder; each file is written atomically. */
 export async function writeWorld(world: DemoWorld, dir: string, codec = linearCodec(world)): Promise<Record<keyof typeof WORLD_FILES, string>> {

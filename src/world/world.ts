@@ -105,7 +105,7 @@ export async function folderFaces(dir: string, size: number, findFaces?: FaceFin
     const chosen = everyFace ? [...boxes].sort((a, b) => a.x - b.x) : boxes.slice(0, 1)
     for (const [i, box] of chosen.entries()) {
       const name = everyFace && chosen.length > 1 ? `${parse(file).name}-${i + 1}` : parse(file).name
-      faces.push({ name, pixels: (await cropSquare(whole, faceSquare(box, whole), size)).data })
+      faces.push({ name, pixels: (await faceCrop(whole, box, size)).data })
     }
   }
   check(faces.length >= 2, `${dir} gives ${faces.length} face(s); the demo world needs at least 2 (${IMAGE_EXTENSIONS.join(' ')})`)
@@ -121,6 +121,9 @@ export function faceSquare(box: FaceBox, image: { width: number; height: number 
   const y = Math.round(Math.min(image.height - side, Math.max(0, centreY - side / 2)))
   return { x, y, width: side, height: side }
 }
+
+/** The face's square (faceSquare) of an image, resized to `size`: as the world's faces are cropped. */
+export const faceCrop = (image: ImageTensor, box: FaceBox, size: number) => cropSquare(image, faceSquare(box, image), size)
 
 async function cropSquare(image: ImageTensor, region: FaceBox, size: number): Promise<ImageTensor> {
   const { data, info } = await sharp(imageToPixels(image), { raw: { width: image.width, height: image.height, channels: 3 } })
