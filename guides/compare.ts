@@ -21,6 +21,7 @@ export interface RunRecord {
   finalLoss?: number
   timings: GuideJobResult['timings']
   unetEvaluations: number
+  finalImageLoss?: number
   bestOf?: GuideJobResult['bestOf']
 }
 
@@ -98,8 +99,8 @@ export async function compareMethods(job: GuideJob, options: CompareOptions): Pr
     }
     options.onRun?.(done, wanted.length, seed, method)
     const result = await runGuideJob({ ...job, seed, preview: method }, prepared)
-    const { metrics, iterations, finalLoss, timings, unetEvaluations, bestOf } = result
-    const record: RunRecord = { seed, method, metrics, iterations, finalLoss, timings, unetEvaluations, ...(bestOf ? { bestOf } : {}) }
+    const { metrics, iterations, finalLoss, timings, unetEvaluations, finalImageLoss, bestOf } = result
+    const record: RunRecord = { seed, method, metrics, iterations, finalLoss, timings, unetEvaluations, finalImageLoss, ...(bestOf ? { bestOf } : {}) }
     await saveImage(result.image, runImage(dir, seed, method))
     await appendFile(join(dir, COMPARISON_FILES.runs), `${JSON.stringify(record)}\n`)
     runs.push(record)

@@ -6,7 +6,7 @@ import { check } from '../src/errors.js'
 import { DEFAULT_PROMPT } from '../src/cli/flags.js'
 import { parseLossSpec, withDefaults, type Method, type SettingValues, type WorldContext, type WorldKind } from '../src/cli/settings.js'
 import { modelsDir, readWorld } from '../src/diffusion/models-folder.js'
-import { bestOfCount, bestOfN, type BestOfResult } from '../src/guidance/best-of.js'
+import { bestOfCount, bestOfN, imageLossFunction, type BestOfResult } from '../src/guidance/best-of.js'
 import { lookahead, previewCfgOf, type Iteration, type LookaheadSettings } from '../src/guidance/engine.js'
 import { runCost } from '../src/guidance/estimate.js'
 import { previewStepsOf } from '../src/guidance/previews.js'
@@ -147,6 +147,8 @@ export interface GuideJobResult {
   timings: { gradientModelMs: number; samplingMs: number; guidanceMs: number }
   /** the run's UNet evaluations as runCost counts them (a CFG pass counts 2; best-of-N: N samples) */
   unetEvaluations: number
+  /** the guide's loss on the final image (where the job has a guide): comparable across methods, unlike finalLoss */
+  finalImageLoss?: number
   /** best-of-N: N, each candidate's seed and guide loss on its final image, and the one kept */
   bestOf?: Pick<BestOfResult, 'n' | 'candidates' | 'chosen'>
   guide?: string
@@ -203,7 +205,8 @@ export async function runGuideJob(job: GuideJob, prepared?: PreparedJob): Promis
   const metrics = await evaluation.measure(image, result.latents.data, job.prompt)
   const { latents, iterations, finalLoss, timings } = result
   const bestOf = best && { n: best.n, candidates: best.candidates, chosen: best.chosen }
-  return { image, latents: latents.data, iterations, finalLoss, metrics, timings, unetEvaluations: unetEvaluations(job), ...(bestOf ? { bestOf } : {}), guide: guide?.description }
+  const finalImageLoss = guide && (bestOf ? bestOf.candidates[bestOf.chosen].loss : await (await imageLossFunction(guide, settings.size, settings))(result.image))
+  return { image, latents: latents.data, iterations, finalLoss, metrics, timings, unetEvaluations: unetEvaluations(job), finalImageLoss, ...(bestOf ? { bestOf } : {}), guide: guide?.description }
 }
 
 /** The cost of a job from its graphs alone, without the guide network (it is small beside the UNet); best-of-N: N samples. */

@@ -27,6 +27,8 @@ export interface MethodSummary {
   lossNetworkDistance?: Stat
   /** the guide's loss of the last preview, after the last update (not comparable across methods) */
   finalLoss?: Stat
+  /** the guide's loss on the final image (comparable across methods) */
+  finalImageLoss?: Stat
   /** demo world: fraction whose nearest component has the reference's identity */
   matchesReference?: Stat
   /** demo world: fraction beyond the 99.9% Mahalanobis radius of their nearest component */
@@ -52,6 +54,7 @@ export function summarise(runs: RunRecord[], methods: Method[], referenceIdentit
       identitySimilarity: values(r => r.metrics.identity?.similarity),
       lossNetworkDistance: values(r => r.metrics.identity?.loss?.distance),
       finalLoss: values(finalLoss),
+      finalImageLoss: values(r => r.finalImageLoss),
       matchesReference: referenceIdentity ? values(r => (r.metrics.world ? Number(r.metrics.world.name === referenceIdentity) : undefined)) : undefined,
       offDistribution: values(r => (r.metrics.world ? Number(!r.metrics.world.typical) : undefined)),
       clip: values(r => r.metrics.clip),
@@ -66,6 +69,7 @@ const SUMMARY_COLUMNS: [keyof Omit<MethodSummary, 'method' | 'unetEvaluations' |
   ['identitySimilarity', 'id cosine (held-apart)'],
   ['lossNetworkDistance', 'id distance (loss net)'],
   ['finalLoss', 'loss on own preview'],
+  ['finalImageLoss', 'loss on final image'],
   ['matchesReference', 'ref identity'],
   ['offDistribution', 'off-distribution'],
   ['clip', 'clip'],
@@ -89,12 +93,12 @@ export function missingReasons(runs: RunRecord[]): string[] {
   return [...counts].map(([reason, n]) => `${reason} (${n} of ${runs.length} runs)`)
 }
 
-export const CSV_HEADER = 'seed,method,id_distance,id_cosine,loss_net_distance,own_preview_loss,nearest_identity,matches_reference,mahalanobis,off_distribution,clip,unet_evaluations'
+export const CSV_HEADER = 'seed,method,id_distance,id_cosine,loss_net_distance,own_preview_loss,nearest_identity,matches_reference,mahalanobis,off_distribution,clip,unet_evaluations,final_image_loss'
 
 /** One CSV row for a run. */
 export function csvRow(r: RunRecord, referenceIdentity?: string): string {
   const w = r.metrics.world
   return [r.seed, r.method, r.metrics.identity?.distance, r.metrics.identity?.similarity, r.metrics.identity?.loss?.distance, finalLoss(r), w?.name,
     w && referenceIdentity !== undefined ? Number(w.name === referenceIdentity) : undefined,
-    w?.mahalanobis, w ? Number(!w.typical) : undefined, r.metrics.clip, r.unetEvaluations].map(v => (v === undefined ? '' : String(v))).join(',')
+    w?.mahalanobis, w ? Number(!w.typical) : undefined, r.metrics.clip, r.unetEvaluations, r.finalImageLoss].map(v => (v === undefined ? '' : String(v))).join(',')
 }

@@ -1,7 +1,9 @@
 // Collects the experiment's `lookahead compare` outputs into one markdown file: per configuration, the metrics
 // and UNet evaluations per method (mean ± standard error over seeds) and the paired differences per seed
 // (lcm − x0 first), plus a check of how well each recognizer tells the reference's identity from the others.
-// Usage: tsx samples/experiment/collect.ts RUNS_DIR > tables.md
+// Usage: tsx samples/experiment/collect.ts RUNS_DIR [IDENTITY] > tables.md
+// IDENTITY: the world identity a guided sample should land on, where the reference's own nearest component is
+// not it (a held-out photo of a person in the world: its latent's nearest component is a matter of framing).
 // RUNS_DIR holds one folder per configuration (summary.json from `compare`, wall_s.txt from run.sh); a folder
 // NAME-lcm2 (lcm with --preview-steps 2 on the same seeds) joins NAME as the method lcm2.
 import { existsSync, readdirSync, readFileSync } from 'node:fs'
@@ -19,6 +21,7 @@ interface Run {
   finalLoss?: number
   timings: { gradientModelMs: number; samplingMs: number; guidanceMs: number }
   unetEvaluations?: number
+  finalImageLoss?: number
   bestOf?: { n: number }
 }
 interface Summary {
@@ -44,7 +47,8 @@ const QUANTITIES: [string, (r: Run, reference?: string) => number | undefined][]
   ['held-apart id distance ↓', r => r.metrics.identity?.distance],
   ['held-apart id cosine ↑', r => r.metrics.identity?.similarity],
   ['face-api distance ↓', r => r.metrics.identity?.loss?.distance],
-  ['final guide loss ↓', r => r.finalLoss ?? r.iterations.at(-1)?.loss],
+  ['guide loss on the final image ↓', r => r.finalImageLoss],
+  ['final guide loss (own preview) ↓', r => r.finalLoss ?? r.iterations.at(-1)?.loss],
   ['guide loss drop ↑', r => (r.iterations.length ? r.iterations[0].loss - (r.finalLoss ?? r.iterations.at(-1)!.loss) : undefined)],
   ['ref identity ↑', (r, ref) => (r.metrics.world && ref ? Number(r.metrics.world.name === ref) : undefined)],
   ['off-distribution ↓', r => (r.metrics.world ? Number(!r.metrics.world.typical) : undefined)],
@@ -110,13 +114,13 @@ function overview(names: string[], summaries: Summary[]): string[] {
   const paired = (s: Summary, label: string, a = 'lcm', b = 'x0') => pairedDifferences(s, a, b, quantity(label)).text
   const all = ['none', 'x0', 'lcm', 'lcm2', 'best']
   const lines = ['### Overview (means per method none / x0 / lcm / lcm2 / best; paired differences as mean ± se over seeds)', '']
-  lines.push(...header(['configuration', 'seeds', 'ref identity', 'off-distribution', 'face-api distance', 'held-apart id distance', 'UNet evaluations',
-    'Δ ref identity lcm − x0', 'Δ face-api distance lcm − x0', 'Δ held-apart distance lcm − x0', 'Δ off-distribution lcm − x0', 'Δ ref identity lcm − best', 'Δ ref identity lcm2 − lcm']))
+  lines.push(...header(['configuration', 'seeds', 'ref identity', 'off-distribution', 'guide loss on the final image', 'held-apart id distance', 'UNet evaluations',
+    'Δ ref identity lcm − x0', 'Δ final-image guide loss lcm − x0', 'Δ held-apart distance lcm − x0', 'Δ off-distribution lcm − x0', 'Δ ref identity lcm − best', 'Δ ref identity lcm2 − lcm']))
   names.forEach((name, i) => {
     const s = summaries[i]
     lines.push(row([name, String(new Set(s.runs.map(r => r.seed)).size), perMethod(s, 'ref identity', all), perMethod(s, 'off-distribution', all),
-      perMethod(s, 'face-api distance', all), perMethod(s, 'held-apart id distance', all), perMethod(s, 'UNet evaluations', all),
-      paired(s, 'ref identity'), paired(s, 'face-api distance'), paired(s, 'held-apart id distance'), paired(s, 'off-distribution'),
+      perMethod(s, 'guide loss on the final image', all), perMethod(s, 'held-apart id distance', all), perMethod(s, 'UNet evaluations', all),
+      paired(s, 'ref identity'), paired(s, 'guide loss on the final image'), paired(s, 'held-apart id distance'), paired(s, 'off-distribution'),
       paired(s, 'ref identity', 'lcm', 'best'), paired(s, 'ref identity', 'lcm2', 'lcm')]))
   })
   return [...lines, '']
@@ -145,15 +149,15 @@ function metricCheck(summaries: Summary[]): string[] {
   return [...lines, '']
 }
 
-const dir = process.argv[2]
-if (!dir) throw new Error('usage: tsx samples/experiment/collect.ts RUNS_DIR')
+const [dir, identity] = process.argv.slice(2)
+if (!dir) throw new Error('usage: tsx samples/experiment/collect.ts RUNS_DIR [IDENTITY]')
 const read = (n: string) => JSON.parse(readFileSync(join(dir, n, 'summary.json'), 'utf8')) as Summary
 const finished = readdirSync(dir).filter(n => existsSync(join(dir, n, 'summary.json'))).sort()
 const names = finished.filter(n => !n.endsWith('-lcm2'))
 const summaries = names.map(n => {
   const summary = read(n)
   if (finished.includes(`${n}-lcm2`)) summary.runs.push(...read(`${n}-lcm2`).runs.map(r => ({ ...r, method: 'lcm2' })))
-  return summary
+  return identity ? { ...summary, referenceIdentity: identity } : summary
 })
 const out: string[] = [...overview(names, summaries)]
 names.forEach((name, i) => {
