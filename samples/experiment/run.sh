@@ -3,12 +3,14 @@
 # six group photos @vladmandic/face-api ships in demo/, plus the fixture photos without obama2.jpg), guided towards
 # obama2.jpg's face with the face-api identity loss; none vs x0 vs lcm vs lcm with 2 preview steps vs best-of-N at
 # guide steps before and after the step where identity is decided; with the linear codec and with the real TAESDXL.
-# Phases (all by default; name some to run only those): world, decided, sweep, main, perceptual, taesd, tables.
+# Phases (all by default; name some to run only those): world, taesd-world, decided, sweep, main, perceptual, taesd,
+# tables.
 # Nothing is written into the project: photos, worlds and results go under $OUT.
-# Usage: samples/experiment/run.sh [world] [decided] [sweep] [main] [perceptual] [taesd] [tables]
+# Usage: samples/experiment/run.sh [world] [taesd-world] [decided] [sweep] [main] [perceptual] [taesd] [tables]
 # Environment: OUT (default /tmp/lookahead-experiment-13), FIXTURES (default ../shared/fixtures beside the repo),
 # SEEDS (0-63), SWEEP_SEEDS (0-7), SWEEP_LRS, LR (the main runs' step size: chosen from the sweep by the rule in
-# RESULTS.md), BEFORE and AFTER (guide steps, from the decided step by that rule), TAESD_SEEDS (0-31),
+# RESULTS.md), BEFORE and AFTER (guide steps, from the decided step by that rule), TAESD_BEFORE (the TAESD world's
+# guide step; default: by the same rule from its decided.ts table), TAESD_SEEDS (0-31),
 # PERCEPTUAL_SEEDS (0-31). Results: samples/experiment/RESULTS.md.
 set -euo pipefail
 
@@ -26,7 +28,7 @@ TAESD_SEEDS=${TAESD_SEEDS:-0-31}
 PERCEPTUAL_SEEDS=${PERCEPTUAL_SEEDS:-0-31}
 REF=$OUT/obama2-face.png
 RUNS=$OUT/runs
-PHASES=${*:-world decided sweep main perceptual taesd tables}
+PHASES=${*:-world taesd-world decided sweep main perceptual taesd tables}
 lookahead() { "$REPO/bin/run.js" "$@"; }
 tsx() { (cd "$REPO" && node --import tsx "$@"); }
 has() { [[ " $PHASES " == *" $1 "* ]]; }
@@ -43,7 +45,7 @@ if has world || [ ! -f "$OUT/world/world.json" ]; then
   tsx samples/experiment/crop-face.ts "$FIXTURES/faces/obama2.jpg" 256 "$REF"
   [ -f "$OUT/world/world.json" ] || lookahead world build --world-images "$OUT/faces" --crop-faces --every-face -o "$OUT/world"
 fi
-if has taesd && [ ! -f "$OUT/world-taesd/world.json" ]; then
+if (has taesd-world || has taesd) && [ ! -f "$OUT/world-taesd/world.json" ]; then
   lookahead world build --world-images "$OUT/faces" --crop-faces --every-face --codec taesd --taesd "$FIXTURES/taesd" -o "$OUT/world-taesd"
 fi
 
@@ -72,8 +74,10 @@ methods() {
 
 if has decided; then
   tsx samples/experiment/decided.ts "$OUT/world" "$SEEDS" 0,1,2,3,5,10,20 | tee "$OUT/decided.md"
-  [ -f "$OUT/world-taesd/world.json" ] && tsx samples/experiment/decided.ts "$OUT/world-taesd" "$TAESD_SEEDS" 0,1,2,3,5,10,20 | tee "$OUT/decided-taesd.md"
+  if [ -f "$OUT/world-taesd/world.json" ]; then tsx samples/experiment/decided.ts "$OUT/world-taesd" "$TAESD_SEEDS" 0,1,2,3,5,10,20 | tee "$OUT/decided-taesd.md"; fi
 fi
+# the rule of RESULTS.md: the latest measured step where the x0 estimate's identity agrees with the final one in ≤ 80% of seeds
+before_decided() { awk -F'|' '/^\| [0-9]/ { split($3, f, "/"); if (f[1] <= 0.8 * f[2]) step = $2 } END { gsub(/ /, "", step); print step }' "$1"; }
 if has sweep; then
   for lr in $SWEEP_LRS; do compare "sweep-id-step$BEFORE-lr$lr" "$OUT/world" id none,x0,lcm --seeds "$SWEEP_SEEDS" --guide-step "$BEFORE" --lr "$lr"; done
 fi
@@ -84,7 +88,9 @@ if has perceptual; then
   methods "perceptual-step$(printf %02d "$BEFORE")-lr$LR" "$OUT/world" perceptual "$PERCEPTUAL_SEEDS" --guide-step "$BEFORE" --lr "$LR"
 fi
 if has taesd; then
-  methods "taesd-id-step$(printf %02d "$BEFORE")-lr$LR" "$OUT/world-taesd" id "$TAESD_SEEDS" --guide-step "$BEFORE" --lr "$LR"
+  step=${TAESD_BEFORE:-$(before_decided "$OUT/decided-taesd.md")}
+  step=${step:-0}
+  methods "taesd-id-step$(printf %02d "$step")-lr$LR" "$OUT/world-taesd" id "$TAESD_SEEDS" --guide-step "$step" --lr "$LR"
 fi
 if has tables; then
   tsx samples/experiment/collect.ts "$RUNS" >"$OUT/tables.md"
