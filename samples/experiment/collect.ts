@@ -128,7 +128,7 @@ function overview(names: string[], summaries: Summary[]): string[] {
 
 /** How well each recognizer separates final images of the reference's identity from the others' (unguided runs). */
 function metricCheck(summaries: Summary[]): string[] {
-  const reference = summaries.find(s => s.referenceIdentity)?.referenceIdentity
+  const reference = identity ?? summaries.find(s => s.referenceIdentity)?.referenceIdentity
   const unguided = new Map<number, Run>()
   for (const s of summaries) for (const r of s.runs) if (r.method === 'none') unguided.set(r.seed, r)
   const runs = [...unguided.values()]
@@ -137,14 +137,15 @@ function metricCheck(summaries: Summary[]): string[] {
     ['nearest component = another identity', runs.filter(r => r.metrics.world && r.metrics.world.name !== reference)],
   ]
   const lines = ['### Does the metric see identity here? (unguided runs, by the identity of their nearest world component)', '']
-  lines.push(...header(['group', 'runs', 'face found', 'held-apart id distance', 'held-apart id cosine', 'face-api distance', 'face-api cosine']))
+  lines.push(...header(['group', 'runs', 'face found', 'held-apart id distance', 'held-apart id cosine', 'face-api distance', 'face-api cosine', 'guide loss on the final image']))
   for (const [label, group] of groups) {
     lines.push(row([label, String(group.length),
       stat(group.map(r => Number(r.metrics.identity !== undefined))).text,
       stat(defined(group.map(r => r.metrics.identity?.distance))).text,
       stat(defined(group.map(r => r.metrics.identity?.similarity))).text,
       stat(defined(group.map(r => r.metrics.identity?.loss?.distance))).text,
-      stat(defined(group.map(r => r.metrics.identity?.loss?.similarity))).text]))
+      stat(defined(group.map(r => r.metrics.identity?.loss?.similarity))).text,
+      stat(defined(group.map(r => r.finalImageLoss))).text]))
   }
   return [...lines, '']
 }
