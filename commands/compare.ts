@@ -11,10 +11,11 @@ import { JOB_SETTINGS } from '../src/cli/settings.js'
 const SETTINGS = JOB_SETTINGS.filter(k => k !== 'seed' && k !== 'preview')
 
 export default class Compare extends LookaheadCommand {
-  static description = 'Compare previews (none, x0, lcm) over many seeds: each run written as it finishes (resumable), a labelled grid, metrics per method with means and standard errors (stdout, CSV, JSON), and a report page (report.html)'
+  static description = 'Compare methods (none, x0, lcm, best of N unguided at lcm\'s cost) over many seeds: each run written as it finishes (resumable), a labelled grid, metrics and cost in UNet evaluations per method with means and standard errors (stdout, CSV, JSON), and a report page (report.html)'
 
   static examples = [
-    '<%= config.bin %> compare --world demo --ref world:dev --seeds 0-15 --previews none,x0,lcm -o results/',
+    '<%= config.bin %> compare --world demo --ref world:dev --seeds 0-15 --previews none,x0,lcm,best -o results/',
+    '<%= config.bin %> compare --world demo --ref world:dev --seeds 0-15 --previews lcm --preview-steps 2 -o results-2steps/',
     '<%= config.bin %> compare --world demo --ref world:dev --seeds 0-31 --resume results/',
   ]
 

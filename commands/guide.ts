@@ -87,14 +87,16 @@ export default class Guide extends LookaheadCommand {
     this.note(`${chalk.green('wrote')} ${flags.output}`)
     if (recorded?.index) this.note(`${chalk.green('wrote')} ${recorded.iterations.length} previews, final.png and ${recorded.index}`)
     if (recorded?.animation) this.note(`${chalk.green('wrote')} ${recorded.animation} (${recorded.iterations.length + 1} frames)`)
-    const { iterations, finalLoss, metrics, timings, guide } = result
-    return { output: flags.output, settings: jobSettings(job), iterations, finalLoss, metrics, timings, guide, ...(recorded ? { pictures: { index: recorded.index, animation: recorded.animation } } : {}) }
+    if (result.bestOf) this.note(`best of ${result.bestOf.n}: kept seed ${result.bestOf.candidates[result.bestOf.chosen].seed} (guide losses ${result.bestOf.candidates.map(c => c.loss.toFixed(4)).join(', ')})`)
+    const { iterations, finalLoss, metrics, timings, unetEvaluations, bestOf, guide } = result
+    return { output: flags.output, settings: jobSettings(job), iterations, finalLoss, metrics, timings, unetEvaluations, bestOf, guide, ...(recorded ? { pictures: { index: recorded.index, animation: recorded.animation } } : {}) }
   }
 
   /** Prints the run's cost and the gradient pass's memory estimate, with advice past `limitGb`. */
   private async dryRun(job: GuideJob, limitGb: number) {
     const { dryRunJob, fitMemoryJob } = await import('../guides/jobs.js')
     const cost = await dryRunJob(job)
+    if (cost.bestOf) this.note(`best of ${cost.bestOf} unguided samples (as many as cost what the lcm run costs), kept by the guide's loss on the final image`)
     const gb = (bytes: number) => (bytes >= 1e8 ? `${(bytes / 1e9).toFixed(2)} GB` : `${(bytes / 1e6).toFixed(2)} MB`)
     this.note(`latent ${cost.latentShape.join('×')}: sampling ${cost.samplingEvaluations} UNet evaluations, guidance ${cost.guidanceEvaluations} more (${cost.gradientPasses} gradient passes): ${cost.ratio.toFixed(2)}× an unguided image`)
     const { weights: held, samplingActivations } = cost.sessions

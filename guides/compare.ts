@@ -23,6 +23,9 @@ export interface RunRecord {
   iterations: Iteration[]
   finalLoss?: number
   timings: GuideJobResult['timings']
+  unetEvaluations: number
+  finalImageLoss?: number
+  bestOf?: GuideJobResult['bestOf']
 }
 
 export interface Comparison {
@@ -100,7 +103,8 @@ export async function compareMethods(job: GuideJob, options: CompareOptions): Pr
     }
     options.onRun?.(done, wanted.length, seed, method)
     const result = await runGuideJob({ ...job, seed, preview: method }, prepared)
-    const record: RunRecord = { seed, method, metrics: result.metrics, iterations: result.iterations, finalLoss: result.finalLoss, timings: result.timings }
+    const { metrics, iterations, finalLoss, timings, unetEvaluations, finalImageLoss, bestOf } = result
+    const record: RunRecord = { seed, method, metrics, iterations, finalLoss, timings, unetEvaluations, finalImageLoss, ...(bestOf ? { bestOf } : {}) }
     await saveImage(result.image, runImage(dir, seed, method))
     await appendFile(join(dir, COMPARISON_FILES.runs), `${JSON.stringify(record)}\n`)
     runs.push(record)

@@ -4,7 +4,7 @@ import { readFile } from 'node:fs/promises'
 import { UserError } from '../src/errors.js'
 import { ModelsFolder } from '../src/diffusion/models-folder.js'
 import { resizeImage, type ImageTensor } from '../src/image/image.js'
-import { encodeImage } from '../src/world/codec.js'
+import { imageLatent } from '../src/world/models.js'
 import { parseWorld, placeLatent, type DemoWorld, type Placement } from '../src/world/world.js'
 import type { AllGuideSettings } from './index.js'
 import { clipTextScore, IdentityMetric, type IdentityScore } from './metric.js'
@@ -42,7 +42,7 @@ export async function prepareEvaluation(models: string, reference: ImageTensor |
   const world = await demoWorld(models)
   // the reference's place in a demo world: the component nearest its encoded latent
   const side = world?.codec.imageSize ?? 0
-  const referencePlacement = world && reference ? placeLatent(world, encodeImage(world.codec, resizeImage(reference, side, side).data)) : undefined
+  const referencePlacement = world && reference ? placeLatent(world, await imageLatent(models, world, resizeImage(reference, side, side).data)) : undefined
   const noIdentity = reference ? 'no face in the reference' : 'no reference image'
   return {
     description: [identity?.description ?? `identity metric: none (${noIdentity})`, ...(world ? ['demo world: nearest component, Mahalanobis distance'] : [])],

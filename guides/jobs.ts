@@ -6,7 +6,10 @@ import { check, UserError } from '../src/errors.js'
 import { DEFAULT_PROMPT } from '../src/cli/flags.js'
 import { JOB_SETTINGS, parseLossSpec, withDefaults, type JobSettingKey, type Method, type SettingValues, type WorldContext, type WorldKind } from '../src/cli/settings.js'
 import { ModelsFolder } from '../src/diffusion/models-folder.js'
-import { lookahead, type Iteration, type LookaheadSettings } from '../src/guidance/engine.js'
+import { bestOfCount, bestOfN, imageLossFunction, type BestOfResult } from '../src/guidance/best-of.js'
+import { lookahead, previewCfgOf, type Iteration, type LookaheadSettings } from '../src/guidance/engine.js'
+import { runCost } from '../src/guidance/estimate.js'
+import { previewStepsOf } from '../src/guidance/previews.js'
 import { dryRun, fitMemory, type DryRun, type MemoryFit } from '../src/guidance/memory.js'
 import { imageFromTensor, loadImage, type ImageTensor } from '../src/image/image.js'
 import { setSessionDefaults } from '../src/onnx/session.js'
@@ -171,6 +174,12 @@ export interface GuideJobResult {
   finalLoss?: number
   metrics: Metrics
   timings: { gradientModelMs: number; samplingMs: number; guidanceMs: number }
+  /** the run's UNet evaluations as runCost counts them (a CFG pass counts 2; best-of-N: N samples) */
+  unetEvaluations: number
+  /** the guide's loss on the final image (where the job has a guide): comparable across methods, unlike finalLoss */
+  finalImageLoss?: number
+  /** best-of-N: N, each candidate's seed and guide loss on its final image, and the one kept */
+  bestOf?: Pick<BestOfResult, 'n' | 'candidates' | 'chosen'>
   guide?: string
 }
 
@@ -192,10 +201,11 @@ export async function prepareJob(job: GuideJob, guided = job.preview !== 'none')
   return { guide, evaluation }
 }
 
-/** The job's settings for the engine. */
+/** The job's settings for the engine (best-of-N samples unguided: the engine's 'none', N times). */
 export function engineSettings(job: GuideJob, guide?: Guide): LookaheadSettings {
   return {
     ...job,
+    preview: job.preview === 'best' ? 'none' : job.preview,
     size: { height: job.size, width: job.size },
     session: { device: job.device, threads: job.threads },
     update: { optimizer: job.optimizer, lr: job.lr, clip: job.clip, normalize: job.normalize, renormalize: job.renormalize },
@@ -204,18 +214,38 @@ export function engineSettings(job: GuideJob, guide?: Guide): LookaheadSettings 
   }
 }
 
-/** One image: sampled, guided as the job says, and scored by the held-apart evaluation. */
+/** A job's UNet evaluations with the method `preview` (runCost; best-of-N: N unguided samples). */
+export function unetEvaluations(job: GuideJob, preview = job.preview): number {
+  if (preview === 'best') return bestOfSamples(job) * unetEvaluations(job, 'none')
+  const guided = preview !== 'none' && job.iters > 0
+  const { samplingEvaluations, guidanceEvaluations } = runCost({ ...job, guided, previewCfg: guided ? previewCfgOf(job, preview) : 1, previewSteps: guided ? previewStepsOf(preview, job.previewSteps) : 1 })
+  return samplingEvaluations + guidanceEvaluations
+}
+
+/** N of best-of-N: as many unguided samples as cost what the job's lcm run costs (its --preview-steps included). */
+export const bestOfSamples = (job: GuideJob) => bestOfCount(unetEvaluations(job, 'lcm'), unetEvaluations(job, 'none'))
+
+/** One image: sampled, guided as the job says (or the best of N unguided), and scored by the held-apart evaluation. */
 export async function runGuideJob(job: GuideJob, prepared?: PreparedJob): Promise<GuideJobResult> {
   const { guide, evaluation } = prepared ?? (await prepareJob(job))
-  const result = await lookahead(engineSettings(job, guide))
+  const settings = engineSettings(job, guide)
+  const best = job.preview === 'best' ? await bestOfN({ ...settings, guide: guide! }, bestOfSamples(job)) : undefined
+  const result = best ?? (await lookahead(settings))
   const image = imageFromTensor(result.image.data, result.image.dims)
   const metrics = await evaluation.measure(image, result.latents.data, job.prompt)
   const { latents, iterations, finalLoss, timings } = result
-  return { image, latents: latents.data, iterations, finalLoss, metrics, timings, guide: guide?.description }
+  const bestOf = best && { n: best.n, candidates: best.candidates, chosen: best.chosen }
+  const finalImageLoss = guide && (bestOf ? bestOf.candidates[bestOf.chosen].loss : await (await imageLossFunction(guide, settings.size, settings))(result.image))
+  return { image, latents: latents.data, iterations, finalLoss, metrics, timings, unetEvaluations: unetEvaluations(job), finalImageLoss, ...(bestOf ? { bestOf } : {}), guide: guide?.description }
 }
 
-/** The cost of a job from its graphs alone, without the guide network (it is small beside the UNet). */
-export const dryRunJob = (job: GuideJob): Promise<DryRun> => dryRun(engineSettings(job))
+/** The cost of a job from its graphs alone, without the guide network (it is small beside the UNet); best-of-N: N samples. */
+export async function dryRunJob(job: GuideJob): Promise<DryRun & { bestOf?: number }> {
+  const cost = await dryRun(engineSettings(job))
+  if (job.preview !== 'best') return cost
+  const n = bestOfSamples(job)
+  return { ...cost, bestOf: n, samplingEvaluations: n * cost.samplingEvaluations, ratio: n }
+}
 
 /** The first lower-memory settings whose gradient pass fits in `limitBytes` (see fitMemory). */
 export const fitMemoryJob = (job: GuideJob, limitBytes: number): Promise<MemoryFit | undefined> => fitMemory(engineSettings(job), limitBytes, job.world === 'demo' ? [] : undefined)

@@ -14,18 +14,24 @@ export interface MethodSummary {
   lossNetworkDistance?: Stat
   /** the guide's loss of the last preview, after the last update (not comparable across methods) */
   finalLoss?: Stat
+  /** the guide's loss on the final image (comparable across methods) */
+  finalImageLoss?: Stat
   /** demo world: fraction whose nearest component has the reference's identity */
   matchesReference?: Stat
   /** demo world: fraction beyond the 99.9% Mahalanobis radius of their nearest component */
   offDistribution?: Stat
   clip?: Stat
+  /** UNet evaluations per run (runCost: a CFG pass counts 2; best-of-N: N samples) */
+  unetEvaluations?: Stat
+  /** best-of-N: N */
+  bestOf?: number
 }
 
 /** The loss of the preview after the last update of a run (undefined without guidance). */
 export const finalLoss = (r: RunRecord) => r.finalLoss ?? r.iterations.at(-1)?.loss
 
 export interface RunMetric {
-  key: keyof Omit<MethodSummary, 'method'>
+  key: keyof Omit<MethodSummary, 'method' | 'unetEvaluations' | 'bestOf'>
   label: string
   /** the run's value; undefined where it has none (no face found, not a demo world) */
   pick: (r: RunRecord, referenceIdentity?: string) => number | undefined
@@ -37,6 +43,7 @@ export const RUN_METRICS: RunMetric[] = [
   { key: 'identitySimilarity', label: 'id cosine (held-apart)', pick: r => r.metrics.identity?.similarity },
   { key: 'lossNetworkDistance', label: 'id distance (loss net)', pick: r => r.metrics.identity?.loss?.distance },
   { key: 'finalLoss', label: 'loss on own preview', pick: finalLoss },
+  { key: 'finalImageLoss', label: 'loss on final image', pick: r => r.finalImageLoss },
   { key: 'matchesReference', label: 'ref identity', pick: (r, ref) => (ref !== undefined && r.metrics.world ? Number(r.metrics.world.name === ref) : undefined) },
   { key: 'offDistribution', label: 'off-distribution', pick: r => (r.metrics.world ? Number(!r.metrics.world.typical) : undefined) },
   { key: 'clip', label: 'clip', pick: r => r.metrics.clip },
@@ -46,8 +53,13 @@ export const RUN_METRICS: RunMetric[] = [
 export function summarise(runs: RunRecord[], methods: Method[], referenceIdentity?: string): MethodSummary[] {
   return methods.map(method => {
     const mine = runs.filter(r => r.method === method)
-    const values = (m: RunMetric) => stat(mine.map(r => m.pick(r, referenceIdentity)).filter((v): v is number => v !== undefined))
-    return { method, ...Object.fromEntries(RUN_METRICS.map(m => [m.key, values(m)])) }
+    const values = (pick: (r: RunRecord) => number | undefined) => stat(mine.map(pick).filter((v): v is number => v !== undefined))
+    return {
+      method,
+      ...Object.fromEntries(RUN_METRICS.map(m => [m.key, values(r => m.pick(r, referenceIdentity))])),
+      unetEvaluations: values(r => r.unetEvaluations),
+      ...(mine[0]?.bestOf ? { bestOf: mine[0].bestOf.n } : {}),
+    }
   })
 }
 
@@ -58,7 +70,8 @@ export function summarise(runs: RunRecord[], methods: Method[], referenceIdentit
 export function summaryTable(summary: MethodSummary[]): string[][] {
   const columns = RUN_METRICS.filter(({ key }) => summary.some(s => s[key]))
   const cell = (s?: Stat) => (s ? `${s.mean.toFixed(3)}${s.se === undefined ? '' : ` ± ${s.se.toFixed(3)}`} (n=${s.n})` : '–')
-  return [['method', ...columns.map(({ label }) => label)], ...summary.map(s => [s.method, ...columns.map(({ key }) => cell(s[key]))])]
+  const cost = (s: MethodSummary) => (s.unetEvaluations ? `${+s.unetEvaluations.mean.toFixed(1)}${s.bestOf ? ` (N=${s.bestOf})` : ''}` : '–')
+  return [['method', ...columns.map(({ label }) => label), 'UNet evaluations'], ...summary.map(s => [s.method, ...columns.map(({ key }) => cell(s[key])), cost(s)])]
 }
 
 /** Why metrics are missing, counted over the runs: "identity: no face found on the final image (2 of 8 runs)". */
@@ -68,12 +81,12 @@ export function missingReasons(runs: RunRecord[]): string[] {
   return [...counts].map(([reason, n]) => `${reason} (${n} of ${runs.length} runs)`)
 }
 
-export const CSV_HEADER = 'seed,method,id_distance,id_cosine,loss_net_distance,own_preview_loss,nearest_identity,matches_reference,mahalanobis,off_distribution,clip'
+export const CSV_HEADER = 'seed,method,id_distance,id_cosine,loss_net_distance,own_preview_loss,nearest_identity,matches_reference,mahalanobis,off_distribution,clip,unet_evaluations,final_image_loss'
 
 /** One CSV row for a run. */
 export function csvRow(r: RunRecord, referenceIdentity?: string): string {
   const w = r.metrics.world
   return [r.seed, r.method, r.metrics.identity?.distance, r.metrics.identity?.similarity, r.metrics.identity?.loss?.distance, finalLoss(r), w?.name,
     w && referenceIdentity !== undefined ? Number(w.name === referenceIdentity) : undefined,
-    w?.mahalanobis, w ? Number(!w.typical) : undefined, r.metrics.clip].map(v => (v === undefined ? '' : String(v))).join(',')
+    w?.mahalanobis, w ? Number(!w.typical) : undefined, r.metrics.clip, r.unetEvaluations, r.finalImageLoss].map(v => (v === undefined ? '' : String(v))).join(',')
 }

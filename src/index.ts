@@ -40,6 +40,8 @@ export { writeTinyModels, GENERATIONS, type Generation } from './diffusion/tiny/
 // the lookahead guidance engine
 export * from './guidance/guide.js'
 export * from './guidance/preview.js'
+export * from './guidance/previews.js'
+export * from './guidance/best-of.js'
 export * from './guidance/update.js'
 export * from './guidance/engine.js'
 export * from './guidance/estimate.js'

@@ -49,5 +49,7 @@ describe('cost estimates (--dry-run)', () => {
     assert.equal(x0.guidanceEvaluations, (20 * 3 + 2 * 2) * 2)
     const recomputed = runCost({ steps: 50, cfg: 5, guideSteps: [10], iters: 10, previewCfg: 1, guided: true, recompute: 4 })
     assert.equal(recomputed.guidanceEvaluations, 10 * 3.75 + 2)
+    const twoSteps = runCost({ steps: 50, cfg: 5, guideSteps: [10], iters: 10, previewCfg: 1, guided: true, previewSteps: 2 })
+    assert.equal(twoSteps.guidanceEvaluations, 2 * 32) // two UNet calls in every pass and forward
   })
 })

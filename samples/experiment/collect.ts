@@ -1,8 +1,11 @@
-// Collects the issue-7 experiment's `lookahead compare` outputs into one markdown file: per configuration, the
-// metrics per method (mean ± standard error over seeds) and the paired lcm − x0 differences per seed, plus a
-// check of how well each recognizer tells the reference's identity from the others on this world's images.
-// Usage: tsx samples/experiment/collect.ts RUNS_DIR > tables.md
-// RUNS_DIR holds one folder per configuration (summary.json from `compare`, wall_s.txt from run.sh).
+// Collects the experiment's `lookahead compare` outputs into one markdown file: per configuration, the metrics
+// and UNet evaluations per method (mean ± standard error over seeds) and the paired differences per seed
+// (lcm − x0 first), plus a check of how well each recognizer tells the reference's identity from the others.
+// Usage: tsx samples/experiment/collect.ts RUNS_DIR [IDENTITY] > tables.md
+// IDENTITY: the world identity a guided sample should land on, where the reference's own nearest component is
+// not it (a held-out photo of a person in the world: its latent's nearest component is a matter of framing).
+// RUNS_DIR holds one folder per configuration (summary.json from `compare`, wall_s.txt from run.sh); a folder
+// NAME-lcm2 (lcm with --preview-steps 2 on the same seeds) joins NAME as the method lcm2.
 import { existsSync, readdirSync, readFileSync } from 'node:fs'
 import { join } from 'node:path'
 
@@ -15,7 +18,11 @@ interface Run {
     world?: { name: string; mahalanobis: number; typical: boolean; offSubspace: number }
   }
   iterations: { loss: number }[]
+  finalLoss?: number
   timings: { gradientModelMs: number; samplingMs: number; guidanceMs: number }
+  unetEvaluations?: number
+  finalImageLoss?: number
+  bestOf?: { n: number }
 }
 interface Summary {
   settings: { loss: string; guideSteps: number[]; iters: number; steps: number; cfg: number; lr: number; optimizer: string }
@@ -40,17 +47,19 @@ const QUANTITIES: [string, (r: Run, reference?: string) => number | undefined][]
   ['held-apart id distance ↓', r => r.metrics.identity?.distance],
   ['held-apart id cosine ↑', r => r.metrics.identity?.similarity],
   ['face-api distance ↓', r => r.metrics.identity?.loss?.distance],
-  ['final guide loss ↓', r => r.iterations.at(-1)?.loss],
-  ['guide loss drop ↑', r => (r.iterations.length ? r.iterations[0].loss - r.iterations.at(-1)!.loss : undefined)],
+  ['guide loss on the final image ↓', r => r.finalImageLoss],
+  ['final guide loss (own preview) ↓', r => r.finalLoss ?? r.iterations.at(-1)?.loss],
+  ['guide loss drop ↑', r => (r.iterations.length ? r.iterations[0].loss - (r.finalLoss ?? r.iterations.at(-1)!.loss) : undefined)],
   ['ref identity ↑', (r, ref) => (r.metrics.world && ref ? Number(r.metrics.world.name === ref) : undefined)],
   ['off-distribution ↓', r => (r.metrics.world ? Number(!r.metrics.world.typical) : undefined)],
   ['Mahalanobis', r => r.metrics.world?.mahalanobis],
+  ['UNet evaluations', r => r.unetEvaluations],
 ]
 
 const row = (cells: string[]) => `| ${cells.join(' | ')} |`
 const header = (cells: string[]) => [row(cells), row(cells.map(() => '---'))]
 
-const PAIRS: [string, string][] = [['x0', 'none'], ['lcm', 'none'], ['lcm', 'x0']]
+const PAIRS: [string, string][] = [['x0', 'none'], ['lcm', 'none'], ['lcm', 'x0'], ['lcm2', 'x0'], ['lcm2', 'lcm'], ['x0', 'best'], ['lcm', 'best'], ['lcm2', 'best']]
 
 /** Differences a − b per seed (the same initial noise under both methods), mean ± se over the seeds where both have a value. */
 function pairedDifferences(summary: Summary, a: string, b: string, pick: (r: Run, reference?: string) => number | undefined) {
@@ -88,8 +97,10 @@ function configurationTables(name: string, summary: Summary, wall?: string): str
     })]))
   }
   for (const [a, b] of PAIRS) if (methods.includes(a) && methods.includes(b)) lines.push(pairedRow(summary, a, b))
-  const guided = summary.runs.filter(r => r.method !== 'none')
+  const guided = summary.runs.filter(r => r.method !== 'none' && r.method !== 'best')
   if (guided.length) lines.push('', `guidance time per guided run: ${stat(guided.map(r => r.timings.guidanceMs / 1000)).text} s`)
+  const best = summary.runs.find(r => r.bestOf)
+  if (best) lines.push('', `best: the best of N = ${best.bestOf!.n} unguided samples by the guide's loss on the final image`)
   return [...lines, '']
 }
 
@@ -100,22 +111,24 @@ function overview(names: string[], summaries: Summary[]): string[] {
   const perMethod = (s: Summary, label: string, methods: string[]) =>
     methods.map(m => stat(defined(s.runs.filter(r => r.method === m).map(r => quantity(label)(r, s.referenceIdentity)))))
       .map(st => (st.n ? st.mean.toFixed(3) : '–')).join(' / ')
-  const paired = (s: Summary, label: string) => pairedDifferences(s, 'lcm', 'x0', quantity(label)).text
-  const lines = ['### Overview (means; paired lcm − x0 differences as mean ± se over seeds)', '']
-  lines.push(...header(['configuration', 'seeds', 'ref identity none / x0 / lcm', 'off-distribution x0 / lcm', 'held-apart id distance none / x0 / lcm',
-    'Δ ref identity', 'Δ held-apart id distance', 'Δ held-apart cosine', 'Δ face-api distance', 'Δ off-distribution']))
+  const paired = (s: Summary, label: string, a = 'lcm', b = 'x0') => pairedDifferences(s, a, b, quantity(label)).text
+  const all = ['none', 'x0', 'lcm', 'lcm2', 'best']
+  const lines = ['### Overview (means per method none / x0 / lcm / lcm2 / best; paired differences as mean ± se over seeds)', '']
+  lines.push(...header(['configuration', 'seeds', 'ref identity', 'off-distribution', 'guide loss on the final image', 'held-apart id distance', 'UNet evaluations',
+    'Δ ref identity lcm − x0', 'Δ final-image guide loss lcm − x0', 'Δ held-apart distance lcm − x0', 'Δ off-distribution lcm − x0', 'Δ ref identity lcm − best', 'Δ ref identity lcm2 − lcm']))
   names.forEach((name, i) => {
     const s = summaries[i]
-    lines.push(row([name, String(new Set(s.runs.map(r => r.seed)).size), perMethod(s, 'ref identity', ['none', 'x0', 'lcm']),
-      perMethod(s, 'off-distribution', ['x0', 'lcm']), perMethod(s, 'held-apart id distance', ['none', 'x0', 'lcm']),
-      paired(s, 'ref identity'), paired(s, 'held-apart id distance'), paired(s, 'held-apart id cosine'), paired(s, 'face-api distance'), paired(s, 'off-distribution')]))
+    lines.push(row([name, String(new Set(s.runs.map(r => r.seed)).size), perMethod(s, 'ref identity', all), perMethod(s, 'off-distribution', all),
+      perMethod(s, 'guide loss on the final image', all), perMethod(s, 'held-apart id distance', all), perMethod(s, 'UNet evaluations', all),
+      paired(s, 'ref identity'), paired(s, 'guide loss on the final image'), paired(s, 'held-apart id distance'), paired(s, 'off-distribution'),
+      paired(s, 'ref identity', 'lcm', 'best'), paired(s, 'ref identity', 'lcm2', 'lcm')]))
   })
   return [...lines, '']
 }
 
 /** How well each recognizer separates final images of the reference's identity from the others' (unguided runs). */
 function metricCheck(summaries: Summary[]): string[] {
-  const reference = summaries.find(s => s.referenceIdentity)?.referenceIdentity
+  const reference = identity ?? summaries.find(s => s.referenceIdentity)?.referenceIdentity
   const unguided = new Map<number, Run>()
   for (const s of summaries) for (const r of s.runs) if (r.method === 'none') unguided.set(r.seed, r)
   const runs = [...unguided.values()]
@@ -124,22 +137,29 @@ function metricCheck(summaries: Summary[]): string[] {
     ['nearest component = another identity', runs.filter(r => r.metrics.world && r.metrics.world.name !== reference)],
   ]
   const lines = ['### Does the metric see identity here? (unguided runs, by the identity of their nearest world component)', '']
-  lines.push(...header(['group', 'runs', 'face found', 'held-apart id distance', 'held-apart id cosine', 'face-api distance', 'face-api cosine']))
+  lines.push(...header(['group', 'runs', 'face found', 'held-apart id distance', 'held-apart id cosine', 'face-api distance', 'face-api cosine', 'guide loss on the final image']))
   for (const [label, group] of groups) {
     lines.push(row([label, String(group.length),
       stat(group.map(r => Number(r.metrics.identity !== undefined))).text,
       stat(defined(group.map(r => r.metrics.identity?.distance))).text,
       stat(defined(group.map(r => r.metrics.identity?.similarity))).text,
       stat(defined(group.map(r => r.metrics.identity?.loss?.distance))).text,
-      stat(defined(group.map(r => r.metrics.identity?.loss?.similarity))).text]))
+      stat(defined(group.map(r => r.metrics.identity?.loss?.similarity))).text,
+      stat(defined(group.map(r => r.finalImageLoss))).text]))
   }
   return [...lines, '']
 }
 
-const dir = process.argv[2]
-if (!dir) throw new Error('usage: tsx samples/experiment/collect.ts RUNS_DIR')
-const names = readdirSync(dir).filter(n => existsSync(join(dir, n, 'summary.json'))).sort()
-const summaries = names.map(n => JSON.parse(readFileSync(join(dir, n, 'summary.json'), 'utf8')) as Summary)
+const [dir, identity] = process.argv.slice(2)
+if (!dir) throw new Error('usage: tsx samples/experiment/collect.ts RUNS_DIR [IDENTITY]')
+const read = (n: string) => JSON.parse(readFileSync(join(dir, n, 'summary.json'), 'utf8')) as Summary
+const finished = readdirSync(dir).filter(n => existsSync(join(dir, n, 'summary.json'))).sort()
+const names = finished.filter(n => !n.endsWith('-lcm2'))
+const summaries = names.map(n => {
+  const summary = read(n)
+  if (finished.includes(`${n}-lcm2`)) summary.runs.push(...read(`${n}-lcm2`).runs.map(r => ({ ...r, method: 'lcm2' })))
+  return identity ? { ...summary, referenceIdentity: identity } : summary
+})
 const out: string[] = [...overview(names, summaries)]
 names.forEach((name, i) => {
   const wallPath = join(dir, name, 'wall_s.txt')

@@ -1,86 +1,98 @@
 #!/usr/bin/env bash
-# The issue-7 experiment, from scratch, with the project's own CLI: a demo world built from the fixture faces
-# without obama2.jpg, guided towards obama2.jpg with the face-api identity loss, none vs x0 vs lcm previews.
-# Phases (all by default; name some to run only those): sweep (step sizes on a few seeds), grid (guide steps 5,
-# 10, 20 × the chosen step sizes on all seeds), multi (guidance at steps 5,10,15,20 of one run), confirm (the
-# grid's two largest lcm − x0 differences, re-measured on fresh seeds), perceptual (the blur-sensitive guide),
-# preview (fig. 2), decided (at which step a sample's identity is fixed), tables.
-# Nothing is written into the project: photos, world and results go under $OUT.
-# Usage: samples/experiment/run.sh [sweep] [grid] [multi] [confirm] [perceptual] [preview] [decided] [tables]
-# Environment: OUT (default /tmp/lookahead-experiment), FACES (default ../shared/fixtures/faces beside the
-# repo), SEEDS (default 0-31), SWEEP_SEEDS (0-7), CONFIRM_SEEDS (32-127), SWEEP_LRS, GRID_LRS (chosen from the
-# sweep: the range where samples go from all typical to a quarter off-distribution), GRID_STEPS, MULTI_LRS,
-# PERCEPTUAL_LRS. Results: samples/experiment/RESULTS.md.
+# The issue-13 experiment, from scratch, with the project's own CLI: a demo world of 23 identities (every face of the
+# six group photos @vladmandic/face-api ships in demo/, plus the fixture photos without obama2.jpg), guided towards
+# obama2.jpg's face with the face-api identity loss; none vs x0 vs lcm vs lcm with 2 preview steps vs best-of-N at
+# guide steps before and after the step where identity is decided; with the linear codec and with the real TAESDXL.
+# Phases (all by default; name some to run only those): world, taesd-world, decided, sweep, main, perceptual, taesd,
+# tables.
+# Nothing is written into the project: photos, worlds and results go under $OUT.
+# Usage: samples/experiment/run.sh [world] [taesd-world] [decided] [sweep] [main] [perceptual] [taesd] [tables]
+# Environment: OUT (default /tmp/lookahead-experiment-13), FIXTURES (default ../shared/fixtures beside the repo),
+# SEEDS (0-63), SWEEP_SEEDS (0-7), SWEEP_LRS, LR (the main runs' step size: chosen from the sweep by the rule in
+# RESULTS.md), BEFORE and AFTER (guide steps, from the decided step by that rule), TAESD_BEFORE (the TAESD world's
+# guide step; default: by the same rule from its decided.ts table), TAESD_SEEDS (0-31),
+# PERCEPTUAL_SEEDS (0-31). Results: samples/experiment/RESULTS.md.
 set -euo pipefail
 
 REPO=$(cd "$(dirname "$0")/../.." && pwd)
-FACES=${FACES:-$REPO/../shared/fixtures/faces}
-OUT=${OUT:-/tmp/lookahead-experiment}
-SEEDS=${SEEDS:-0-31}
+FIXTURES=${FIXTURES:-$REPO/../shared/fixtures}
+GROUP_PHOTOS=$REPO/node_modules/@vladmandic/face-api/demo
+OUT=${OUT:-/tmp/lookahead-experiment-13}
+SEEDS=${SEEDS:-0-63}
 SWEEP_SEEDS=${SWEEP_SEEDS:-0-7}
-SWEEP_LRS=${SWEEP_LRS:-0.002 0.005 0.01 0.02 0.05}
-GRID_LRS=${GRID_LRS:-0.005 0.01 0.02}
-GRID_STEPS=${GRID_STEPS:-5 10 20}
-MULTI_LRS=${MULTI_LRS:-0.005 0.01}
-CONFIRM_SEEDS=${CONFIRM_SEEDS:-32-127}
-PERCEPTUAL_LRS=${PERCEPTUAL_LRS:-0.01 0.02}
-REF=$FACES/obama2.jpg
-WORLD=$OUT/world
+SWEEP_LRS=${SWEEP_LRS:-0.005 0.01 0.02}
+LR=${LR:-0.01}
+BEFORE=${BEFORE:-2}
+AFTER=${AFTER:-10}
+TAESD_SEEDS=${TAESD_SEEDS:-0-31}
+PERCEPTUAL_SEEDS=${PERCEPTUAL_SEEDS:-0-31}
+REF=$OUT/obama2-face.png
 RUNS=$OUT/runs
-PHASES=${*:-sweep grid multi confirm perceptual preview decided tables}
+PHASES=${*:-world taesd-world decided sweep main perceptual taesd tables}
 lookahead() { "$REPO/bin/run.js" "$@"; }
+tsx() { (cd "$REPO" && node --import tsx "$@"); }
 has() { [[ " $PHASES " == *" $1 "* ]]; }
 
-[ -f "$REF" ] || { echo "no $REF: set FACES to the fixture faces folder" >&2; exit 1; }
+[ -f "$FIXTURES/faces/obama2.jpg" ] || { echo "no $FIXTURES/faces/obama2.jpg: set FIXTURES to the fixtures folder" >&2; exit 1; }
 mkdir -p "$RUNS"
 (cd "$REPO" && npx tsc -p tsconfig.json)
 
-# the world: every fixture face except the reference (another photo of the reference's identity stays in)
-if [ ! -f "$WORLD/world.json" ]; then
+# the worlds: every face of the group photos and the fixture faces but the reference; the reference cropped as they are
+if has world || [ ! -f "$OUT/world/world.json" ]; then
   rm -rf "$OUT/faces" && mkdir -p "$OUT/faces"
-  for f in "$FACES"/*; do [ "$(basename "$f")" = obama2.jpg ] || cp "$f" "$OUT/faces/"; done
-  lookahead world build --world-images "$OUT/faces" --crop-faces -o "$WORLD"
+  cp "$GROUP_PHOTOS"/sample*.jpg "$OUT/faces/"
+  for f in "$FIXTURES"/faces/*; do [ "$(basename "$f")" = obama2.jpg ] || cp "$f" "$OUT/faces/"; done
+  tsx samples/experiment/crop-face.ts "$FIXTURES/faces/obama2.jpg" 256 "$REF"
+  [ -f "$OUT/world/world.json" ] || lookahead world build --world-images "$OUT/faces" --crop-faces --every-face -o "$OUT/world"
+fi
+if (has taesd-world || has taesd) && [ ! -f "$OUT/world-taesd/world.json" ]; then
+  lookahead world build --world-images "$OUT/faces" --crop-faces --every-face --codec taesd --taesd "$FIXTURES/taesd" -o "$OUT/world-taesd"
 fi
 
-# one comparison: NAME LOSS then compare's flags; wall time in seconds beside its results
+# one comparison: NAME WORLD LOSS METHODS then compare's flags; wall time in seconds beside its results
 compare() {
-  local name=$1 loss=$2
-  shift 2
+  local name=$1 world=$2 loss=$3 methods=$4
+  shift 4
   [ -f "$RUNS/$name/summary.json" ] && { echo "$name: done already"; return; }
   local start=$SECONDS
+  local folder=(-o "$RUNS/$name")
+  [ -f "$RUNS/$name/settings.json" ] && folder=(--resume "$RUNS/$name")
   # --cfg 1: the demo world has no text conditioning, so CFG would only double the cost
-  lookahead compare --models "$WORLD" --loss "$loss" --id-network faceapi --ref "$REF" --previews none,x0,lcm \
-    --steps 50 --iters 10 --cfg 1 -o "$RUNS/$name" "$@" 2>"$RUNS/$name.log" | tee "$RUNS/$name.txt"
+  lookahead compare --models "$world" --loss "$loss" --id-network faceapi --ref "$REF" --previews "$methods" \
+    --steps 50 --iters 10 --cfg 1 "${folder[@]}" "$@" 2>"$RUNS/$name.log" | tee "$RUNS/$name.txt"
   echo $((SECONDS - start)) >"$RUNS/$name/wall_s.txt"
   echo "$name: $(cat "$RUNS/$name/wall_s.txt") s"
 }
+# every method at a guide step: none, x0, lcm, best in one comparison, lcm with two preview steps in another
+# (the same seeds, so collect.ts pairs them by seed)
+methods() {
+  local name=$1 world=$2 loss=$3 seeds=$4
+  shift 4
+  compare "$name" "$world" "$loss" none,x0,lcm,best --seeds "$seeds" "$@"
+  compare "$name-lcm2" "$world" "$loss" lcm --preview-steps 2 --seeds "$seeds" "$@"
+}
 
+if has decided; then
+  tsx samples/experiment/decided.ts "$OUT/world" "$SEEDS" 0,1,2,3,5,10,20 | tee "$OUT/decided.md"
+  if [ -f "$OUT/world-taesd/world.json" ]; then tsx samples/experiment/decided.ts "$OUT/world-taesd" "$TAESD_SEEDS" 0,1,2,3,5,10,20 | tee "$OUT/decided-taesd.md"; fi
+fi
+# the rule of RESULTS.md: the latest measured step where the x0 estimate's identity agrees with the final one in ≤ 80% of seeds
+before_decided() { awk -F'|' '/^\| [0-9]/ { split($3, f, "/"); if (f[1] <= 0.8 * f[2]) step = $2 } END { gsub(/ /, "", step); print step }' "$1"; }
 if has sweep; then
-  for lr in $SWEEP_LRS; do compare "sweep-id-step10-lr$lr" id --seeds "$SWEEP_SEEDS" --guide-step 10 --lr "$lr"; done
+  for lr in $SWEEP_LRS; do compare "sweep-id-step$BEFORE-lr$lr" "$OUT/world" id none,x0,lcm --seeds "$SWEEP_SEEDS" --guide-step "$BEFORE" --lr "$lr"; done
 fi
-if has grid; then
-  for step in $GRID_STEPS; do
-    for lr in $GRID_LRS; do compare "grid-id-step$(printf %02d "$step")-lr$lr" id --seeds "$SEEDS" --guide-step "$step" --lr "$lr"; done
-  done
-fi
-if has multi; then
-  for lr in $MULTI_LRS; do compare "multi-id-steps5,10,15,20-lr$lr" id --seeds "$SEEDS" --guide-steps 5,10,15,20 --lr "$lr"; done
-fi
-if has confirm; then
-  # fixed before looking at these seeds: step 10 lr 0.005 (lcm lower face-api distance) and step 20 lr 0.005 (x0 higher held-apart cosine)
-  for step in 10 20; do compare "confirm-id-step$step-lr0.005" id --seeds "$CONFIRM_SEEDS" --guide-step "$step" --lr 0.005; done
+if has main; then
+  for step in $BEFORE $AFTER; do methods "main-id-step$(printf %02d "$step")-lr$LR" "$OUT/world" id "$SEEDS" --guide-step "$step" --lr "$LR"; done
 fi
 if has perceptual; then
-  for lr in $PERCEPTUAL_LRS; do compare "perceptual-step10-lr$lr" perceptual --seeds "$SEEDS" --guide-step 10 --lr "$lr"; done
+  methods "perceptual-step$(printf %02d "$BEFORE")-lr$LR" "$OUT/world" perceptual "$PERCEPTUAL_SEEDS" --guide-step "$BEFORE" --lr "$LR"
 fi
-if has preview; then
-  for seed in 0 1; do lookahead preview --models "$WORLD" --cfg 1 --seed "$seed" --at 2,5,10,20 -o "$OUT/preview-seed$seed.png"; done
-  lookahead preview --models "$WORLD" --cfg 1 --seed 1 --at 0,1,2,3 -o "$OUT/preview-early-seed1.png"
-fi
-if has decided; then
-  (cd "$REPO" && node --import tsx samples/experiment/decided.ts "$WORLD" 0-127 0,1,2,5,10,20) | tee "$OUT/decided.md"
+if has taesd; then
+  step=${TAESD_BEFORE:-$(before_decided "$OUT/decided-taesd.md")}
+  step=${step:-0}
+  methods "taesd-id-step$(printf %02d "$step")-lr$LR" "$OUT/world-taesd" id "$TAESD_SEEDS" --guide-step "$step" --lr "$LR"
 fi
 if has tables; then
-  (cd "$REPO" && node --import tsx samples/experiment/collect.ts "$RUNS") >"$OUT/tables.md"
+  tsx samples/experiment/collect.ts "$RUNS" >"$OUT/tables.md"
   echo "wrote $OUT/tables.md"
 fi

@@ -6,7 +6,8 @@
 import { join } from 'node:path'
 import { guideFromSpec } from '../../guides/index.js'
 import { alphaBar, ddimTimesteps, lcmScalings, naiveX0Coefficients } from '../../src/diffusion/schedulers.js'
-import { lookahead, METHODS, type LookaheadSettings } from '../../src/guidance/engine.js'
+import { lookahead, type LookaheadSettings } from '../../src/guidance/engine.js'
+import { PREVIEW_KINDS } from '../../src/guidance/previews.js'
 import { gridWithReference, previewDistances, previewFigure, previewFigureImage } from '../../src/guidance/figure.js'
 import { imageFromTensor, saveImage } from '../../src/image/image.js'
 import { defaultWorldCache, ensureDefaultWorld } from '../../src/world/models.js'
@@ -45,7 +46,7 @@ const settings: LookaheadSettings = {
 }
 console.log(`3. Seed ${settings.seed} guided at step 10 towards "${reference.name}" (id loss, face-api network, K=10, lr 0.01):`)
 const cells = []
-for (const preview of METHODS) {
+for (const preview of ['none', ...PREVIEW_KINDS] as const) {
   const result = await lookahead({ ...settings, preview })
   const losses = result.iterations.map(i => i.loss.toFixed(3))
   console.log(`   ${preview.padEnd(4)}: ${losses.length ? `loss on its own preview ${losses.join(' → ')}` : 'no guidance'}`)

@@ -3,6 +3,7 @@
 // its help. The oclif flags, the defaults helper of the API, and the one validation pass at parse time are all
 // derived from this table. Nothing heavy is imported here: `lookahead --help` loads it.
 import { check, UserError } from '../errors.js'
+import { PREVIEW_KINDS } from '../guidance/previews.js'
 
 /** The two kinds of models folder, whose defaults differ: an SDXL export, or a demo world (no text, small). */
 export type WorldKind = 'sdxl' | 'demo'
@@ -111,8 +112,12 @@ function duration(help: string): Setting<number> {
 export const GUIDE_NAMES = ['id', 'lpips', 'clip', 'perceptual'] as const
 export type GuideName = (typeof GUIDE_NAMES)[number]
 
-/** The previews a run can guide through; 'none' samples without guidance (the baseline). */
-export const METHODS = ['none', 'x0', 'lcm'] as const
+/**
+ * The methods a run can take: the previews it can guide through (src/guidance/previews.ts); 'none' samples
+ * without guidance (the baseline); 'best' keeps the best of N unguided samples by the guide's loss on the final
+ * image, N chosen so that they cost what the lcm run costs (the baseline at equal compute).
+ */
+export const METHODS = ['none', ...PREVIEW_KINDS, 'best'] as const
 export type Method = (typeof METHODS)[number]
 
 /** One term of a `--loss` spec. */
@@ -180,6 +185,7 @@ export const JOB_TABLE = {
   guideSize: integer('guide at a lower resolution: the preview\'s image side, a multiple of 32 (less memory; e.g. 768 for a 1024 image)', { min: 32 }),
   recompute: integer('less memory: recompute the gradient pass\'s forward in this many segments during its backward (about one more UNet evaluation per iteration; 1: off)', { min: 1, default: 1 }),
   previewCfg: number('CFG inside the preview (default: the sampler\'s for x0, none for lcm)', { min: 0 }),
+  previewSteps: integer('LCM steps inside the lcm preview (one copy of the UNet\'s weights for all; the paper: 1)', { min: 1, default: 1 }),
   previewDecoder: choice('decoder inside the preview (default: TAESDXL where present)', ['taesd', 'vae'] as const),
   idNetwork: choice('identity network for --loss id', ['auto', 'arcface', 'faceapi'] as const, { default: 'auto' }),
   // the runtime
@@ -189,7 +195,7 @@ export const JOB_TABLE = {
 
 const COMMAND_TABLE = {
   seeds: list('seeds: a range 0-15 or a list 0,3,7', seedItems, (v, flag) => check(Number.isInteger(v) && v >= 0, `--${flag}: ${v} is not a seed`), { default: [0, 1, 2, 3, 4, 5, 6, 7] }),
-  previews: list('methods to compare, from none, x0, lcm', (part: string, flag: string): Method[] => {
+  previews: list(`methods to compare, from ${METHODS.join(', ')}`, (part: string, flag: string): Method[] => {
     check((METHODS as readonly string[]).includes(part), `--${flag}: unknown method ${part} (use ${METHODS.join(', ')})`)
     return [part as Method]
   }, (v: Method, flag) => check(METHODS.includes(v), `--${flag}: unknown method ${v} (use ${METHODS.join(', ')})`), { default: [...METHODS] as Method[] }),

@@ -14,18 +14,19 @@ import { conditioning, conditioningFeeds, inputTensor, type Conditioning, type T
 import { decodeFinal, decoderScales, type Decoder, type DecoderKind } from '../diffusion/decoders.js'
 import { ModelsFolder } from '../diffusion/models-folder.js'
 import { ddimLoop, initialNoise, latentDims, loadSdxl, unetEpsModel, type GenerateSettings, type LoopHooks, type StepState } from '../diffusion/pipeline.js'
-import { ddimStep, lcmPreviewCoefficients, naiveX0Coefficients, renoise, type Linear } from '../diffusion/schedulers.js'
+import { ddimStep, renoise } from '../diffusion/schedulers.js'
 import { imageFromTensor, type ImageTensor } from '../image/image.js'
 import type { Method } from '../cli/settings.js'
 import type { Guide } from './guide.js'
-import { buildPreviewGraph, COEF_A, COEF_B, IMAGE, LATENT, LOSS, type PreviewKind } from './preview.js'
+import { buildPreviewGraph, IMAGE, LATENT, LOSS, NOISE, previewStepInputs, stepInput } from './preview.js'
+import { PREVIEWS, previewStepsOf, type PreviewKind } from './previews.js'
 import { defaultUpdate, makeUpdater, type Skip, type UpdateSettings } from './update.js'
 
 export { METHODS, type Method } from '../cli/settings.js'
 
 export interface LookaheadSettings extends GenerateSettings {
-  /** which preview the loss is taken on; 'none' samples without guidance (the baseline) */
-  preview: Method
+  /** which preview the loss is taken on (previews.ts); 'none' samples without guidance (the baseline) */
+  preview: PreviewKind | 'none'
   guide?: Guide
   /** indices in the N-step schedule where x_t is updated (e.g. [10] of 50) */
   guideSteps: number[]
@@ -34,8 +35,10 @@ export interface LookaheadSettings extends GenerateSettings {
   /** self-recurrence: at each guide step, R rounds of (K updates, one DDIM step, re-noise back to t); 1 = off */
   recur?: number
   update?: UpdateSettings
-  /** CFG inside the preview; default: the sampler's for x0, none (1) for lcm, as the paper does */
+  /** CFG inside the preview; default: the preview's own (previews.ts: the sampler's for x0, none for lcm, as the paper does) */
   previewCfg?: number
+  /** steps inside a multi-step preview (lcm); default 1, the paper's */
+  previewSteps?: number
   /** guide at a lower resolution: the preview's square image side (x_t is resized for the preview only) */
   guideSize?: number
   /** hold less in the gradient pass: recompute its forward in this many segments during the backward (1: off) */
@@ -75,9 +78,6 @@ export interface LookaheadResult {
   timings: { gradientModelMs: number; samplingMs: number; guidanceMs: number }
 }
 
-/** The preview's coefficients at timestep t: x̂ = a·x_t + b·ε. */
-export const previewCoefficients = (kind: PreviewKind, t: number): Linear => (kind === 'lcm' ? lcmPreviewCoefficients(t) : naiveX0Coefficients(t))
-
 /** A key for a model built from other models: its graph bytes plus the size and mtime of each weight file. */
 async function modelKey(model: LoadedModel, extra: string): Promise<string> {
   const hash = createHash('sha256').update(encodeModel(model.model)).update(extra)
@@ -98,7 +98,7 @@ export interface PreviewModels {
 /** The ε model and decoder a preview runs through; `progress` hears of the LoRA'd UNet being built. */
 export async function previewModels(models: string, kind: PreviewKind, decoder?: DecoderKind, progress?: (line: string) => void): Promise<PreviewModels> {
   const folder = await ModelsFolder.at(models)
-  const unetPath = kind === 'lcm' ? await folder.lcmUnet(progress) : folder.path('unet')
+  const unetPath = PREVIEWS[kind].unet === 'lcm' ? await folder.lcmUnet(progress) : folder.path('unet')
   const decoderKind = folder.previewDecoder(decoder)
   const decoderModel = await readModel(await folder.decoderPath(decoderKind))
   return { unet: await readModel(unetPath), decoder: decoderModel, scales: decoderScales(decoderKind, decoderModel.model) }
@@ -108,7 +108,7 @@ export async function previewModels(models: string, kind: PreviewKind, decoder?:
  * A model derived from `forward` (itself, or its gradient), written once under the cache and opened. It is
  * written to a temporary folder and moved into the cache only once onnxruntime loads it.
  */
-async function cachedSession(forward: LoadedModel, derive: (m: LoadedModel) => LoadedModel, tag: string, settings: CacheSettings): Promise<Session> {
+export async function cachedSession(forward: LoadedModel, derive: (m: LoadedModel) => LoadedModel, tag: string, settings: CacheSettings): Promise<Session> {
   const dir = join(settings.cacheDir ?? cacheRoot(), `${tag}-${await modelKey(forward, tag)}`)
   await cachedFolder(dir, async tmp => { await writeModel(derive(forward), join(tmp, 'model.onnx')) }, async tmp => {
     const session = await createInferenceSession(join(tmp, 'model.onnx'), settings.session).catch((error: Error) => {
@@ -119,7 +119,7 @@ async function cachedSession(forward: LoadedModel, derive: (m: LoadedModel) => L
   return openSession(join(dir, 'model.onnx'), settings.session)
 }
 
-interface CacheSettings {
+export interface CacheSettings {
   cacheDir?: string
   session?: SessionSettings
 }
@@ -136,19 +136,23 @@ export function previewForward(parts: PreviewModels, shape: PreviewShape, guide?
   return foldGraph({ model: g.build(), dir: parts.unet.dir }, pipelineDims(shape.cfg))
 }
 
-/** The preview's CFG, the sampled latent's shape, and the preview's image size (smaller: --guide-size). */
+/** The preview's CFG, the sampled latent's shape, the preview's image size (smaller: --guide-size) and its steps. */
 export interface PreviewShape {
   cfg: number
   latentShape: number[]
   imageSize: { height: number; width: number }
+  steps: number
 }
 
 /** The preview's shape for a run: full size unless a smaller square side `guideSize` is asked for (checked in guides/jobs.ts checkJob). */
-export function previewShape(cfg: number, latentShape: number[], guideSize?: number): PreviewShape {
+export function previewShape(cfg: number, latentShape: number[], guideSize?: number, steps = 1): PreviewShape {
   const full = { height: latentShape[2] * 8, width: latentShape[3] * 8 }
-  if (guideSize === undefined) return { cfg, latentShape, imageSize: full }
-  return { cfg, latentShape, imageSize: { height: guideSize, width: guideSize } }
+  if (guideSize === undefined) return { cfg, latentShape, imageSize: full, steps }
+  return { cfg, latentShape, imageSize: { height: guideSize, width: guideSize }, steps }
 }
+
+/** The preview's CFG for a run: --preview-cfg, else the preview's own default from the sampler's. */
+export const previewCfgOf = (settings: Pick<LookaheadSettings, 'cfg' | 'previewCfg'>, kind: PreviewKind) => settings.previewCfg ?? PREVIEWS[kind].defaultCfg(settings.cfg)
 
 /** The decoded preview of x_t (the paper's fig. 2), as a session: inputs as the preview graph's, output `image`. */
 export const previewImageSession = (parts: PreviewModels, shape: PreviewShape, settings: CacheSettings) =>
@@ -162,15 +166,22 @@ export const previewImageSession = (parts: PreviewModels, shape: PreviewShape, s
 export const gradientSession = (parts: PreviewModels, guide: Guide, shape: PreviewShape, settings: CacheSettings, segments = 1) =>
   cachedSession(previewForward(parts, shape, guide), m => foldGraph(differentiate(m, { wrt: [LATENT], of: LOSS, keep: [IMAGE], segments })), segments > 1 ? `grad-image-recompute${segments}` : 'grad-image', settings)
 
-/** Feeds for a preview or gradient session at latent x, timestep t. */
-export function previewFeeds(session: Session, kind: PreviewKind, x: Tensor, t: number, cond: Conditioning): Record<string, ort.Tensor> {
-  const { a, b } = previewCoefficients(kind, t)
-  return {
+/**
+ * Feeds for a preview or gradient session at latent x, timestep t: with `steps` > 1 also the later steps'
+ * timesteps, coefficients and re-noising noise (seeded by `noiseSeed`; shaped as the preview's latent).
+ */
+export function previewFeeds(session: Session, kind: PreviewKind, x: Tensor, t: number, cond: Conditioning, steps = 1, noiseSeed = 0): Record<string, ort.Tensor> {
+  const noiseShape = steps > 1 ? (session.input(stepInput(NOISE, 1)).shape as number[]) : x.dims
+  const { coefficients, timesteps, noises } = previewStepInputs(kind, t, steps, noiseShape, noiseSeed)
+  const timestep = session.input('timestep')
+  const feeds: Record<string, ort.Tensor> = {
     ...conditioningFeeds(session, t, cond),
     [LATENT]: inputTensor(session.input(LATENT), x.data, x.dims),
-    [COEF_A]: new ort.Tensor('float32', Float32Array.of(a), []),
-    [COEF_B]: new ort.Tensor('float32', Float32Array.of(b), []),
   }
+  for (const [name, value] of Object.entries(coefficients)) feeds[name] = new ort.Tensor('float32', Float32Array.of(value), [])
+  for (const [name, value] of Object.entries(timesteps)) feeds[name] = inputTensor(session.input(name), [value], timestep.shape.length === 0 ? [] : [1])
+  for (const [name, noise] of Object.entries(noises)) feeds[name] = new ort.Tensor('float32', noise.data, noise.dims)
+  return feeds
 }
 
 /** Text → image with lookahead guidance at the chosen steps. */
@@ -194,25 +205,28 @@ export async function lookahead(settings: LookaheadSettings): Promise<LookaheadR
   if (settings.preview !== 'none' && settings.iters > 0 && settings.guideSteps.length > 0) {
     const kind = settings.preview
     const guide = settings.guide!
-    const previewCfg = settings.previewCfg ?? (kind === 'x0' ? settings.cfg : 1)
+    const previewCfg = previewCfgOf(settings, kind)
+    const steps = previewStepsOf(kind, settings.previewSteps)
     const parts = await previewModels(settings.models, kind, settings.previewDecoder, settings.progress)
     const built = performance.now()
-    const shape = previewShape(previewCfg, dims, settings.guideSize)
+    const shape = previewShape(previewCfg, dims, settings.guideSize, steps)
     const gradient = await gradientSession(parts, guide, shape, settings, segments)
     gradientModelMs = performance.now() - built
     const previewCond = previewCfg === settings.cfg ? cond : await conditioning({ ...settings, cfg: previewCfg }, models.unet, models.text)
 
     /** One guide step's round: K updates of x_t, with the loss of the preview after the last one. */
     const guideAt = async (index: number, t: number, x: Tensor, round: number): Promise<Tensor> => {
+      // a multi-step preview re-noises with noise fixed through this round (so its loss is a function of x_t)
+      const previewAt = (latent: Tensor) => previewFeeds(gradient, kind, latent, t, previewCond, steps, settings.seed * 100003 + index * 101 + round + 50021)
       // inputs the guide computes outside the gradient (the face alignment) come from this round's first
       // preview: a pass with the reference's defaults shows it (its gradient is not used). The gradient session
       // gives the preview, so no second copy of the UNet is held for it.
       let guideFeeds = await guide.feeds()
       if (Object.keys(guideFeeds).length > 0) {
-        const shown = await gradient.run({ ...previewFeeds(gradient, kind, x, t, previewCond), ...guideFeeds }, [IMAGE])
+        const shown = await gradient.run({ ...previewAt(x), ...guideFeeds }, [IMAGE])
         guideFeeds = await guide.feeds(imageFromTensor(shown[IMAGE].data as Float32Array, shown[IMAGE].dims))
       }
-      const feeds = (latent: Tensor) => ({ ...previewFeeds(gradient, kind, latent, t, previewCond), ...guideFeeds })
+      const feeds = (latent: Tensor) => ({ ...previewAt(latent), ...guideFeeds })
       // the last pass's preview image and start, for onPreview
       let shown: ImageTensor | undefined
       let passStarted = 0

@@ -14,6 +14,7 @@ import { differentiate } from '../onnx/autodiff.js'
 import { externalDataFiles, graphOf, isExternal, type GraphProto, type LoadedModel, type NodeProto, type TensorProto } from '../onnx/proto.js'
 import { floatBytes, inferShapes, type Info } from '../onnx/shapes.js'
 import { LATENT, LOSS } from './preview.js'
+import { previewUnetCalls } from './previews.js'
 
 export interface GraphMemory {
   /** bytes of all weights: external data files plus inline initializers */
@@ -142,10 +143,10 @@ export interface RunCost {
 }
 
 /**
- * Counts UNet work: K lookahead iterations cost about 3K UNet evaluations (times 2 with CFG in the preview);
- * recomputing in S segments adds the forward of all but the last segment, (S − 1)/S of one more.
+ * Counts UNet work: K lookahead iterations cost about 3K UNet evaluations (times 2 with CFG in the preview, times
+ * N with N steps inside it); recomputing in S segments adds the forward of all but the last segment, (S − 1)/S of one more.
  */
-export function runCost(s: { steps: number; cfg: number; guideSteps: number[]; iters: number; previewCfg: number; guided: boolean; recur?: number; recompute?: number }): RunCost {
+export function runCost(s: { steps: number; cfg: number; guideSteps: number[]; iters: number; previewCfg: number; guided: boolean; recur?: number; recompute?: number; previewSteps?: number }): RunCost {
   const perPass = (cfg: number) => (cfg > 1 ? 2 : 1)
   const samplingEvaluations = s.steps * perPass(s.cfg)
   const rounds = s.guided ? s.guideSteps.length * (s.recur ?? 1) : 0
@@ -155,6 +156,6 @@ export function runCost(s: { steps: number; cfg: number; guideSteps: number[]; i
   // skip it) and the loss after the last update; each recurrence round also takes one sampler step
   const recurrenceSteps = s.guided ? s.guideSteps.length * ((s.recur ?? 1) - 1) * perPass(s.cfg) : 0
   const segments = s.recompute ?? 1
-  const guidanceEvaluations = (gradientPasses * (3 + (segments - 1) / segments) + rounds * 2) * perPass(s.previewCfg) + recurrenceSteps
+  const guidanceEvaluations = (gradientPasses * (3 + (segments - 1) / segments) + rounds * 2) * previewUnetCalls(s.previewSteps ?? 1, s.previewCfg) + recurrenceSteps
   return { samplingEvaluations, guidanceEvaluations, gradientPasses, ratio: (samplingEvaluations + guidanceEvaluations) / samplingEvaluations }
 }

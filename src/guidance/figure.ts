@@ -6,7 +6,8 @@ import { conditioning, outputTensor, type Tensor } from '../diffusion/conditioni
 import { decodeFinal } from '../diffusion/decoders.js'
 import { ddimLoop, initialNoise, latentDims, loadSdxl, unetEpsModel, type GenerateSettings } from '../diffusion/pipeline.js'
 import { composeGrid, coverImage, imageFromTensor, type GridCell, type GridOptions, type ImageTensor } from '../image/image.js'
-import { IMAGE, type PreviewKind } from './preview.js'
+import { IMAGE } from './preview.js'
+import { PREVIEW_KINDS, PREVIEWS, type PreviewKind } from './previews.js'
 import { previewFeeds, previewImageSession, previewModels, previewShape } from './engine.js'
 
 export interface FigureRow {
@@ -21,26 +22,28 @@ export interface Figure {
   final: Tensor
 }
 
-/** One sampling run; at each step in `at`, x_t is previewed both ways (x0 with the sampler's CFG, LCM without). */
+/** One sampling run; at each step in `at`, x_t is previewed every way (previews.ts; each with its own default CFG). */
 export async function previewFigure(settings: GenerateSettings & { at: number[]; cacheDir?: string }): Promise<Figure> {
   for (const s of settings.at) check(Number.isInteger(s) && s >= 0 && s < settings.steps, `step ${s} is outside 0…${settings.steps - 1}`)
   const models = await loadSdxl(settings.models, settings.session)
   const cond = await conditioning(settings, models.unet, models.text)
-  const lcmCond = settings.cfg > 1 ? await conditioning({ ...settings, cfg: 1 }, models.unet, models.text) : cond
   const dims = latentDims(models.unet, settings.size)
-  const sessions = {
-    x0: await previewImageSession(await previewModels(settings.models, 'x0'), previewShape(settings.cfg, dims), settings),
-    lcm: await previewImageSession(await previewModels(settings.models, 'lcm'), previewShape(1, dims), settings),
+  const previews = {} as Record<PreviewKind, { session: Awaited<ReturnType<typeof previewImageSession>>; cond: typeof cond }>
+  for (const kind of PREVIEW_KINDS) {
+    const cfg = PREVIEWS[kind].defaultCfg(settings.cfg)
+    const session = await previewImageSession(await previewModels(settings.models, kind), previewShape(cfg, dims), settings)
+    previews[kind] = { session, cond: cfg === settings.cfg ? cond : await conditioning({ ...settings, cfg }, models.unet, models.text) }
   }
   const rows: FigureRow[] = []
   const latents = await ddimLoop(initialNoise(settings.seed, dims), settings.steps, unetEpsModel(models.unet, cond, settings.cfg), {
     beforeStep: async ({ index, t, x }) => {
       if (!settings.at.includes(index)) return
-      const preview = async (kind: PreviewKind) => {
-        const out = await sessions[kind].run(previewFeeds(sessions[kind], kind, x, t, kind === 'lcm' ? lcmCond : cond), [IMAGE])
-        return outputTensor(out[IMAGE])
+      const row = {} as Record<PreviewKind, Tensor>
+      for (const kind of PREVIEW_KINDS) {
+        const { session, cond } = previews[kind]
+        row[kind] = outputTensor((await session.run(previewFeeds(session, kind, x, t, cond), [IMAGE]))[IMAGE])
       }
-      rows.push({ step: index, t, previews: { x0: await preview('x0'), lcm: await preview('lcm') } })
+      rows.push({ step: index, t, previews: row })
     },
     afterStep: ({ index }) => settings.onStep?.(index + 1, settings.steps),
   })

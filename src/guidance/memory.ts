@@ -8,10 +8,10 @@ import { inferShapes } from '../onnx/shapes.js'
 import { TEXT_ENCODERS } from '../diffusion/conditioning.js'
 import { DECODER_FOLDERS, finalDecoder } from '../diffusion/decoders.js'
 import { ModelsFolder } from '../diffusion/models-folder.js'
-import { pipelineDims, previewForward, previewModels, previewShape, type LookaheadSettings } from './engine.js'
+import { pipelineDims, previewCfgOf, previewForward, previewModels, previewShape, type LookaheadSettings } from './engine.js'
 import { activationPeak, graphMemory, runCost, weightBytes, type GraphMemory, type RunCost } from './estimate.js'
 import { pixelGuide } from './guide.js'
-import type { PreviewKind } from './preview.js'
+import { previewStepsOf } from './previews.js'
 
 /** Values for the symbolic dims of a UNet's `sample` input (optimum: batch_size, height, width), by position. */
 function sampleDims(unet: GraphProto, shape: number[]): Record<string, number> {
@@ -39,15 +39,17 @@ export interface DryRun extends RunCost {
  * are read): UNet evaluations, gradient passes, and the gradient pass's peak memory.
  */
 export async function dryRun(settings: LookaheadSettings, held?: HeldSessions): Promise<DryRun> {
-  const guided = settings.preview !== 'none' && settings.iters > 0 && settings.guideSteps.length > 0
-  const previewCfg = settings.previewCfg ?? (settings.preview === 'x0' ? settings.cfg : 1)
+  const kind = settings.preview
+  const guided = kind !== 'none' && settings.iters > 0 && settings.guideSteps.length > 0
+  const previewCfg = kind === 'none' ? 1 : previewCfgOf(settings, kind)
   const { base, latentShape } = await samplingUnet(settings)
-  const cost = runCost({ ...settings, previewCfg, guided })
+  const cost = runCost({ ...settings, previewCfg, guided, previewSteps: kind === 'none' ? 1 : previewStepsOf(kind, settings.previewSteps) })
   const sessions = held ?? (await heldSessions(settings, base, latentShape))
   const others = sessions.weights + sessions.samplingActivations
-  if (!guided) return { ...cost, memory: { weights: 0, peak: 0, lowerBound: 0, saved: 0, upperBound: 0, unknown: 0 }, sessions, peakBytes: others, latentShape }
-  const parts = await previewModels(settings.models, settings.preview as PreviewKind, settings.previewDecoder)
-  const memory = await graphMemory(previewForward(parts, previewShape(previewCfg, latentShape, settings.guideSize), settings.guide ?? pixelGuide()), pipelineDims(previewCfg), settings.recompute)
+  if (kind === 'none' || !guided) return { ...cost, memory: { weights: 0, peak: 0, lowerBound: 0, saved: 0, upperBound: 0, unknown: 0 }, sessions, peakBytes: others, latentShape }
+  const parts = await previewModels(settings.models, kind, settings.previewDecoder)
+  const shape = previewShape(previewCfg, latentShape, settings.guideSize, previewStepsOf(kind, settings.previewSteps))
+  const memory = await graphMemory(previewForward(parts, shape, settings.guide ?? pixelGuide()), pipelineDims(previewCfg), settings.recompute)
   return { ...cost, memory, sessions, peakBytes: memory.weights + memory.peak + others, latentShape }
 }
 

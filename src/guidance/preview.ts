@@ -1,12 +1,15 @@
 // The lookahead's forward graph: x_t → ε (UNet) → preview latent → decoder → image → Σ wᵢ·lossᵢ(image).
 // The engine differentiates it with respect to `latent` (through the UNet and through the preview formula).
+// Which previews there are, and what each runs, is one table: previews.ts.
 import { UserError } from '../errors.js'
 import { GraphBuilder, dataTypeOf, dtypeOf, type Dim, type DType } from '../onnx/builder.js'
-import { embedModel, opsetOf } from '../onnx/compose.js'
+import { embedModel, embedModelAgain, opsetOf } from '../onnx/compose.js'
 import { graphOf, toNumber, type LoadedModel } from '../onnx/proto.js'
+import { initialNoise } from '../diffusion/pipeline.js'
+import { alphaBar } from '../diffusion/schedulers.js'
+import type { Tensor } from '../diffusion/conditioning.js'
 import type { Guide } from './guide.js'
-
-export type PreviewKind = 'lcm' | 'x0'
+import { PREVIEWS, previewTimesteps, type PreviewKind } from './previews.js'
 
 export interface PreviewGraph {
   /** the ε model: the LCM UNet for 'lcm', the base UNet for 'x0' */
@@ -21,6 +24,8 @@ export interface PreviewGraph {
   imageSize: { height: number; width: number }
   /** the loss (a combination is one guide); undefined: the graph outputs only the decoded preview (figures) */
   guide?: Guide
+  /** steps inside the preview (default 1, the paper's): the UNet is called this many times, on one copy of its weights */
+  steps?: number
 }
 
 /** Names of the graph's inputs besides the UNet's conditioning inputs (which keep their own names). */
@@ -30,6 +35,32 @@ export const COEF_A = 'coef_a'
 export const COEF_B = 'coef_b'
 export const LOSS = 'loss'
 export const IMAGE = 'image'
+/** The inputs of preview step i ≥ 1: its timestep, its coefficients, and x_{t_i} = renoise_a·x̂₀ + renoise_b·noise. */
+export const stepInput = (name: string, i: number) => (i === 0 ? name : `${name}_${i}`)
+export const TIMESTEP = 'timestep'
+export const NOISE = 'noise'
+export const RENOISE_A = 'renoise_a'
+export const RENOISE_B = 'renoise_b'
+
+/**
+ * The preview's scalar inputs at timestep t besides the conditioning: each step's coefficients, the later steps'
+ * timesteps (fed like `timestep`), their re-noising coefficients √ᾱ, √(1−ᾱ) and noise (seeded by `noiseSeed`, so
+ * the preview is a fixed function of x_t through one guide step). LCM's multistep sampling re-noises x̂₀ with fresh noise.
+ */
+export function previewStepInputs(kind: PreviewKind, t: number, steps: number, latentShape: number[], noiseSeed: number) {
+  const coefficients: Record<string, number> = {}
+  const timesteps: Record<string, number> = {}
+  const noises: Record<string, Tensor> = {}
+  previewTimesteps(t, steps).forEach((ti, i) => {
+    const { a, b } = PREVIEWS[kind].coefficients(ti)
+    Object.assign(coefficients, { [stepInput(COEF_A, i)]: a, [stepInput(COEF_B, i)]: b })
+    if (i === 0) return
+    timesteps[stepInput(TIMESTEP, i)] = ti
+    Object.assign(coefficients, { [stepInput(RENOISE_A, i)]: Math.sqrt(alphaBar(ti)), [stepInput(RENOISE_B, i)]: Math.sqrt(1 - alphaBar(ti)) })
+    noises[stepInput(NOISE, i)] = initialNoise(noiseSeed * 7919 + i, latentShape)
+  })
+  return { coefficients, timesteps, noises }
+}
 
 function declaredInput(model: LoadedModel, name: string): { dtype: DType; shape: Dim[] } {
   const input = graphOf(model.model).input.find(i => i.name === name)
@@ -53,14 +84,14 @@ function cast(g: GraphBuilder, value: string, from: DType, to: DType): string {
 /**
  * Builds the preview (and loss) graph. Its inputs: `latent`, `coef_a`, `coef_b` and every UNet input other than
  * `sample` under its own name (timestep, encoder_hidden_states, text_embeds, time_ids, lora_scale…), with batch 2
- * when cfg > 1 ([uncond, text], as diffusers orders them). Outputs: `loss` (with a guide) and `image`.
+ * when cfg > 1 ([uncond, text], as diffusers orders them); with steps > 1 also each later step's `timestep_i`,
+ * `coef_a_i`, `coef_b_i`, `renoise_a_i`, `renoise_b_i` and `noise_i` (previewStepInputs gives them all).
+ * Outputs: `loss` (with a guide) and `image`.
  */
 export function buildPreviewGraph(p: PreviewGraph): GraphBuilder {
   const opset = Math.max(17, opsetOf(p.unet.model), opsetOf(p.decoder.model))
   const g = new GraphBuilder('lookahead_preview', opset)
   const latent = g.input(LATENT, 'float32', p.latentShape)
-  const a = g.input(COEF_A, 'float32', [])
-  const b = g.input(COEF_B, 'float32', [])
 
   const unetInputs: Record<string, string> = {}
   for (const input of graphOf(p.unet.model).input) {
@@ -74,19 +105,32 @@ export function buildPreviewGraph(p: PreviewGraph): GraphBuilder {
   const x = h === p.latentShape[2] && w === p.latentShape[3]
     ? latent
     : g.op('Resize', [latent, '', '', g.ints([p.latentShape[0], p.latentShape[1], h, w])], { mode: 'linear', coordinate_transformation_mode: 'half_pixel' })
+  const shape = [p.latentShape[0], p.latentShape[1], h, w]
   const withCfg = p.cfg > 1
-  const sample = withCfg ? g.op('Concat', [x, x], { axis: 0 }) : x
-  unetInputs.sample = cast(g, sample, 'float32', declaredInput(p.unet, 'sample').dtype)
-  const unetOutput = embedModel(g, p.unet, unetInputs, 'unet/').out_sample
-  if (!unetOutput) throw new UserError('the UNet has no output named out_sample')
-  // the preview, the loss and the update stay float32 whatever the UNet's precision
-  let eps = cast(g, unetOutput, outputType(p.unet, 'out_sample'), 'float32')
-  if (withCfg) {
-    // ε = ε_u + g·(ε_c − ε_u), eq. 6 of Ho & Salimans 2022
-    const [uncond, text] = g.node('Split', [eps, g.ints([1, 1])], { axis: 0 }, 2)
-    eps = g.op('Add', [uncond, g.op('Mul', [g.op('Sub', [text, uncond]), g.constant(p.cfg)])])
+  /** One preview step: ε from the UNet (its i-th call, on the first call's weights), then x̂₀ = a·x + b·ε. */
+  const previewStep = (xi: string, i: number) => {
+    const sample = withCfg ? g.op('Concat', [xi, xi], { axis: 0 }) : xi
+    const feeds: Record<string, string> = { ...unetInputs, sample: cast(g, sample, 'float32', declaredInput(p.unet, 'sample').dtype) }
+    if (i > 0) feeds[TIMESTEP] = g.input(stepInput(TIMESTEP, i), declaredInput(p.unet, TIMESTEP).dtype, declaredInput(p.unet, TIMESTEP).shape)
+    const unetOutput = (i === 0 ? embedModel(g, p.unet, feeds, 'unet/') : embedModelAgain(g, p.unet, feeds, `unet${i}/`, 'unet/')).out_sample
+    if (!unetOutput) throw new UserError('the UNet has no output named out_sample')
+    // the preview, the loss and the update stay float32 whatever the UNet's precision
+    let eps = cast(g, unetOutput, outputType(p.unet, 'out_sample'), 'float32')
+    if (withCfg) {
+      // ε = ε_u + g·(ε_c − ε_u), eq. 6 of Ho & Salimans 2022
+      const [uncond, text] = g.node('Split', [eps, g.ints([1, 1])], { axis: 0 }, 2)
+      eps = g.op('Add', [uncond, g.op('Mul', [g.op('Sub', [text, uncond]), g.constant(p.cfg)])])
+    }
+    const [a, b] = [g.input(stepInput(COEF_A, i), 'float32', []), g.input(stepInput(COEF_B, i), 'float32', [])]
+    return g.op('Add', [g.op('Mul', [xi, a]), g.op('Mul', [eps, b])])
   }
-  const preview = g.op('Add', [g.op('Mul', [x, a]), g.op('Mul', [eps, b])])
+  let preview = previewStep(x, 0)
+  for (let i = 1; i < (p.steps ?? 1); i++) {
+    // x_{t_i} = √ᾱ_{t_i}·x̂₀ + √(1−ᾱ_{t_i})·noise (LCM's multistep sampling), then the next step from there
+    const noise = g.input(stepInput(NOISE, i), 'float32', shape)
+    const [ra, rb] = [g.input(stepInput(RENOISE_A, i), 'float32', []), g.input(stepInput(RENOISE_B, i), 'float32', [])]
+    preview = previewStep(g.op('Add', [g.op('Mul', [preview, ra]), g.op('Mul', [noise, rb])]), i)
+  }
   const decoderInput = graphOf(p.decoder.model).input[0].name ?? 'latent_sample'
   const { inputScale, outputScale, outputShift } = p.decoderScales
   const scaled = inputScale === 1 ? preview : g.op('Mul', [preview, g.constant(inputScale)])

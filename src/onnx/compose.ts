@@ -60,6 +60,16 @@ export function embedModel(
   return Object.fromEntries(graph.output.map(o => [o.name ?? '', rename(o.name ?? '')]))
 }
 
+/**
+ * Appends `model` once more, its nodes and values under `prefix`, reading the weights (initializers) that an
+ * earlier embedModel(g, model, …, weightsPrefix) appended: N calls of one UNet hold one copy of its weights.
+ */
+export function embedModelAgain(g: GraphBuilder, model: LoadedModel, inputs: Record<string, string>, prefix: string, weightsPrefix: string): Record<string, string> {
+  const weights = Object.fromEntries(graphOf(model.model).initializer.map(t => [t.name, `${weightsPrefix}${t.name}`]))
+  // embedModel wires a name found in `inputs` to the value given there and copies no initializer of that name
+  return embedModel(g, model, { ...weights, ...inputs }, prefix)
+}
+
 /** A copy of `tensor` whose external-data location is absolute (the source model's tensors are left alone). */
 function absoluteExternal(tensor: TensorProto, dir: string): TensorProto {
   const copy = new onnx.TensorProto(tensor)

@@ -2,17 +2,25 @@
 //   unet        ε of the exact posterior mean:  ε = (x_t − √ᾱ_t·x̂₀)/√(1−ᾱ_t)
 //   lcm_unet    ε whose one-step x0 estimate is the probability-flow endpoint (the world's "LCM"), mixture.ts flowEndpoint
 //   vae_decoder latents/0.13025 → image;  taesdxl_decoder  latents → image;  vae_encoder  image → latent_parameters
+// through the world's codec: the fixed linear one (codec.ts), or the real TAESDXL (`world build --codec taesd`).
 // Everything depending on the timestep alone (ᾱ_t by Gather from a table, σ grids) is off the sample's gradient path.
 import { existsSync } from 'node:fs'
-import { readFile } from 'node:fs/promises'
-import { join } from 'node:path'
+import { readFile, stat } from 'node:fs/promises'
+import { basename, dirname, join } from 'node:path'
+import { check, UserError } from '../errors.js'
 import { alphasCumprod } from '../diffusion/schedulers.js'
+import { TAESD_IO, taesdModel } from '../diffusion/taesd.js'
 import { writeFileAtomic, cacheRoot } from '../fsutil.js'
 import { GraphBuilder } from '../onnx/builder.js'
-import { DataType, encodeModel, type ModelProto } from '../onnx/proto.js'
-import { LATENT_CHANNELS, VAE_SCALING, decoderFragment, encoderFragment, transpose } from './codec.js'
+import { embedModel } from '../onnx/compose.js'
+import { DataType, encodeModel, onnx, readModel, type LoadedModel, type ModelProto } from '../onnx/proto.js'
+import { ort, sessionOptions } from '../onnx/session.js'
+import { LATENT_CHANNELS, LATENT_FACTOR, VAE_SCALING, decoderFragment, encodeImage, encoderFragment, transpose } from './codec.js'
 import { componentCount } from './mixture.js'
-import { DEFAULT_WORLD_SETTINGS, WORLD_VERSION, buildWorld, drawnFaces, folderFaces, latentShape, worldJson, type DemoWorld, type FaceFinder, type WorldSettings } from './world.js'
+import {
+  DEFAULT_WORLD_SETTINGS, WORLD_VERSION, buildWorld, componentImages, drawnFaces, folderFaces, latentShape, worldFromLatents, worldJson,
+  type CodecKind, type DemoWorld, type FaceFinder, type WorldSettings,
+} from './world.js'
 
 const OPSET = 17
 export type UnetKind = 'exact' | 'lcm'
@@ -98,28 +106,97 @@ export function unetModel(world: DemoWorld, kind: UnetKind): ModelProto {
   return g.build()
 }
 
-/** The decoders: vae_decoder takes latents/0.13025 as SDXL's does, taesdxl_decoder the UNet-space latents. */
-export function decoderModel(world: DemoWorld, input: 'vae' | 'taesd'): ModelProto {
+/** How a world's images become UNet-space latents and back, as graph fragments (images in [-1,1]). */
+export interface CodecGraphs {
+  kind: CodecKind
+  /** image [B,3,S,S] → latent [B,4,S/8,S/8] */
+  encode(g: GraphBuilder, image: string): string
+  /** latent [B,4,S/8,S/8] → image [B,3,S,S] */
+  decode(g: GraphBuilder, latent: string): string
+}
+
+/** The fixed linear codec (codec.ts): no weights, dependency-free. */
+export const linearCodec = (world: DemoWorld): CodecGraphs => ({
+  kind: 'linear',
+  encode: (g, image) => encoderFragment(g, world.codec, image),
+  decode: (g, latent) => decoderFragment(g, world.codec, latent),
+})
+
+/** The TAESDXL encoder and decoder, as taesd.ts builds them from their .safetensors (RGB in [0,1] on their side). */
+export interface TaesdParts {
+  encoder: LoadedModel
+  decoder: LoadedModel
+  /** the weight files, for world.json */
+  files: string[]
+}
+
+/**
+ * TAESDXL from a folder holding taesdxl_encoder.safetensors and taesdxl_decoder.safetensors, or from one file:
+ * named …encoder… or …decoder… with its other part beside it, else one diffusers AutoencoderTiny file with both.
+ */
+export async function readTaesd(path: string): Promise<TaesdParts> {
+  const info = await stat(path).catch(() => {
+    throw new UserError(`--taesd ${path}: no such file or folder`)
+  })
+  const name = basename(path)
+  const [encoder, decoder] = info.isDirectory()
+    ? [join(path, 'taesdxl_encoder.safetensors'), join(path, 'taesdxl_decoder.safetensors')]
+    : /encoder/.test(name) ? [path, join(dirname(path), name.replace('encoder', 'decoder'))]
+    : /decoder/.test(name) ? [join(dirname(path), name.replace('decoder', 'encoder')), path]
+    : [path, path]
+  for (const file of new Set([encoder, decoder])) check(existsSync(file), `--taesd ${path}: ${file} is missing (the world needs TAESDXL's encoder and decoder)`)
+  return { encoder: await taesdModel(encoder, 'encoder'), decoder: await taesdModel(decoder, 'decoder'), files: [...new Set([encoder, decoder])] }
+}
+
+/** The real TAESDXL as the world's codec: the world's latents are SDXL latents, its decoder the network the paper uses. */
+export const taesdCodec = (taesd: TaesdParts): CodecGraphs => ({
+  kind: 'taesd',
+  encode: (g, image) => {
+    const unit = g.op('Mul', [g.op('Add', [image, g.constant(1, [])]), g.constant(0.5, [])])
+    return embedModel(g, taesd.encoder, { [TAESD_IO.encoder.input]: unit }, 'taesd_encoder/')[TAESD_IO.encoder.output]
+  },
+  decode: (g, latent) => {
+    const unit = embedModel(g, taesd.decoder, { [TAESD_IO.decoder.input]: latent }, 'taesd_decoder/')[TAESD_IO.decoder.output]
+    return g.op('Sub', [g.op('Mul', [unit, g.constant(2, [])]), g.constant(1, [])])
+  },
+})
+
+/** The decoders: vae_decoder takes latents/0.13025 as SDXL's does, taesdxl_decoder the UNet-space latents; both give [-1,1]. */
+export function decoderModel(world: DemoWorld, input: 'vae' | 'taesd', codec = linearCodec(world)): ModelProto {
   const g = new GraphBuilder(`demo_world_${input}_decoder`, OPSET)
   const [, n] = latentShape(world)
   const size = world.codec.imageSize
   let latent = g.input('latent_sample', 'float32', ['batch', LATENT_CHANNELS, n, n])
   if (input === 'vae') latent = g.op('Mul', [latent, g.constant(VAE_SCALING, [])])
-  g.outputAs(decoderFragment(g, world.codec, latent), 'sample', 'float32', ['batch', 3, size, size])
-  return g.build()
+  g.outputAs(codec.decode(g, latent), 'sample', 'float32', ['batch', 3, size, size])
+  const model = g.build()
+  model.metadataProps = [new onnx.StringStringEntryProto({ key: 'output_range', value: '[-1,1]' })]
+  return model
 }
 
 /** vae_encoder as SDXL's: latent_parameters = [mean, logvar] with mean = latents/0.13025 and a tiny variance. */
-export function encoderModel(world: DemoWorld): ModelProto {
+export function encoderModel(size: number, codec: CodecGraphs): ModelProto {
   const g = new GraphBuilder('demo_world_vae_encoder', OPSET)
-  const [, n] = latentShape(world)
-  const size = world.codec.imageSize
+  const n = size / LATENT_FACTOR
   const image = g.input('sample', 'float32', ['batch', 3, size, size])
-  const mean = g.op('Div', [encoderFragment(g, world.codec, image), g.constant(VAE_SCALING, [])])
+  const mean = g.op('Div', [codec.encode(g, image), g.constant(VAE_SCALING, [])])
   // logvar = −30, the lower clamp of diffusers' DiagonalGaussianDistribution: sampling gives the mean.
   const logvar = g.op('Sub', [g.op('Mul', [mean, g.constant(0, [])]), g.constant(30, [])])
   g.outputAs(g.op('Concat', [mean, logvar], { axis: 1 }), 'latent_parameters', 'float32', ['batch', 2 * LATENT_CHANNELS, n, n])
   return g.build()
+}
+
+/** UNet-space latents of images [3,S,S] through a vae_encoder model (mean·0.13025), in float64. */
+export async function encodeImages(encoder: ModelProto, images: Float32Array[], size: number): Promise<Float64Array[]> {
+  const session = await ort.InferenceSession.create(encodeModel(encoder), sessionOptions('cpu', 0))
+  const plane = LATENT_CHANNELS * (size / LATENT_FACTOR) ** 2
+  const latents: Float64Array[] = []
+  for (const image of images) {
+    const { latent_parameters: out } = await session.run({ sample: new ort.Tensor('float32', image, [1, 3, size, size]) })
+    latents.push(Float64Array.from((out.data as Float32Array).subarray(0, plane), v => v * VAE_SCALING))
+  }
+  await session.release()
+  return latents
 }
 
 /** The files of a demo-world models folder, relative to it. */
@@ -132,14 +209,21 @@ export const WORLD_FILES = {
   world: 'world.json',
 } as const
 
-/** Writes the world's models folder; each file is written atomically. */
-export async function writeWorld(world: DemoWorld, dir: string): Promise<Record<keyof typeof WORLD_FILES, string>> {
+/** A face image [3,S,S]'s latent in a world: the linear codec in float64, or TAESDXL through the folder's vae_encoder. */
+export async function imageLatent(dir: string, world: DemoWorld, image: Float32Array): Promise<Float64Array> {
+  if (world.codecKind === 'linear') return encodeImage(world.codec, image)
+  const [latent] = await encodeImages((await readModel(join(dir, WORLD_FILES.vaeEncoder))).model, [image], world.codec.imageSize)
+  return latent
+}
+
+/** Writes the world's models folder with its codec's decoders and encoder; each file is written atomically. */
+export async function writeWorld(world: DemoWorld, dir: string, codec = linearCodec(world)): Promise<Record<keyof typeof WORLD_FILES, string>> {
   const contents: Record<keyof typeof WORLD_FILES, Uint8Array | string> = {
     unet: encodeModel(unetModel(world, 'exact')),
     lcmUnet: encodeModel(unetModel(world, 'lcm')),
-    vaeDecoder: encodeModel(decoderModel(world, 'vae')),
-    taesdDecoder: encodeModel(decoderModel(world, 'taesd')),
-    vaeEncoder: encodeModel(encoderModel(world)),
+    vaeDecoder: encodeModel(decoderModel(world, 'vae', codec)),
+    taesdDecoder: encodeModel(decoderModel(world, 'taesd', codec)),
+    vaeEncoder: encodeModel(encoderModel(world.codec.imageSize, codec)),
     world: `${JSON.stringify(worldJson(world), null, 1)}\n`,
   }
   const paths = {} as Record<keyof typeof WORLD_FILES, string>
@@ -153,18 +237,30 @@ export async function writeWorld(world: DemoWorld, dir: string): Promise<Record<
 export interface WorldFolderOptions {
   /** a folder of face images; default: the drawn faces */
   images?: string
-  /** crop each image about the face this finds (default: centre crop) */
-  findFace?: FaceFinder
+  /** crop each image about the best face this finds (default: centre crop) */
+  findFaces?: FaceFinder
+  /** with findFaces: every face found is an identity (group photos) */
+  everyFace?: boolean
+  /** the real TAESDXL as the codec (default: the linear codec) */
+  taesd?: TaesdParts
   settings?: Partial<WorldSettings>
 }
 
 /** Builds a demo world (from `images` or the drawn faces) and writes its models folder to `dir`. */
 export async function buildWorldFolder(dir: string, options: WorldFolderOptions = {}) {
   const settings = { ...DEFAULT_WORLD_SETTINGS, ...options.settings }
-  const faces = options.images ? await folderFaces(options.images, settings.size, options.findFace) : drawnFaces(settings.size)
-  const world = buildWorld(faces, settings, options.images ?? 'drawn')
-  const files = await writeWorld(world, dir)
-  return { world, files }
+  const faces = options.images ? await folderFaces(options.images, settings.size, options.findFaces, options.everyFace) : drawnFaces(settings.size)
+  const source = options.images ?? 'drawn'
+  if (!options.taesd) {
+    const world = buildWorld(faces, settings, source)
+    return { world, files: await writeWorld(world, dir) }
+  }
+  // the components' latents through the same vae_encoder the folder gets, so a reference is placed as they are
+  const codec = taesdCodec(options.taesd)
+  const { components, images } = componentImages(faces, settings)
+  const latents = await encodeImages(encoderModel(settings.size, codec), images, settings.size)
+  const world = worldFromLatents(faces, components, latents, settings, source, 'taesd')
+  return { world, files: await writeWorld(world, dir, codec) }
 }
 
 /**

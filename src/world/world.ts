@@ -47,8 +47,13 @@ export interface DemoWorld extends Mixture {
   pcaVariances: Float64Array
   /** the fraction of the components' variance inside the subspace */
   explainedVariance: number
+  /** the image and latent sizes, and the linear codec's maps */
   codec: Codec
+  /** 'linear': the fixed linear codec; 'taesd': the real TAESDXL encoder and decoder (SDXL's latent space) */
+  codecKind: CodecKind
 }
+
+export type CodecKind = 'linear' | 'taesd'
 
 export interface FaceImage {
   name: string
@@ -71,36 +76,39 @@ export interface FaceBox {
   height: number
 }
 
-/** Finds the main face in an image (the guides' detector, passed in by the command: src/ does not import guides/). */
-export type FaceFinder = (image: ImageTensor) => Promise<FaceBox | undefined>
+/** Finds the faces in an image, best first (the guides' detector, passed in by the command: src/ does not import guides/). */
+export type FaceFinder = (image: ImageTensor) => Promise<FaceBox[]>
 
 /** How much larger than the face box the square crop is, so that hair, chin and some background are in it. */
 const FACE_MARGIN = 1.8
 
 /**
- * Every image in `dir` (sorted by name) as a square of `size` pixels: centre-cropped, or, with `findFace`,
- * cropped to a square about the face the finder returns.
+ * Every image in `dir` (sorted by name) as a square of `size` pixels: centre-cropped, or, with `findFaces`,
+ * cropped to a square about its best face; with `everyFace` too, each face of the image is one identity
+ * (named FILE-1, FILE-2… from left to right): group photos give many identities of like framing and light.
  */
-export async function folderFaces(dir: string, size: number, findFace?: FaceFinder): Promise<FaceImage[]> {
+export async function folderFaces(dir: string, size: number, findFaces?: FaceFinder, everyFace = false): Promise<FaceImage[]> {
   const names = await readdir(dir).catch(() => {
     throw new UserError(`cannot read the image folder ${dir}`)
   })
   const files = names.filter(name => IMAGE_EXTENSIONS.includes(extname(name).toLowerCase())).sort()
-  check(files.length >= 2, `${dir} holds ${files.length} image(s); the demo world needs at least 2 (${IMAGE_EXTENSIONS.join(' ')})`)
   const faces: FaceImage[] = []
   for (const file of files) {
     const path = join(dir, file)
-    let image: ImageTensor
-    if (findFace) {
-      const whole = await loadImage(path)
-      const box = await findFace(whole)
-      check(box, `no face found in ${path}: remove it or crop it by hand`)
-      image = await cropSquare(whole, faceSquare(box, whole), size)
-    } else {
-      image = await loadImage(path, { size, fit: 'cover' })
+    if (!findFaces) {
+      faces.push({ name: parse(file).name, pixels: (await loadImage(path, { size, fit: 'cover' })).data })
+      continue
     }
-    faces.push({ name: parse(file).name, pixels: image.data })
+    const whole = await loadImage(path)
+    const boxes = await findFaces(whole)
+    check(boxes.length > 0, `no face found in ${path}: remove it or crop it by hand`)
+    const chosen = everyFace ? [...boxes].sort((a, b) => a.x - b.x) : boxes.slice(0, 1)
+    for (const [i, box] of chosen.entries()) {
+      const name = everyFace && chosen.length > 1 ? `${parse(file).name}-${i + 1}` : parse(file).name
+      faces.push({ name, pixels: (await faceCrop(whole, box, size)).data })
+    }
   }
+  check(faces.length >= 2, `${dir} gives ${faces.length} face(s); the demo world needs at least 2 (${IMAGE_EXTENSIONS.join(' ')})`)
   return faces
 }
 
@@ -113,6 +121,9 @@ export function faceSquare(box: FaceBox, image: { width: number; height: number 
   const y = Math.round(Math.min(image.height - side, Math.max(0, centreY - side / 2)))
   return { x, y, width: side, height: side }
 }
+
+/** The face's square (faceSquare) of an image, resized to `size`: as the world's faces are cropped. */
+export const faceCrop = (image: ImageTensor, box: FaceBox, size: number) => cropSquare(image, faceSquare(box, image), size)
 
 async function cropSquare(image: ImageTensor, region: FaceBox, size: number): Promise<ImageTensor> {
   const { data, info } = await sharp(imageToPixels(image), { raw: { width: image.width, height: image.height, channels: 3 } })
@@ -138,22 +149,34 @@ export function transformImage(pixels: Float32Array, size: number, flip: boolean
   return out
 }
 
-export function buildWorld(faces: FaceImage[], settings: WorldSettings = DEFAULT_WORLD_SETTINGS, source = 'drawn'): DemoWorld {
+/** The components of a face set (each face, its mirror image, and shifts) and their images, before encoding. */
+export function componentImages(faces: FaceImage[], settings: WorldSettings): { components: Component[]; images: Float32Array[] } {
   const { size, shift } = settings
   check(size % LATENT_FACTOR === 0 && size >= 4 * LATENT_FACTOR, `the world's image size must be a multiple of 8 and at least 32 (got ${size})`)
   check(faces.length >= 2, `the demo world needs at least 2 images (got ${faces.length})`)
-  const codec = makeCodec(size)
   const offsets: [number, number][] = [[0, 0], [-shift, 0], [shift, 0], [0, -shift], [0, shift]]
   const components: Component[] = []
-  const latents: Float64Array[] = []
+  const images: Float32Array[] = []
   faces.forEach((face, identity) => {
     for (const flip of [false, true]) {
       for (const offset of shift > 0 ? offsets : offsets.slice(0, 1)) {
         components.push({ identity, flip, shift: offset })
-        latents.push(encodeImage(codec, transformImage(face.pixels, size, flip, offset)))
+        images.push(transformImage(face.pixels, size, flip, offset))
       }
     }
   })
+  return { components, images }
+}
+
+/** The world of the drawn faces or a face set, with the fixed linear codec. */
+export function buildWorld(faces: FaceImage[], settings: WorldSettings = DEFAULT_WORLD_SETTINGS, source = 'drawn'): DemoWorld {
+  const { components, images } = componentImages(faces, settings)
+  const codec = makeCodec(settings.size)
+  return worldFromLatents(faces, components, images.map(image => encodeImage(codec, image)), settings, source, 'linear')
+}
+
+/** The mixture over the components' latents (from either codec), in their principal subspace. */
+export function worldFromLatents(faces: FaceImage[], components: Component[], latents: Float64Array[], settings: WorldSettings, source: string, codecKind: CodecKind): DemoWorld {
   if (settings.rank !== undefined) {
     check(Number.isInteger(settings.rank) && settings.rank >= 1 && settings.rank < components.length, `the subspace rank must be an integer in 1..${components.length - 1} (got ${settings.rank})`)
   }
@@ -175,7 +198,8 @@ export function buildWorld(faces: FaceImage[], settings: WorldSettings = DEFAULT
     components,
     pcaVariances: pca.variances,
     explainedVariance: pca.explained,
-    codec,
+    codec: makeCodec(settings.size),
+    codecKind,
   }
 }
 
@@ -282,6 +306,7 @@ export function worldJson(world: DemoWorld): object {
     source: world.source,
     imageSize: world.codec.imageSize,
     latentShape: latentShape(world),
+    codec: world.codecKind,
     settings: world.settings,
     identities: world.identities,
     components: world.components,
@@ -324,5 +349,6 @@ export function parseWorld(text: string, source: string): DemoWorld {
     pcaVariances: Float64Array.from(json.subspace.pcaVariances),
     explainedVariance: json.subspace.explainedVariance,
     codec: makeCodec(json.imageSize),
+    codecKind: json.codec ?? 'linear',
   }
 }
