@@ -70,8 +70,10 @@ export function summarise(runs: RunRecord[], methods: Method[], referenceIdentit
 export function summaryTable(summary: MethodSummary[]): string[][] {
   const columns = RUN_METRICS.filter(({ key }) => summary.some(s => s[key]))
   const cell = (s?: Stat) => (s ? `${s.mean.toFixed(3)}${s.se === undefined ? '' : ` ± ${s.se.toFixed(3)}`} (n=${s.n})` : '–')
-  const cost = (s: MethodSummary) => (s.unetEvaluations ? `${+s.unetEvaluations.mean.toFixed(1)}${s.bestOf ? ` (N=${s.bestOf})` : ''}` : '–')
-  return [['method', ...columns.map(({ label }) => label), 'UNet evaluations'], ...summary.map(s => [s.method, ...columns.map(({ key }) => cell(s[key])), cost(s)])]
+  // the cost column where the runs recorded it (best-of-N with its N)
+  const costed = summary.some(s => s.unetEvaluations)
+  const cost = (s: MethodSummary) => (!costed ? [] : [s.unetEvaluations ? `${+s.unetEvaluations.mean.toFixed(1)}${s.bestOf ? ` (N=${s.bestOf})` : ''}` : '–'])
+  return [['method', ...columns.map(({ label }) => label), ...(costed ? ['UNet evaluations'] : [])], ...summary.map(s => [s.method, ...columns.map(({ key }) => cell(s[key])), ...cost(s)])]
 }
 
 /** Why metrics are missing, counted over the runs: "identity: no face found on the final image (2 of 8 runs)". */
