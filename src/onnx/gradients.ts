@@ -202,7 +202,7 @@ function swappedWeight(e: Emitter, w: string, [outputs, inputsPerGroup]: number[
  *   κ = (r + p) mod s, c = ⌊(r + p)/s⌋ (p the begin pad): for each phase r, a stride-1 Conv of g with the taps
  *   κ, κ+s, … flipped, begin pad T−1−c (T taps), ⌈X/s⌉ outputs; the phases (zero where a phase has no taps)
  *   interleaved and cut to x's size. The Convs together cost what the forward Conv costs; faster than
- *   ConvTranspose from 16 channels of x and a kernel at least the stride.
+ *   ConvTranspose for ungrouped Convs from 16 channels of x and a kernel at least the stride.
  * Undefined where neither applies (pads wider than the span, dilated strides, unknown shapes).
  */
 function convAsConvs(c: GradContext, kernel: number[], group: number): string | undefined {
@@ -223,10 +223,11 @@ function convAsConvs(c: GradContext, kernel: number[], group: number): string | 
     return e.op('Conv', [c.g, flipped], { pads: flippedPads, dilations, group, kernel_shape: kernel })
   }
   const xDims = e.info(c.x[0]).shape?.slice(2), gDims = e.info(c.y[0]).shape?.slice(2)
-  const channels = (shape[1] as number) * group
-  // onnxruntime pads a Conv's outputs to its channel block (16): a 3-channel dx (a stem) costs 5× its work
-  // a kernel under its stride leaves phases empty (1×1 stride-2 shortcuts): ConvTranspose's one GEMM is faster
-  if (channels < MIN_PHASE_CHANNELS || kernel.some((k, i) => k < strides[i]) || dilations.some(d => d !== 1) || !xDims?.every(d => typeof d === 'number') || !gDims?.every(d => typeof d === 'number')) return undefined
+  const channels = shape[1] as number
+  // measured (npm run oracle): onnxruntime pads a Conv's outputs to its channel block (16), so a 3-channel dx
+  // (a stem) costs 5× its work; a kernel under its stride leaves phases empty (1×1 stride-2 shortcuts), where
+  // ConvTranspose's one GEMM is faster; grouped phases were slower (RegNet, ResNeXt), depthwise even
+  if (group !== 1 || channels < MIN_PHASE_CHANNELS || kernel.some((k, i) => k < strides[i]) || dilations.some(d => d !== 1) || !xDims?.every(d => typeof d === 'number') || !gDims?.every(d => typeof d === 'number')) return undefined
   // per axis and phase: the first tap κ, the tap count T and the Conv's pads
   const phasesOf = (a: number) => Array.from({ length: strides[a] }, (_, r) => {
     const s = strides[a], k = kernel[a], p = pads[a]
