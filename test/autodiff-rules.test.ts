@@ -54,7 +54,19 @@ const cases: Case[] = [
       const c = g.op('Conv', [b, randomWeight(g, rand, [2, 4, 3, 2], 0.3)], { strides: [2, 3] })
       return g.op('Add', [g.op('ReduceSum', [a], { keepdims: 0 }), g.op('ReduceSum', [g.op('Mul', [c, c])], { keepdims: 0 })])
     } },
-  // stride 1: the input gradient is a Conv with the kernel flipped (gradients.ts flippedConv)
+  // strided: the input gradient as per-phase Convs interleaved (gradients.ts convAsConvs, ungrouped, from 16
+  // channels of x); grouped ones and the 1×1 stride-2 shortcut (a kernel under its stride) stay ConvTransposes
+  { name: 'Conv strided: square and unequal strides, asymmetric pads, grouped, 1×1 stride 2, 1-D', inputs: { x: [1, 16, 9, 8], t: [1, 16, 11] }, symbolic: true,
+    build: (g, { x, t }, rand) => {
+      const square = g.op('Conv', [x, randomWeight(g, rand, [6, 16, 3, 3], 0.15)], { pads: [1, 0, 2, 1], strides: [2, 2] })
+      const unequal = g.op('Conv', [x, randomWeight(g, rand, [4, 16, 5, 4], 0.1)], { pads: [2, 1, 2, 2], strides: [3, 2] })
+      const grouped = g.op('Conv', [x, randomWeight(g, rand, [4, 8, 3, 3], 0.2)], { pads: [1, 1, 1, 1], strides: [2, 2], group: 2 })
+      const pointwise = g.op('Conv', [x, randomWeight(g, rand, [3, 16, 1, 1], 0.2)], { strides: [2, 2] })
+      const line = g.op('Conv', [t, randomWeight(g, rand, [3, 16, 4], 0.2)], { pads: [1, 2], strides: [3] })
+      const total = (v: string) => g.op('ReduceSum', [g.op('Mul', [v, g.op('Sin', [v])])], { keepdims: 0 })
+      return g.op('Sum', [total(square), total(unequal), total(grouped), total(pointwise), total(line)])
+    } },
+  // stride 1: the input gradient is a Conv with the kernel flipped (gradients.ts convAsConvs)
   { name: 'Conv at stride 1: depthwise, depthwise ×2, groups, asymmetric pads, auto_pad, 1-D, pads past the kernel', inputs: { x: [1, 6, 6, 7], t: [1, 4, 9] }, symbolic: true,
     build: (g, { x, t }, rand) => {
       const depthwise = g.op('Conv', [x, randomWeight(g, rand, [6, 1, 3, 3], 0.3)], { pads: [1, 0, 2, 1], group: 6 })

@@ -68,6 +68,29 @@ describe('fold', () => {
     assert.deepEqual(graphOf(folded.model).input[0].type?.tensorType?.shape?.dim?.map(d => Number(d.dimValue)), [2, 4, 3, 5])
   })
 
+  it("folds Swin's window pads: (w − h mod w) mod w from Shape, reversed as torch's F.pad does (Reshape, Slice, Transpose)", async () => {
+    const g = new GraphBuilder('window-pads', 17)
+    const x = g.input('x', 'float32', [1, 2, 5, 7])
+    const window = g.constant([4, 4], [2], 'int64')
+    const spatial = g.op('Slice', [g.op('Shape', [x]), g.ints([2]), g.ints([4])])
+    const after = g.op('Mod', [g.op('Sub', [window, g.op('Mod', [spatial, window])]), window])
+    // torch's pad order (last axis first, begin/end pairs) → ONNX's: [[0, a_w], [0, a_h], [0, 0], [0, 0]] reversed and transposed
+    const torchOrder = g.op('Concat', [g.ints([0]), g.op('Slice', [after, g.ints([1]), g.ints([2])]), g.ints([0]), g.op('Slice', [after, g.ints([0]), g.ints([1])]), g.ints([0, 0, 0, 0])], { axis: 0 })
+    const reversed = g.op('Slice', [g.op('Reshape', [torchOrder, g.ints([-1, 2])]), g.ints([-1]), g.ints([-(2 ** 62)]), g.ints([0]), g.ints([-1])])
+    const pads = g.op('Reshape', [g.op('Transpose', [reversed], { perm: [1, 0] }), g.ints([-1])])
+    g.outputAs(g.op('Pad', [x, pads]), 'y', 'float32', [1, 2, 8, 8])
+    const model = { model: g.build(), dir }
+    const folded = foldGraph(model)
+    assert.deepEqual(opCounts(folded.model), { Pad: 1, Identity: 1 }) // the Identity names the output
+    const [path, foldedPath] = [join(dir, 'window-pads.onnx'), join(dir, 'window-pads-folded.onnx')]
+    await writeModel(model, path)
+    await writeModel(folded, foldedPath)
+    const feeds = { x: new ort.Tensor('float32', wave(70), [1, 2, 5, 7]) }
+    const expected = await run(path, feeds, 'y')
+    assert.equal(expected.length, 2 * 8 * 8)
+    assert.deepEqual(Array.from(await run(foldedPath, feeds, 'y')), Array.from(expected))
+  })
+
   it('grad --dim: writes a specialised, folded gradient that passes the finite-difference check', async () => {
     const [path, gradPath] = [join(dir, 'grad-dim', 'patterns.onnx'), join(dir, 'grad-dim', 'grad.onnx')]
     await writeModel({ model: torchPatterns(), dir }, path)

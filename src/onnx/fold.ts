@@ -174,6 +174,13 @@ const rules: Record<string, Rule> = {
     })
     return [gatherElements(x, shape, c => c.map((v, d) => first[d] + v * step[d]))]
   },
+  // torch's F.pad reverses its pads with Reshape → Slice → Transpose (Swin's window pads)
+  Transpose: (node, [x]) => {
+    if (!x) return undefined
+    const perm = intsAttr(node, 'perm') ?? x.shape.map((_, i) => x.shape.length - 1 - i)
+    const shape = perm.map(p => x.shape[p])
+    return [x.values === undefined ? { ...x, shape } : gatherElements(x, shape, c => perm.reduce((source, p, i) => { source[p] = c[i]; return source }, [...c]))]
+  },
   Reshape: (node, [x, target]) => {
     const t = ints(target)
     if (!x || !t) return undefined

@@ -8,6 +8,8 @@ import { DataType, type AttributeProto, type NodeProto } from './proto.js'
 import { attrOf, axesOf, dimRatio, floatAttr, intAttr, intsAttr, stringAttr, type Dim, type Info } from './shapes.js'
 
 const INT_MAX = 2 ** 62
+/** The fewest channels of x for which a strided Conv's dx is taken as per-phase Convs (npm run oracle). */
+const MIN_PHASE_CHANNELS = 16
 
 function refuse(c: GradContext, what: string): never {
   throw new UserError(`autodiff: ${c.node.opType} node ${c.node.name} would need a gradient w.r.t. ${what}, which is not supported`)
@@ -180,31 +182,77 @@ function convPads(c: GradContext, spatial: number, kernel: number[], strides: nu
 }
 
 /**
- * dX of a stride-1 Conv as a Conv of g with the kernel flipped and its in/out channels swapped within each
- * group, padded by the kernel's span less the forward pads: onnxruntime's ConvTranspose runs one GEMM per
- * group (a depthwise conv's gradient cost 5–8× its forward, npm run oracle), its Conv has direct depthwise
- * and blocked kernels. The weight's reshuffle is constant: onnxruntime folds it when the session loads.
- * Undefined where it does not apply (strides, pads wider than the kernel's span, unknown weight shape).
+ * The Conv weight [O, I/group, k…] as the weight of its adjoint Conv, [I, O/group, k…]: in and out channels
+ * swapped within each group. Constant: onnxruntime folds it (and the Slices below) when the session loads.
  */
-function flippedConv(c: GradContext, kernel: number[], group: number): string | undefined {
+function swappedWeight(e: Emitter, w: string, [outputs, inputsPerGroup]: number[], group: number, kernel: number[]): string {
+  const axes = kernel.map((_, i) => i + 2)
+  // depthwise (one input and one output channel per group): nothing to swap
+  if (inputsPerGroup === 1 && outputs === group) return w
+  if (group === 1) return e.op('Transpose', [w], { perm: [1, 0, ...axes] })
+  return e.op('Reshape', [e.op('Transpose', [e.op('Reshape', [w, e.ints([group, outputs / group, inputsPerGroup, ...kernel])])], { perm: [0, 2, 1, ...axes.map(a => a + 1)] }), e.ints([group * inputsPerGroup, outputs / group, ...kernel])])
+}
+
+/**
+ * dX of a Conv as Convs of g, never a ConvTranspose: onnxruntime's ConvTranspose runs one GEMM per group and
+ * a col2im (the strided convs' gradients were 20–60% of ResNets' gradient time, npm run oracle), its Conv
+ * has direct depthwise and blocked kernels.
+ * - stride 1: one Conv with the kernel flipped, padded by the kernel's span less the forward pads.
+ * - stride s (dilation 1): polyphase. Along an axis, dx[s·m + r] = Σ_t g[m + c − t]·w[s·t + κ] with
+ *   κ = (r + p) mod s, c = ⌊(r + p)/s⌋ (p the begin pad): for each phase r, a stride-1 Conv of g with the taps
+ *   κ, κ+s, … flipped, begin pad T−1−c (T taps), ⌈X/s⌉ outputs; the phases (zero where a phase has no taps)
+ *   interleaved and cut to x's size. The Convs together cost what the forward Conv costs; faster than
+ *   ConvTranspose for ungrouped Convs from 16 channels of x and a kernel at least the stride.
+ * Undefined where neither applies (pads wider than the span, dilated strides, unknown shapes).
+ */
+function convAsConvs(c: GradContext, kernel: number[], group: number): string | undefined {
   const { e } = c
   const w = c.x[1]
   const shape = e.info(w).shape
   const spatial = kernel.length
   const strides = intsAttr(c.node, 'strides') ?? Array(spatial).fill(1)
   const dilations = intsAttr(c.node, 'dilations') ?? Array(spatial).fill(1)
-  if (!shape || !shape.every(d => typeof d === 'number') || strides.some(s => s !== 1)) return undefined
+  if (!shape || !shape.every(d => typeof d === 'number')) return undefined
   const pads = convPads(c, spatial, kernel, strides, dilations)
-  const flippedPads = pads.map((p, i) => dilations[i % spatial] * (kernel[i % spatial] - 1) - p)
-  if (flippedPads.some(p => p < 0)) return undefined
-  const [outputs, inputsPerGroup] = shape as number[]
-  const axes = [...Array(spatial).keys()].map(i => i + 2)
-  // depthwise (one input and one output channel per group): nothing to swap
-  const swapped = inputsPerGroup === 1 && outputs === group ? w
-    : group === 1 ? e.op('Transpose', [w], { perm: [1, 0, ...axes] })
-    : e.op('Reshape', [e.op('Transpose', [e.op('Reshape', [w, e.ints([group, outputs / group, inputsPerGroup, ...kernel])])], { perm: [0, 2, 1, ...axes.map(a => a + 1)] }), e.ints([group * inputsPerGroup, outputs / group, ...kernel])])
-  const flipped = e.op('Slice', [swapped, e.ints(axes.map(() => -1)), e.ints(axes.map(() => -INT_MAX)), e.ints(axes), e.ints(axes.map(() => -1))])
-  return e.op('Conv', [c.g, flipped], { pads: flippedPads, dilations, group, kernel_shape: kernel })
+  const axes = kernel.map((_, i) => i + 2)
+  const swapped = swappedWeight(e, w, shape as number[], group, kernel)
+  if (strides.every(s => s === 1)) {
+    const flippedPads = pads.map((p, i) => dilations[i % spatial] * (kernel[i % spatial] - 1) - p)
+    if (flippedPads.some(p => p < 0)) return undefined
+    const flipped = e.op('Slice', [swapped, e.ints(axes.map(() => -1)), e.ints(axes.map(() => -INT_MAX)), e.ints(axes), e.ints(axes.map(() => -1))])
+    return e.op('Conv', [c.g, flipped], { pads: flippedPads, dilations, group, kernel_shape: kernel })
+  }
+  const xDims = e.info(c.x[0]).shape?.slice(2), gDims = e.info(c.y[0]).shape?.slice(2)
+  const channels = shape[1] as number
+  // measured (npm run oracle): onnxruntime pads a Conv's outputs to its channel block (16), so a 3-channel dx
+  // (a stem) costs 5× its work; a kernel under its stride leaves phases empty (1×1 stride-2 shortcuts), where
+  // ConvTranspose's one GEMM is faster; grouped phases were slower (RegNet, ResNeXt), depthwise even
+  if (group !== 1 || channels < MIN_PHASE_CHANNELS || kernel.some((k, i) => k < strides[i]) || dilations.some(d => d !== 1) || !xDims?.every(d => typeof d === 'number') || !gDims?.every(d => typeof d === 'number')) return undefined
+  // per axis and phase: the first tap κ, the tap count T and the Conv's pads
+  const phasesOf = (a: number) => Array.from({ length: strides[a] }, (_, r) => {
+    const s = strides[a], k = kernel[a], p = pads[a]
+    const first = (r + p) % s, taps = Math.ceil((k - first) / s)
+    const begin = taps - 1 - Math.floor((r + p) / s)
+    return { first, taps, begin, end: Math.ceil((xDims[a] as number) / s) + taps - 1 - (gDims[a] as number) - begin }
+  })
+  const perAxis = kernel.map((_, a) => phasesOf(a))
+  if (perAxis.some(phases => phases.some(ph => ph.begin < 0 || ph.end < 0))) return undefined
+  // every combination of one phase per axis, the first axis slowest
+  const combinations = perAxis.reduce<(typeof perAxis)[0][]>((all, phases) => all.flatMap(done => phases.map(ph => [...done, ph])), [[]])
+  const convs = combinations.map(phase => {
+    // the phase's taps, last first
+    const taps = e.op('Slice', [swapped, e.ints(phase.map((ph, a) => ph.first + (ph.taps - 1) * strides[a])), e.ints(phase.map(ph => (ph.first === 0 ? -INT_MAX : ph.first - 1))), e.ints(axes), e.ints(strides.map(s => -s))])
+    return e.op('Conv', [c.g, taps], { pads: [...phase.map(ph => ph.begin), ...phase.map(ph => ph.end)], group, kernel_shape: phase.map(ph => ph.taps) })
+  })
+  const counts = strides.map((s, a) => Math.ceil((xDims[a] as number) / s))
+  // [N, s₁…sₙ, C, M₁…Mₙ] → [N, C, M₁, s₁, …, Mₙ, sₙ] → [N, C, M₁s₁, …], cut to x's size; in 2-D with equal
+  // strides DepthToSpace does it (the same order of phases), faster than onnxruntime's 6-D Transpose
+  const phases = e.op('Concat', convs, { axis: 1 })
+  const perm = [0, spatial + 1, ...axes.flatMap((_, i) => [spatial + 2 + i, 1 + i])]
+  const interleaved = spatial === 2 && strides[0] === strides[1] ? e.op('DepthToSpace', [phases], { blocksize: strides[0], mode: 'DCR' })
+    : e.op('Reshape', [e.op('Transpose', [e.op('Reshape', [phases, e.ints([0, ...strides, channels, ...counts])])], { perm }), e.ints([0, channels, ...counts.map((m, i) => m * strides[i])])])
+  const exact = counts.every((m, i) => m * strides[i] === xDims[i])
+  return exact ? interleaved : e.op('Slice', [interleaved, e.ints(axes.map(() => 0)), e.ints(xDims as number[]), e.ints(axes)])
 }
 
 /**
@@ -437,12 +485,12 @@ export const gradients: Record<string, GradRule> = {
     const dC = cc && c.needs[2] ? (beta === 1 ? c.g : e.op('Mul', [c.g, e.scalar(beta, cc)])) : undefined
     return [dA, dB, dC]
   },
-  // dX = ConvTranspose(dY, W) with the forward conv's geometry; at stride 1 the same as a Conv, which is faster
+  // dX: the adjoint Conv(s) of g (faster in onnxruntime), else ConvTranspose(dY, W) with the forward conv's geometry
   Conv: c => {
     only(c, [0], 'weights')
     const kernel = intsAttr(c.node, 'kernel_shape') ?? (c.e.info(c.x[1]).shape?.slice(2) as number[])
     const group = intAttr(c.node, 'group', 1)
-    return [flippedConv(c, kernel, group) ?? transposedConv(c, c.g, c.x[1], kernel, group)]
+    return [convAsConvs(c, kernel, group) ?? transposedConv(c, c.g, c.x[1], kernel, group)]
   },
   // the transposed conv of g / (each window's divisor) with a ones kernel, one channel at a time
   AveragePool: c => {
