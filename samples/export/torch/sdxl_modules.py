@@ -104,7 +104,9 @@ class Attention(nn.Module):
 
     def attention_scores(self, q, k):
         dtype = q.dtype
-        empty = torch.empty(q.shape[0], q.shape[1], k.shape[1], dtype=q.dtype, device=q.device)
+        # diffusers passes torch.empty; zeros export the same ConstantOfShape and keep torch's own reference free of
+        # whatever an empty tensor holds (one reference came out all NaN on a busy machine; the cause was not proven)
+        empty = torch.zeros(q.shape[0], q.shape[1], k.shape[1], dtype=q.dtype, device=q.device)
         scores = torch.baddbmm(empty, q, k.transpose(-1, -2), beta=0, alpha=self.scale)
         if self.upcast_softmax:
             scores = scores.float()
