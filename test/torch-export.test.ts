@@ -24,6 +24,7 @@ describe('torch-exported SDXL fixture', function () {
   this.timeout(300000)
   let dir: string
   let models: string
+  let referenceMissing = false
   const savedCache = process.env.LOOKAHEAD_CACHE
 
   before(async function () {
@@ -36,7 +37,16 @@ describe('torch-exported SDXL fixture', function () {
     dir = await mkdtemp(join(tmpdir(), 'lookahead-torch-'))
     models = join(dir, 'models')
     process.env.LOOKAHEAD_CACHE = join(dir, 'cache') // the LoRA'd UNet and the gradient model are cached here
-    console.log(`      ${await writeTorchFixture(models, { depth: 'tiny', threshold: 1024, reference: true })}`)
+    // torch's own reference is now and then non-finite under mocha (see write_reference in sdxl_fixture.py): then
+    // the fixture is exported without it and the two comparisons with torch skip, saying so
+    try {
+      console.log(`      ${await writeTorchFixture(models, { depth: 'tiny', threshold: 1024, reference: true })}`)
+    } catch (error) {
+      if (!/reference preview is not finite/.test(String(error))) throw error
+      await rm(`${models}.partial`, { recursive: true, force: true })
+      console.log(`      ${await writeTorchFixture(models, { depth: 'tiny', threshold: 1024 })} (torch's reference was not finite)`)
+      referenceMissing = true
+    }
   })
   after(async () => {
     await closeSessions()
@@ -44,6 +54,12 @@ describe('torch-exported SDXL fixture', function () {
     else process.env.LOOKAHEAD_CACHE = savedCache
     if (dir) await rm(dir, { recursive: true, force: true })
   })
+
+  const skipWithoutReference = (test: Mocha.Context) => {
+    if (!referenceMissing) return
+    console.log("      skipped: torch's own reference came out non-finite in this run (a known flake of the fixture's torch run)")
+    test.skip()
+  }
 
   it('passes `lookahead models`', async () => {
     const reports = await checkModels(models)
@@ -71,7 +87,8 @@ describe('torch-exported SDXL fixture', function () {
   const relativeError = (ours: ArrayLike<number>, torch: number[]) =>
     torch.reduce((m, v, i) => Math.max(m, Math.abs(v - ours[i])), 0) / Math.max(...torch.map(Math.abs))
 
-  it("decodes the LCM preview as torch does (the engine's composed forward)", async () => {
+  it("decodes the LCM preview as torch does (the engine's composed forward)", async function () {
+    skipWithoutReference(this)
     const reference = JSON.parse(await readFile(join(models, 'reference.json'), 'utf8')) as Reference
     const session = await previewImageSession(await previewModels(models, 'lcm'), previewShape(1, reference.inputs.latent.dims), {})
     const image = (await session.run(referenceFeeds(reference), ['image'])).image.data as Float32Array
@@ -80,7 +97,8 @@ describe('torch-exported SDXL fixture', function () {
     assert.ok(worst < 1e-4, `image differs from torch's by ${worst}`)
   })
 
-  it("has an LCM-preview gradient model that matches torch autograd", async () => {
+  it("has an LCM-preview gradient model that matches torch autograd", async function () {
+    skipWithoutReference(this)
     // folded (onnx/fold.ts) the gradient is static; unfolded, the export's Expand(timestep, Where(Equal(..))) made
     // every broadcast dynamic and the session took many minutes to create
     const reference = JSON.parse(await readFile(join(models, 'reference.json'), 'utf8')) as Reference

@@ -152,20 +152,27 @@ def main():
 
 def write_reference(path, lcm_unet, vae, cfg):
     """torch autograd on the LCM preview's loss at batch 1, with the inputs it was given."""
+    # in float64, the closer reference. Debian's torch 1.13 has given a non-finite UNet output here from finite
+    # weights and inputs in about a third of the runs under mocha (never by hand; float64 and oneDNN off did not
+    # help; cause unknown): then the script exits with an error, and the test exports without the reference and skips
+    # its two comparisons with torch, saying so
+    lcm_unet, vae = lcm_unet.double(), vae.double()
     torch.manual_seed(1)
     latent = IMAGE // 8
-    x = torch.randn(1, 4, latent, latent, requires_grad=True)
+    x = torch.randn(1, 4, latent, latent, dtype=torch.float64, requires_grad=True)
     feeds = {
         "timestep": torch.tensor([481], dtype=torch.int64),
-        "encoder_hidden_states": torch.randn(1, CONTEXT_LENGTH, cfg.context_dim),
-        "text_embeds": torch.randn(1, cfg.pooled_dim),
-        "time_ids": torch.tensor([[IMAGE, IMAGE, 0, 0, IMAGE, IMAGE]], dtype=torch.float32),
+        "encoder_hidden_states": torch.randn(1, CONTEXT_LENGTH, cfg.context_dim, dtype=torch.float64),
+        "text_embeds": torch.randn(1, cfg.pooled_dim, dtype=torch.float64),
+        "time_ids": torch.tensor([[IMAGE, IMAGE, 0, 0, IMAGE, IMAGE]], dtype=torch.float64),
     }
     coef_a, coef_b = 1.6, -0.9
     eps = lcm_unet(x, **feeds)["out_sample"]
     image = vae((coef_a * x + coef_b * eps) / VAE_SCALING_FACTOR)["sample"]
     loss = (image * image).mean()
     (grad,) = torch.autograd.grad(loss, x)
+    if not bool(torch.isfinite(image).all() and torch.isfinite(grad).all()):
+        sys.exit("torch's reference preview is not finite")
     tensor = lambda t: {"type": "int64" if t.dtype == torch.int64 else "float32", "dims": list(t.shape), "data": t.detach().flatten().tolist()}
     reference = {
         "inputs": {"latent": tensor(x), "coef_a": tensor(torch.tensor(coef_a)), "coef_b": tensor(torch.tensor(coef_b)),

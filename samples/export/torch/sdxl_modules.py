@@ -104,8 +104,8 @@ class Attention(nn.Module):
 
     def attention_scores(self, q, k):
         dtype = q.dtype
-        # diffusers passes torch.empty; zeros export the same ConstantOfShape and keep torch's own reference free of
-        # whatever an empty tensor holds (one reference came out all NaN on a busy machine; the cause was not proven)
+        # diffusers passes torch.empty; zeros export the same ConstantOfShape, and torch's reference reads no
+        # uninitialised memory
         empty = torch.zeros(q.shape[0], q.shape[1], k.shape[1], dtype=q.dtype, device=q.device)
         scores = torch.baddbmm(empty, q, k.transpose(-1, -2), beta=0, alpha=self.scale)
         if self.upcast_softmax:
