@@ -8,7 +8,7 @@ import { Emitter, type GradContext } from './grad-context.js'
 import { rewriteForGradients, FUSED_DOMAIN } from './grad-rewrites.js'
 import { gradients, opsetNeeded } from './gradients.js'
 import { graphOf, isExternal, onnx, readModel, writeModel, type GraphProto, type LoadedModel, type ModelProto, type NodeProto, type TensorProto, type ValueInfoProto } from './proto.js'
-import { foldGraph } from './fold.js'
+import { foldGraph, specialiseInput } from './fold.js'
 import { recomputeSegments, type Reached } from './recompute.js'
 import { dtypeName, floatTypes, inferShapes, type Info } from './shapes.js'
 
@@ -23,14 +23,6 @@ export interface DifferentiateOptions {
   segments?: number
   /** other outputs of the model to keep beside `of` (a preview image the gradient pass computes anyway) */
   keep?: string[]
-}
-
-/** An input's declaration with the given symbolic dims fixed. */
-function specialise(input: ValueInfoProto, dims: Record<string, number>): ValueInfoProto {
-  const copy = onnx.ValueInfoProto.fromObject(onnx.ValueInfoProto.toObject(input))
-  const shape = copy.type?.tensorType?.shape
-  if (shape?.dim) shape.dim = shape.dim.map(d => (d.dimParam && dims[d.dimParam] !== undefined ? new onnx.TensorShapeProto.Dimension({ dimValue: dims[d.dimParam] }) : d))
-  return copy
 }
 
 /** Nodes in topological order (exporters sort them, composed graphs might not): a depth-first walk to each node's producers. */
@@ -244,7 +236,7 @@ function assemble(p: Plan, reached: (Reached | undefined)[], gradOutputs: ValueI
         ...(graph.initializer as TensorProto[]).filter(t => needed.has(t.name!)).map(t => (isExternal(t) ? onnx.TensorProto.fromObject(onnx.TensorProto.toObject(t)) : t)),
         ...e.initializers.filter(t => needed.has(t.name!)),
       ],
-      input: options.dims ? graph.input.map(i => specialise(i as ValueInfoProto, options.dims!)) : graph.input,
+      input: options.dims ? graph.input.map(i => specialiseInput(i as ValueInfoProto, options.dims!)) : graph.input,
       output: [...p.outputs, ...gradOutputs],
       valueInfo: graph.valueInfo.filter(v => needed.has(v.name!)),
     }),
