@@ -161,9 +161,11 @@ function terminalWidth(): number {
 }
 
 const SGR = /\u001B\[\d+m/g
+const PRINTABLE_ASCII = /^[\x20-\x7E]*$/
 
 /** Columns on a terminal, as string-width counts them for narrow text (the help's: test/quick-help.test.ts). */
 function textWidth(text: string): number {
+  if (PRINTABLE_ASCII.test(text)) return text.length
   let width = 0
   for (const char of text.replace(SGR, '')) {
     const code = char.codePointAt(0)!
