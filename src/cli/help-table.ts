@@ -31,7 +31,7 @@ class TableHelp extends CommandHelp {
       header: group ? `${group.toUpperCase()} FLAGS` : 'FLAGS',
       rows: (this.flags(members) ?? []).map(([label, text]): FlagRow => {
         const [name, value] = splitValue(plain(label))
-        return [name, value, plain(text ?? '')]
+        return [name, value, this.render(plain(text ?? ''))]
       }),
     })).filter(s => s.rows.length > 0)
     const description = [...(cmd.summary ? `${cmd.summary}\n`.split(LINE_FEED) : []), ...(cmd.description ?? '').split(LINE_FEED)].join('\n')
@@ -40,7 +40,7 @@ class TableHelp extends CommandHelp {
       summary: firstLine(cmd, this.render),
       usage,
       args: this.args(args)?.map(([name, text]): Row => [plain(name), text ? plain(this.render(text)) : null]),
-      flags: flagSections.map(s => ({ header: s.header, rows: s.rows.map(([n, v, t]): FlagRow => [n, v, this.render(t)]) })),
+      flags: flagSections,
       description: cmd.description ? this.render(description) : undefined,
       aliases: this.aliases(cmd.aliases),
       examples: [cmd.examples ?? []].flat().map(e => this.example(e)),
