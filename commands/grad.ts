@@ -31,14 +31,15 @@ export default class Grad extends LookaheadCommand {
     const dims = parseDims(flags.dim ?? [])
     checkFileOutput(flags.output)
     const { device, threads } = await this.runtime(flags)
-    const { writeGradientModel } = await import('../src/onnx/autodiff.js')
-    const { gradcheck } = await import('../src/onnx/gradcheck.js')
+    // the progress line before the engine loads (a fifth of a second)
     const spinner = this.spinner(`differentiating ${args.model}`)
+    const { writeGradientModel } = await import('../src/onnx/autodiff.js')
     const summary = await writeGradientModel(args.model, flags.output, { wrt: flags.wrt, of: flags.of, segments: flags.recompute, dims }).finally(() => spinner.stop())
     if (!summary.scalar) this.warning(`${summary.of} is not a scalar: the gradients are those of the sum of its elements`)
     this.note(`wrote ${summary.output}: ${summary.of} and ${summary.wrt.map(x => `${x}_grad`).join(', ')} (${summary.nodes.forward} forward nodes → ${summary.nodes.gradient} nodes)`)
     if (!flags.check) return summary
     const checking = this.spinner('checking against finite differences')
+    const { gradcheck } = await import('../src/onnx/gradcheck.js')
     const check = await gradcheck(args.model, flags.output, { wrt: flags.wrt, of: summary.of, dims, directions: flags.directions, device, threads })
       .finally(() => checking.stop())
     if (!this.jsonEnabled()) {

@@ -10,8 +10,8 @@ import { promisify } from 'node:util'
 import { differentiate } from '../src/onnx/autodiff.js'
 import { encodeModel, readModel } from '../src/onnx/proto.js'
 import { ort } from '../src/onnx/session.js'
+import { cannotImport, python } from '../samples/python.js'
 
-const python = process.env.PYTHON ?? '/usr/bin/python3'
 const script = join(dirname(fileURLToPath(import.meta.url)), 'autodiff_torch.py')
 
 interface Export {
@@ -32,10 +32,9 @@ describe('gradients vs torch autograd on torch.onnx exports', function () {
   let exports: Export[] = []
 
   before(async function () {
-    try {
-      await promisify(execFile)(python, ['-c', 'import torch'])
-    } catch {
-      console.log(`      skipped: PyTorch is not importable with ${python} (install Debian's python3-torch, or set PYTHON)`)
+    const missing = await cannotImport(['torch'])
+    if (missing) {
+      console.log(`      skipped: ${missing}`)
       this.skip()
     }
     dir = await mkdtemp(join(tmpdir(), 'autodiff-torch-'))

@@ -13,6 +13,7 @@ import { closeSessions, openSession, ort } from '../src/onnx/session.js'
 import { gradientSession, pipelineDims, previewForward, previewShape } from '../src/guidance/engine.js'
 import { pixelGuide } from '../src/guidance/guide.js'
 import { buildPreviewGraph, COEF_A, COEF_B, LATENT, LOSS } from '../src/guidance/preview.js'
+import { cannotImport, python } from '../samples/python.js'
 
 const wave = (n: number, seed = 1) => Float32Array.from({ length: n }, (_, i) => Math.sin(seed + i * 1.7))
 
@@ -105,15 +106,15 @@ describe('fold', () => {
   describe('on a torch export', function () {
     this.timeout(120_000)
     let models: string
-    before(function () {
-      const python = ['python3', '/usr/bin/python3'].find(p => spawnSync(p, ['-c', 'import torch, onnx'], { stdio: 'ignore' }).status === 0)
-      if (!python) {
-        console.log('      skipped: no python3 with torch and onnx (Debian: apt-get install python3-torch python3-onnx)')
+    before(async function () {
+      const missing = await cannotImport(['torch', 'onnx'])
+      if (missing) {
+        console.log(`      skipped: ${missing}`)
         this.skip()
       }
       models = join(dir, 'torch')
       const script = join(dirname(fileURLToPath(import.meta.url)), 'torch', 'sdxl_patterns.py')
-      const exported = spawnSync(python!, [script, models, '14', '100'], { encoding: 'utf8' })
+      const exported = spawnSync(python, [script, models, '14', '100'], { encoding: 'utf8' })
       assert.equal(exported.status, 0, exported.stderr)
     })
 

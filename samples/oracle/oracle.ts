@@ -12,6 +12,7 @@ import { promisify } from 'node:util'
 import { UserError } from '../../src/errors.js'
 import { writeGradientModel } from '../../src/onnx/autodiff.js'
 import { ort, sessionOptions } from '../../src/onnx/session.js'
+import { cannotImport, python } from '../python.js'
 
 const run = promisify(execFile)
 const script = join(dirname(fileURLToPath(import.meta.url)), 'torch_cases.py')
@@ -61,13 +62,8 @@ export interface Row {
 }
 
 /** The Python with torch and torchvision, or undefined. */
-export async function torchPython(python = process.env.PYTHON ?? '/usr/bin/python3'): Promise<string | undefined> {
-  try {
-    await run(python, ['-c', 'import torch, torchvision'])
-    return python
-  } catch {
-    return undefined
-  }
+export async function torchPython(candidate = python): Promise<string | undefined> {
+  return (await cannotImport(['torch', 'torchvision'], candidate)) ? undefined : candidate
 }
 
 /** Exports the cases (all where `cases` is empty) into dir; returns the manifest's cases. */

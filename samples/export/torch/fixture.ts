@@ -1,13 +1,13 @@
 // Runs sdxl_fixture.py (beside this file) from TypeScript, for the tests and benches that use the torch-exported
-// SDXL fixture. Python: $PYTHON, else Debian's /usr/bin/python3 (python3-torch and python3-onnx).
+// SDXL fixture, in the samples' Python (samples/python.ts: $PYTHON, else Debian's /usr/bin/python3).
 import { execFile } from 'node:child_process'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { promisify } from 'node:util'
+import { cannotImport, python } from '../../python.js'
 
 const run = promisify(execFile)
 const script = join(dirname(fileURLToPath(import.meta.url)), 'sdxl_fixture.py')
-export const python = process.env.PYTHON ?? '/usr/bin/python3'
 
 export interface FixtureOptions {
   depth?: 'tiny' | 'real'
@@ -19,14 +19,7 @@ export interface FixtureOptions {
 }
 
 /** Why the fixture cannot be made here (torch or onnx not importable), or undefined where it can. */
-export async function torchMissing(): Promise<string | undefined> {
-  try {
-    await run(python, ['-c', 'import torch, onnx'])
-    return undefined
-  } catch {
-    return `${python} cannot import torch and onnx (install Debian's python3-torch and python3-onnx, or set PYTHON)`
-  }
-}
+export const torchMissing = () => cannotImport(['torch', 'onnx'])
 
 /** Writes the fixture's models folder to `out` (which must not exist); returns the script's summary line. */
 export async function writeTorchFixture(out: string, options: FixtureOptions = {}): Promise<string> {
