@@ -66,7 +66,7 @@ async function bench(name: string, models: string, side: number, cache: string) 
   const eps = unetEpsModel(sdxl.unet, await conditioning({ ...base, cfg: 1 }, sdxl.unet, sdxl.text), 1)
   const x = initialNoise(0, latentDims(sdxl.unet, base.size))
   const unetMs = await fastest(() => eps(x, 781))
-  const decoder = await openDecoder(models, 'taesd', { threads })
+  const decoder = await openDecoder(sdxl.folder, 'taesd', { threads })
   const decodeMs = await fastest(() => decode(decoder, x))
   const line = async (label: string, settings: LookaheadSettings) => {
     await lookahead(settings) // builds and caches the gradient model

@@ -6,12 +6,11 @@ import { seededNormal } from '../onnx/layers.js'
 import { openSession, type Session, type SessionSettings } from '../onnx/session.js'
 import { conditioning, loadTextEncoders, outputTensor, unetFeeds, type Conditioning, type PromptSettings, type TextEncoders, type Tensor } from './conditioning.js'
 import { decodeFinal, type DecoderKind } from './decoders.js'
-import { ModelsFolder, type WorldInfo } from './models-folder.js'
+import { ModelsFolder } from './models-folder.js'
 import { ddimStep, ddimTimesteps, guide, previousTimestep } from './schedulers.js'
 
 export interface SdxlModels {
-  dir: string
-  world: WorldInfo | null
+  folder: ModelsFolder
   unet: Session
   /** null in a world without text ("text": false in world.json) */
   text: TextEncoders | null
@@ -19,10 +18,9 @@ export interface SdxlModels {
 
 export async function loadSdxl(dir: string, settings: SessionSettings = {}): Promise<SdxlModels> {
   const folder = await ModelsFolder.at(dir)
-  const world = folder.world
   const unet = await openSession(folder.path('unet'), settings)
-  const text = world?.text === false ? null : await loadTextEncoders(dir, settings)
-  return { dir, world, unet, text }
+  const text = folder.world?.text === false ? null : await loadTextEncoders(folder, settings)
+  return { folder, unet, text }
 }
 
 /** The UNet conditioning for a prompt (and negative, CFG, size) with a loaded folder's text encoders. */
@@ -135,6 +133,6 @@ export async function generate(settings: GenerateSettings): Promise<Generated> {
   const eps = unetEpsModel(models.unet, cond, settings.cfg)
   const noise = initialNoise(settings.seed, latentDims(models.unet, settings.size))
   const latents = await ddimLoop(noise, settings.steps, eps, { afterStep: ({ index }) => settings.onStep?.(index + 1, settings.steps) })
-  const { image, kind } = await decodeFinal(settings.models, latents, settings.decoder, settings.session)
+  const { image, kind } = await decodeFinal(models.folder, latents, settings.decoder, settings.session)
   return { latents, image, decoder: kind }
 }

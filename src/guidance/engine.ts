@@ -268,7 +268,7 @@ export async function lookahead(settings: LookaheadSettings): Promise<LookaheadR
     beforeStep,
     afterStep: ({ index }) => settings.onStep?.(index + 1, settings.steps),
   })
-  const { image } = await decodeFinal(settings.models, latents, settings.decoder, settings.session)
+  const { image } = await decodeFinal(models.folder, latents, settings.decoder, settings.session)
   const samplingMs = performance.now() - started - gradientModelMs - guidanceMs
   return { latents, image, iterations, finalLoss, timings: { gradientModelMs, samplingMs, guidanceMs } }
 }

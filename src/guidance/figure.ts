@@ -47,7 +47,7 @@ export async function previewFigure(settings: GenerateSettings & { at: number[];
     },
     afterStep: ({ index }) => settings.onStep?.(index + 1, settings.steps),
   })
-  return { rows, final: (await decodeFinal(settings.models, latents, settings.decoder, settings.session)).image }
+  return { rows, final: (await decodeFinal(models.folder, latents, settings.decoder, settings.session)).image }
 }
 
 /** Pixel RMS distance between two images of the same size, both in [-1,1]. */

@@ -2,11 +2,9 @@
 // gradient pass and the other sessions hold (src/guidance/estimate.ts models onnxruntime's planner), and the
 // first lower-memory settings that fit a limit.
 import { existsSync } from 'node:fs'
-import { join } from 'node:path'
 import { graphOf, readModel, toNumber, type GraphProto, type LoadedModel } from '../onnx/proto.js'
 import { inferShapes } from '../onnx/shapes.js'
-import { TEXT_ENCODERS } from '../diffusion/conditioning.js'
-import { DECODER_FOLDERS, finalDecoder } from '../diffusion/decoders.js'
+import { readDecoderFile } from '../diffusion/decoders.js'
 import { ModelsFolder } from '../diffusion/models-folder.js'
 import { pipelineDims, previewCfgOf, previewForward, previewModels, previewShape, type LookaheadSettings } from './engine.js'
 import { activationPeak, graphMemory, runCost, weightBytes, type GraphMemory, type RunCost } from './estimate.js'
@@ -63,9 +61,12 @@ async function samplingUnet(settings: LookaheadSettings): Promise<{ base: Loaded
 
 /** The sessions a run holds beside the gradient pass: the sampling UNet, the text encoders, the final decoder. */
 async function heldSessions(settings: LookaheadSettings, base: LoadedModel, latentShape: number[]): Promise<HeldSessions> {
-  const folders = [...TEXT_ENCODERS, DECODER_FOLDERS[finalDecoder(settings.models, settings.decoder)]].map(folder => join(settings.models, folder, 'model.onnx'))
+  const folder = await ModelsFolder.at(settings.models)
   let weights = await weightBytes(base)
-  for (const path of folders) if (existsSync(path)) weights += await weightBytes(await readModel(path))
+  for (const { encoder } of folder.textEncoders()) if (existsSync(encoder)) weights += await weightBytes(await readModel(encoder))
+  // the final decoder where it is: an ONNX export, or TAESDXL's .safetensors built into its graph (weights as held)
+  const decoder = folder.decoderFile(folder.finalDecoder(settings.decoder))
+  if (decoder) weights += await weightBytes(await readDecoderFile(decoder))
   // a CUDA arena keeps the sampling UNet's activations at their peak between its runs
   const graph = graphOf(base.model)
   const dims = pipelineDims(settings.cfg)
