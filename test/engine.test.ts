@@ -95,6 +95,22 @@ describe('lookahead engine (demo world)', function () {
     assert.ok(result.image.data.every(Number.isFinite))
   })
 
+  it('derives the gradient model and the folded sampling UNet on the first run only: a cache hit neither folds nor differentiates', async () => {
+    const lines: string[] = []
+    const once = { ...settings, iters: 1, cacheDir: join(dir, 'cache-once'), progress: (line: string) => lines.push(line) }
+    await lookahead(once)
+    assert.equal(lines.filter(line => /^deriving grad-image-1x77x1 /.test(line)).length, 1, lines.join('\n'))
+    assert.equal(lines.filter(line => /^deriving unet-1x77x1x1 /.test(line)).length, 1, lines.join('\n')) // the world's UNet has one symbolic dim, its batch
+    // a new process (no session open) finds both in the cache, keyed by the unfolded graphs
+    await closeSessions()
+    lines.length = 0
+    await lookahead(once)
+    assert.deepEqual(lines, [])
+    // other dims are another entry
+    await lookahead({ ...once, cfg: 2 })
+    assert.ok(lines.some(line => /^deriving unet-2x77x1x2 /.test(line)), lines.join('\n'))
+  })
+
   it('counts the weights of a TAESDXL final decoder given as .safetensors in the dry run', async () => {
     const folder = join(dir, 'safetensors-decoder')
     await writeTinyModels(folder)

@@ -84,6 +84,18 @@ describe('SDXL pipeline', () => {
     assert.deepEqual(eps, guide(both.subarray(0, 256), both.subarray(256), 5))
   })
 
+  it("folds the sampling UNet at the sampler's dims, with the export's outputs", async () => {
+    const [exported, folded] = [await loadSdxl(join(dir, 'tiny')), await loadSdxl(join(dir, 'tiny'), {}, { cfg: 5, size })]
+    assert.deepEqual([exported.unet.input('sample').shape, folded.unet.input('sample').shape], [['batch_size', 4, 'height', 'width'], [2, 4, 8, 8]])
+    const cond = await conditioning({ prompt: 'a cat', cfg: 5, size }, exported.unet, exported.text)
+    const x = initialNoise(3, [2, 4, 8, 8])
+    const [a, b] = [exported, folded].map(async ({ unet }) => outputTensor((await unet.run(unetFeeds(unet, x, 501, cond))).out_sample).data)
+    const [ours, theirs] = [await a, await b]
+    // the same ops in float32 (onnxruntime fuses the static graph differently: rounding only)
+    const worst = ours.reduce((m, v, i) => Math.max(m, Math.abs(v - theirs[i])), 0) / Math.max(...ours.map(Math.abs))
+    assert.ok(worst < 1e-5, `the folded UNet's ε differs from the export's by ${worst} of its largest value`)
+  })
+
   it('runs the DDIM loop with hooks that can replace x_t, from any start step', async () => {
     // with ε ≡ 0 each step multiplies x by √(ᾱ_prev/ᾱ_t): the product telescopes to √(ᾱ[0]/ᾱ_first)
     const zero = async (x: { data: Float32Array }) => new Float32Array(x.data.length)
