@@ -1,5 +1,6 @@
-// The models folder (`--models DIR`, default $LOOKAHEAD_MODELS): `ModelsFolder` owns its layout (where each export
-// lives, LAYOUT), world.json, the decoder defaults, the LCM UNet (a fused export, or LCM-LoRA applied to the base
+// The models folder (`--models DIR`, default $LOOKAHEAD_MODELS): `ModelsFolder` owns its layout (where each export,
+// guide network and tokenizer lives, LAYOUT: the only place that says so), world.json, the decoder files and
+// defaults, the LCM UNet (a fused export, or LCM-LoRA applied to the base
 // UNet: an explicit, announced step) and the checks (`check`), which name every piece that is missing or does not
 // fit (names, dtypes, shapes, truncated weights) and how to produce it.
 import { existsSync } from 'node:fs'
