@@ -2,8 +2,7 @@
 // text_embeds): the preview is resized and centre-cropped to 224 and normalised inside the graph, and
 // the loss is 1 − cos to the reference image's or the text's embedding (embeddings are not normalised
 // by the export; we normalise).
-import { existsSync } from 'node:fs'
-import { join } from 'node:path'
+import { LAYOUT, ModelsFolder } from '../src/diffusion/models-folder.js'
 import { ClipTokenizer } from '../src/diffusion/tokenizer.js'
 import { UserError } from '../src/errors.js'
 import type { GraphBuilder } from '../src/onnx/builder.js'
@@ -16,8 +15,6 @@ import { cosineLoss, dataInputs, evaluateFragment, referenceImage, type Guide, t
 export const CLIP_SIZE = 224
 const MEAN = [0.48145466, 0.4578275, 0.40821073]
 const STD = [0.26862954, 0.26130258, 0.27577711]
-
-export const clipDir = (models: string) => join(models, 'guides', 'clip')
 
 /** [-1,1] image → CLIP pixel_values: resize the shorter side to 224, centre crop, normalise with CLIP's mean and std. */
 export function clipPixels(g: GraphBuilder, image: string, size: Size): string {
@@ -41,11 +38,10 @@ export function clipImageEmbedding(g: GraphBuilder, vision: LoadedModel, path: s
   return outputs[onlyOutput(vision, 'image_embeds', path)]
 }
 
-/** CLIP's text embedding, from text_model.onnx and the tokenizer files beside it. */
-export async function clipTextEmbedding(dir: string, text: string, device?: Device): Promise<Float32Array> {
-  const path = join(dir, 'onnx', 'text_model.onnx')
-  if (!existsSync(path)) throw new UserError(`no CLIP text model at ${path} (see README, "Guide networks")`)
-  const tokenizer = await ClipTokenizer.fromFolder(dir)
+/** CLIP's text embedding, from the folder's CLIP text model and its tokenizer files. */
+export async function clipTextEmbedding(folder: ModelsFolder, text: string, device?: Device): Promise<Float32Array> {
+  const path = folder.need('clip_text', 'a CLIP text target')
+  const tokenizer = await ClipTokenizer.fromFolder(folder.path('clip'))
   const session = await openSession(path, { device })
   const ids = tokenizer.ids(text)
   const feeds: Record<string, ort.Tensor> = {}
@@ -68,13 +64,12 @@ export class ClipGuide implements Guide {
   constructor(private readonly settings: GuideSettings = {}) {}
 
   async prepare(reference: GuideReference): Promise<void> {
-    if (!this.settings.models) throw new UserError('the clip guide needs --models DIR with guides/clip/onnx/vision_model.onnx')
-    const dir = clipDir(this.settings.models)
-    this.visionPath = join(dir, 'onnx', 'vision_model.onnx')
-    if (!existsSync(this.visionPath)) throw new UserError(`no CLIP vision model at ${this.visionPath} (see README, "Guide networks")`)
+    if (!this.settings.models) throw new UserError(`the clip guide needs --models DIR with ${LAYOUT.clip_vision}`)
+    const folder = await ModelsFolder.at(this.settings.models)
+    this.visionPath = folder.need('clip_vision', 'the clip guide')
     const vision = await readModel(this.visionPath)
     if (reference.text !== undefined) {
-      this.target = await clipTextEmbedding(dir, reference.text, this.settings.device)
+      this.target = await clipTextEmbedding(folder, reference.text, this.settings.device)
       this.description = `clip: 1 − cos to the text "${reference.text}"`
     } else {
       const image = await referenceImage(reference, this.name)

@@ -1,6 +1,6 @@
 // The identity guide: 1 − cos between the embedding of the preview's aligned face and the reference's.
 // Faces are found (detector + landmarks) outside the gradient; the crop is warped inside it.
-import { existsSync } from 'node:fs'
+import { LAYOUT, ModelsFolder } from '../src/diffusion/models-folder.js'
 import type { ImageTensor } from '../src/image/image.js'
 import { UserError } from '../src/errors.js'
 import type { GraphBuilder } from '../src/onnx/builder.js'
@@ -8,23 +8,24 @@ import { ort } from '../src/onnx/session.js'
 import { invertAffine, rescaleAffine, warpAffine, type Affine } from './align.js'
 import { detectFaces, type DetectOptions, type Face } from './face.js'
 import { cosineLoss, evaluateFragment, referenceImage, type Guide, type GuideReference, type GuideSettings, type Size } from './guide.js'
-import { arcfaceRecognizer, faceApiRecognizer, hasArcface, type Recognizer } from './recognizers.js'
-import { scrfdPath } from './scrfd.js'
+import { arcfaceRecognizer, faceApiRecognizer, type Recognizer } from './recognizers.js'
 
 /** Which recognizer the id guide uses: ArcFace from the models folder, face-api's npm network, or ArcFace when present. */
 export type IdNetwork = 'auto' | 'arcface' | 'faceapi'
 
 export async function chooseRecognizer(network: IdNetwork, models: string | undefined): Promise<Recognizer> {
-  if (network === 'arcface' || (network === 'auto' && hasArcface(models))) {
-    if (!models) throw new UserError('the ArcFace id network needs --models DIR (with guides/arcface/model.onnx)')
-    return arcfaceRecognizer(models)
+  const folder = models === undefined ? undefined : await ModelsFolder.at(models)
+  if (network === 'arcface' || (network === 'auto' && folder?.has('arcface'))) {
+    if (!folder) throw new UserError(`the ArcFace id network needs --models DIR (with ${LAYOUT.arcface})`)
+    return arcfaceRecognizer(folder)
   }
   return faceApiRecognizer()
 }
 
-/** SCRFD where the models folder has it (DIR/guides/scrfd/model.onnx), else face-api's tiny detector. */
-export function detectOptions(models: string | undefined): DetectOptions {
-  return models && existsSync(scrfdPath(models)) ? { scrfd: scrfdPath(models) } : {}
+/** SCRFD where the models folder has it (ModelsFolder's scrfd), else face-api's tiny detector. */
+export async function detectOptions(models: string | undefined): Promise<DetectOptions> {
+  const folder = models === undefined ? undefined : await ModelsFolder.at(models)
+  return folder?.has('scrfd') ? { scrfd: folder.path('scrfd') } : {}
 }
 
 /** The face to use in an image: the detector's best. */
@@ -43,12 +44,15 @@ export class FaceCrop {
   referenceFace!: Face
   referenceSize!: Size
   previewSize?: Size
+  /** the detector the reference's face was found with, for the previews' faces too */
+  private detect: DetectOptions = {}
 
   constructor(readonly guide: string, readonly recognizer: Recognizer, private readonly settings: GuideSettings) {}
 
   async locate(reference: GuideReference): Promise<ImageTensor> {
     const image = await referenceImage(reference, this.guide)
-    const face = await mainFace(image, detectOptions(this.settings.models))
+    this.detect = await detectOptions(this.settings.models)
+    const face = await mainFace(image, this.detect)
     const where = typeof reference.image === 'string' ? reference.image : 'the reference image'
     if (!face) throw new UserError(`no face found in ${where}: the ${this.guide} guide needs a reference with a clearly visible face`)
     this.referenceFace = face
@@ -77,7 +81,7 @@ export class FaceCrop {
     if (!size) throw new Error(`${this.guide}: feeds() before lossFragment()`)
     let transform: Affine | undefined
     if (preview) {
-      const face = await mainFace(preview, detectOptions(this.settings.models))
+      const face = await mainFace(preview, this.detect)
       if (face) transform = this.recognizer.cropTransform(face)
       else this.settings.warn?.(`${this.guide} guide: no face found on the preview; using the reference's face position`)
     }

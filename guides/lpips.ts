@@ -1,7 +1,6 @@
 // LPIPS (v0.1, alex or vgg trunk, linear heads) from the user's export: distance of the preview to the
 // reference image. Contract of the export: two image inputs [1,3,H,W] in [-1,1], one output with the distance.
-import { existsSync } from 'node:fs'
-import { join } from 'node:path'
+import { LAYOUT, ModelsFolder } from '../src/diffusion/models-folder.js'
 import { UserError } from '../src/errors.js'
 import { resizeImage, type ImageTensor } from '../src/image/image.js'
 import type { GraphBuilder } from '../src/onnx/builder.js'
@@ -11,8 +10,6 @@ import { resizeFragment } from './align.js'
 import { dataInputs, referenceImage, type Guide, type GuideReference, type GuideSettings, type Size } from './guide.js'
 
 export type LpipsNet = 'alex' | 'vgg'
-
-export const lpipsPath = (models: string, net: LpipsNet) => join(models, 'guides', `lpips_${net}`, 'model.onnx')
 
 export class LpipsGuide implements Guide {
   readonly name = 'lpips'
@@ -24,10 +21,10 @@ export class LpipsGuide implements Guide {
 
   async prepare(reference: GuideReference): Promise<void> {
     const { models } = this.settings
-    if (!models) throw new UserError('the lpips guide needs --models DIR with guides/lpips_vgg/model.onnx or guides/lpips_alex/model.onnx')
-    const net = this.settings.net ?? (existsSync(lpipsPath(models, 'vgg')) ? 'vgg' : 'alex')
-    const path = lpipsPath(models, net)
-    if (!existsSync(path)) throw new UserError(`no LPIPS model at ${path} (see README, "Guide networks")`)
+    if (!models) throw new UserError(`the lpips guide needs --models DIR with ${LAYOUT.lpips_vgg} or ${LAYOUT.lpips_alex}`)
+    const folder = await ModelsFolder.at(models)
+    const net = this.settings.net ?? (folder.has('lpips_vgg') ? 'vgg' : 'alex')
+    const path = folder.need(`lpips_${net}`, 'the lpips guide')
     this.model = await readModel(path)
     if (dataInputs(this.model).length !== 2) throw new UserError(`${path}: expected two image inputs (an LPIPS export)`)
     this.reference = await referenceImage(reference, this.name)

@@ -4,14 +4,13 @@
 // its own alignment (5-point similarity at 224) and with faces detected afresh on every scored image. Beside
 // it, the loss network's own score, so that a gap between the two can show guidance fooling its loss network.
 // Plus CLIP text alignment where a CLIP export is present.
-import { existsSync } from 'node:fs'
-import { join } from 'node:path'
+import { ModelsFolder } from '../src/diffusion/models-folder.js'
 import { UserError } from '../src/errors.js'
 import type { ImageTensor } from '../src/image/image.js'
 import { readModel } from '../src/onnx/proto.js'
 import { ort } from '../src/onnx/session.js'
 import { invertAffine, warpAffine } from './align.js'
-import { clipDir, clipImageEmbedding, clipTextEmbedding } from './clip.js'
+import { clipImageEmbedding, clipTextEmbedding } from './clip.js'
 import type { DetectOptions } from './face.js'
 import { compileFragment, evaluateFragment, type CompiledFragment, type GuideSettings } from './guide.js'
 import { chooseRecognizer, detectOptions, mainFace, type IdNetwork } from './id.js'
@@ -76,7 +75,7 @@ export class IdentityMetric {
 
   /** The held-apart metric; with `lossNetwork`, also the score of that id network (as the id guide resolves it). */
   static async create(reference: ImageTensor, settings: GuideSettings & { lossNetwork?: IdNetwork } = {}): Promise<IdentityMetric> {
-    const detect = detectOptions(settings.models)
+    const detect = await detectOptions(settings.models)
     const heldApart = await FaceScorer.create(await faceresRecognizer(), reference, detect)
     const loss = settings.lossNetwork ? await FaceScorer.create(await chooseRecognizer(settings.lossNetwork, settings.models), reference, detect) : undefined
     const description = `identity metric: ${heldApart.recognizer.description}${loss ? `; loss network: ${loss.recognizer.description}` : ''}`
@@ -95,12 +94,12 @@ export class IdentityMetric {
 /** CLIP score: 100 · cos(image, text), or undefined when the models folder has no CLIP export. */
 export async function clipTextScore(models: string | undefined, image: ImageTensor, text: string): Promise<number | undefined> {
   if (!models) return undefined
-  const dir = clipDir(models)
-  const visionPath = join(dir, 'onnx', 'vision_model.onnx')
-  if (!existsSync(visionPath) || !existsSync(join(dir, 'onnx', 'text_model.onnx'))) return undefined
+  const folder = await ModelsFolder.at(models)
+  if (!folder.has('clip_vision') || !folder.has('clip_text')) return undefined
+  const visionPath = folder.path('clip_vision')
   const vision = await readModel(visionPath)
   const [imageEmbedding] = await evaluateFragment(image, (g, x, size) => [clipImageEmbedding(g, vision, visionPath, x, size)])
-  const textEmbedding = await clipTextEmbedding(dir, text)
+  const textEmbedding = await clipTextEmbedding(folder, text)
   const dot = imageEmbedding.reduce((s, v, i) => s + v * textEmbedding[i], 0)
   return (100 * dot) / (Math.hypot(...imageEmbedding) * Math.hypot(...textEmbedding))
 }

@@ -1,7 +1,6 @@
 // Face recognizers behind the id guide and the identity metric: an aligned crop in, an embedding out.
 // face-api's ResNet and Human's FaceRes (npm weights, always available), and the user's insightface ArcFace export.
-import { existsSync } from 'node:fs'
-import { join } from 'node:path'
+import type { ModelsFolder } from '../src/diffusion/models-folder.js'
 import { UserError } from '../src/errors.js'
 import type { GraphBuilder } from '../src/onnx/builder.js'
 import { embedModel } from '../src/onnx/compose.js'
@@ -50,19 +49,12 @@ export async function faceresRecognizer(): Promise<Recognizer> {
   }
 }
 
-export const arcfacePath = (models: string) => join(models, 'guides', 'arcface', 'model.onnx')
-
-export function hasArcface(models: string | undefined): models is string {
-  return models !== undefined && existsSync(arcfacePath(models))
-}
-
 /**
  * The user's insightface ArcFace export (w600k_r50 / glintr100): RGB 112×112, (x − 127.5)/127.5 — which is the
  * [-1,1] crop itself — unless the graph starts with its own Sub/Mul (mxnet conversions), which take 0..255.
  */
-export async function arcfaceRecognizer(models: string): Promise<Recognizer> {
-  const path = arcfacePath(models)
-  if (!existsSync(path)) throw new UserError(`no ArcFace model at ${path} (see README, "Guide networks")`)
+export async function arcfaceRecognizer(folder: ModelsFolder): Promise<Recognizer> {
+  const path = folder.need('arcface', 'the ArcFace id network')
   const model: LoadedModel = await readModel(path)
   const graph = graphOf(model.model)
   const initializers = new Set(graph.initializer.map(t => t.name))

@@ -1,15 +1,12 @@
 // insightface's SCRFD detector (det_10g.onnx of buffalo_l / antelopev2), when the user supplies it as
 // DIR/guides/scrfd/model.onnx. Decoding as insightface model_zoo/scrfd.py: 9 outputs (3 strides × scores,
 // box distances, 5 keypoints), 2 anchors per cell, letterboxed RGB input, (x − 127.5)/128.
-import { join } from 'node:path'
 import sharp from 'sharp'
 import { UserError } from '../src/errors.js'
 import { imageToPixels, type ImageTensor } from '../src/image/image.js'
 import { openSession, ort } from '../src/onnx/session.js'
 import { nonMaxSuppression, type Detection } from './facenet/detector.js'
 import type { Point } from './face.js'
-
-export const scrfdPath = (models: string) => join(models, 'guides', 'scrfd', 'model.onnx')
 
 const SIZE = 640
 const STRIDES = [8, 16, 32]

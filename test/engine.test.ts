@@ -18,8 +18,27 @@ import { buildPreviewGraph, LATENT, LOSS } from '../src/guidance/preview.js'
 import { drawnFaces } from '../src/world/world.js'
 import { buildWorldFolder } from '../src/world/models.js'
 import { writeTinyModels } from '../src/diffusion/tiny/index.js'
+import { LAYOUT } from '../src/diffusion/models-folder.js'
+import { f32, writeSafetensors, type NamedTensor } from '../src/diffusion/safetensors.js'
+import { TAESD_LAYERS } from '../src/diffusion/taesd.js'
+import { seededNormal } from '../src/onnx/layers.js'
 
 const SIZE = 64
+
+/** TAESD decoder weights in madebyollin's naming (taesd.ts TAESD_LAYERS) with `channels` channels, float32, seeded. */
+function tinyTaesdDecoder(channels: number): Map<string, NamedTensor> {
+  const normal = seededNormal(5)
+  const weights = new Map<string, NamedTensor>()
+  const conv = (name: string, out: number, input: number, bias = true) => {
+    weights.set(`${name}.weight`, f32([out, input, 3, 3], Float32Array.from({ length: out * input * 9 }, () => 0.1 * normal())))
+    if (bias) weights.set(`${name}.bias`, f32([out], Float32Array.from({ length: out }, () => 0.1 * normal())))
+  }
+  TAESD_LAYERS.decoder.forEach((layer, i) => {
+    if (layer === 'block') for (const part of [0, 2, 4]) conv(`${i}.conv.${part}`, channels, channels)
+    else if (typeof layer === 'object') conv(String(i), i === TAESD_LAYERS.decoder.length - 1 ? 3 : channels, i === 1 ? 4 : channels, i === 1 || i === TAESD_LAYERS.decoder.length - 1)
+  })
+  return weights
+}
 
 /** A [3,S,S] image at half size (2×2 means), for the half-size preview's target. */
 function halfSize(image: Float32Array, side: number): Float32Array {
@@ -74,6 +93,37 @@ describe('lookahead engine (demo world)', function () {
     const cached = await readdir(settings.cacheDir!)
     assert.ok(cached.some(name => name.startsWith('grad-')), `cache holds ${cached}`)
     assert.ok(result.image.data.every(Number.isFinite))
+  })
+
+  it('derives the gradient model and the folded sampling UNet on the first run only: a cache hit neither folds nor differentiates', async () => {
+    const lines: string[] = []
+    const once = { ...settings, iters: 1, cacheDir: join(dir, 'cache-once'), progress: (line: string) => lines.push(line) }
+    await lookahead(once)
+    assert.equal(lines.filter(line => /^deriving grad-image-1x77x1 /.test(line)).length, 1, lines.join('\n'))
+    assert.equal(lines.filter(line => /^deriving unet-1x77x1x1 /.test(line)).length, 1, lines.join('\n')) // the world's UNet has one symbolic dim, its batch
+    // a new process (no session open) finds both in the cache, keyed by the unfolded graphs
+    await closeSessions()
+    lines.length = 0
+    await lookahead(once)
+    assert.deepEqual(lines, [])
+    // other dims are another entry
+    await lookahead({ ...once, cfg: 2 })
+    assert.ok(lines.some(line => /^deriving unet-2x77x1x2 /.test(line)), lines.join('\n'))
+  })
+
+  it('counts the weights of a TAESDXL final decoder given as .safetensors in the dry run', async () => {
+    const folder = join(dir, 'safetensors-decoder')
+    await writeTinyModels(folder)
+    for (const decoder of ['vae_decoder', 'taesdxl_decoder']) await rm(join(folder, decoder), { recursive: true })
+    const plain = { ...settings, models: folder, preview: 'none' as const, decoder: 'taesd' as const }
+    const without = await dryRun(plain)
+    const weights = tinyTaesdDecoder(4)
+    await writeSafetensors(join(folder, LAYOUT.taesdxl_weights), weights)
+    const withDecoder = await dryRun(plain)
+    const bytes = [...weights.values()].reduce((sum, t) => sum + 4 * t.shape.reduce((a, b) => a * b, 1), 0)
+    // held as the built graph holds them: the weights in float32, plus a few scalars (the clamp's, the upsamplings')
+    const added = withDecoder.sessions.weights - without.sessions.weights
+    assert.ok(added >= bytes && added < bytes + 100, `${added} bytes counted for ${bytes} bytes of weights`)
   })
 
   it('is deterministic for a seed, and guidance changes the image', async () => {

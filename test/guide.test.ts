@@ -3,14 +3,15 @@ import assert from 'node:assert/strict'
 import { differentiate } from '../src/onnx/autodiff.js'
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
-import { join } from 'node:path'
+import { dirname, join } from 'node:path'
 import { ClipGuide } from '../guides/clip.js'
 import { combineGuides, parseLossSpec, type Guide, type Size } from '../guides/guide.js'
-import { IdentityGuide } from '../guides/id.js'
+import { detectOptions, IdentityGuide } from '../guides/id.js'
 import { GUIDE_NAMES, guideFromSpec } from '../guides/index.js'
 import { LpipsGuide } from '../guides/lpips.js'
 import { IdentityMetric, clipTextScore } from '../guides/metric.js'
 import { PerceptualGuide } from '../guides/perceptual.js'
+import { LAYOUT } from '../src/diffusion/models-folder.js'
 import { UserError } from '../src/errors.js'
 import { loadImage, resizeImage, type ImageTensor } from '../src/image/image.js'
 import { GraphBuilder } from '../src/onnx/builder.js'
@@ -161,14 +162,12 @@ describe('guides', function () {
   before(async () => {
     dir = await mkdtemp(join(tmpdir(), 'lookahead-guides-'))
     models = join(dir, 'models')
-    await mkdir(join(models, 'guides', 'arcface'), { recursive: true })
-    await mkdir(join(models, 'guides', 'lpips_alex'), { recursive: true })
-    await mkdir(join(models, 'guides', 'clip', 'onnx'), { recursive: true })
-    await writeModel({ model: arcfaceStandIn(), dir }, join(models, 'guides', 'arcface', 'model.onnx'))
-    await writeModel({ model: lpipsStandIn(), dir }, join(models, 'guides', 'lpips_alex', 'model.onnx'))
-    await writeModel({ model: clipVisionStandIn(), dir }, join(models, 'guides', 'clip', 'onnx', 'vision_model.onnx'))
-    const vocabulary = await writeTinyTokenizer(join(models, 'guides', 'clip'))
-    await writeModel({ model: clipTextStandIn(vocabulary), dir }, join(models, 'guides', 'clip', 'onnx', 'text_model.onnx'))
+    // each where the models folder's layout says (writeModel makes the folders)
+    await writeModel({ model: arcfaceStandIn(), dir }, join(models, LAYOUT.arcface))
+    await writeModel({ model: lpipsStandIn(), dir }, join(models, LAYOUT.lpips_alex))
+    await writeModel({ model: clipVisionStandIn(), dir }, join(models, LAYOUT.clip_vision))
+    const vocabulary = await writeTinyTokenizer(join(models, LAYOUT.clip))
+    await writeModel({ model: clipTextStandIn(vocabulary), dir }, join(models, LAYOUT.clip_text))
   })
   after(async () => {
     await closeSessions()
@@ -186,6 +185,28 @@ describe('guides', function () {
         assert.throws(() => parseLossSpec(bad), (e: Error) => e instanceof UserError && !e.message.includes('\n'))
       })
     }
+  })
+
+  it('asks the models folder for its networks: a missing one is named by its layout path, with how `models` says to make it', async () => {
+    const empty = join(dir, 'empty')
+    await mkdir(empty)
+    const image = pattern(8, 8, 0)
+    const missing = [
+      ['lpips_alex', () => new LpipsGuide({ models: empty }).prepare({ image }), /LPIPS alex or vgg/],
+      ['clip_vision', () => new ClipGuide({ models: empty }).prepare({ image }), /transformers\.js CLIP export/],
+      ['arcface', () => new IdentityGuide({ network: 'arcface', models: empty }).prepare({ image }), /w600k_r50/],
+    ] as const
+    for (const [piece, prepare, howTo] of missing) {
+      await assert.rejects(prepare(), (error: Error) => error instanceof UserError && error.message.startsWith(`no ${LAYOUT[piece]} in ${empty}`) && howTo.test(error.message), piece)
+    }
+    // the CLIP text target needs the text model beside the vision model
+    await writeModel({ model: clipVisionStandIn(), dir }, join(empty, LAYOUT.clip_vision))
+    await assert.rejects(new ClipGuide({ models: empty }).prepare({ text: 'a face' }), (error: Error) => error.message.startsWith(`no ${LAYOUT.clip_text} in ${empty}`))
+    // the SCRFD detector where the layout puts it, else face-api's
+    assert.deepEqual(await detectOptions(empty), {})
+    await mkdir(dirname(join(empty, LAYOUT.scrfd)), { recursive: true })
+    await writeFile(join(empty, LAYOUT.scrfd), '')
+    assert.deepEqual(await detectOptions(empty), { scrfd: join(empty, LAYOUT.scrfd) })
   })
 
   describe('lpips (stand-in export)', () => {
@@ -206,9 +227,8 @@ describe('guides', function () {
       const losses = await descend(run, pattern(40, 32, 1), {})
       assert.ok(losses.at(-1)! < 0.7 * losses[0], `losses ${losses.map(l => l.toFixed(4))}`)
     })
-    it('says what is missing without a models folder or export', async () => {
+    it('says what is missing without a models folder', async () => {
       await assert.rejects(new LpipsGuide({}).prepare({ image: pattern(8, 8, 0) }), UserError)
-      await assert.rejects(new LpipsGuide({ models: dir }).prepare({ image: pattern(8, 8, 0) }), /no LPIPS model/)
     })
   })
 

@@ -72,7 +72,7 @@ describe('picture commands', function () {
     assert.equal(code, 0, stderr)
     const result = JSON.parse(stdout)
     assert.deepEqual(result.skipped.map((s: { loss: string }) => s.loss), ['lpips'])
-    assert.match(result.skipped[0].reason, /no LPIPS model/)
+    assert.match(result.skipped[0].reason, /no guides.lpips_alex.model.onnx in .*the lpips guide needs it.*Guide networks/)
     assert.deepEqual(result.runs.map((r: { loss: string; method: string }) => `${r.loss} ${r.method}`), ['id none', 'id lcm'])
     const meta = await sharp(out).metadata()
     assert.equal(meta.width, 3 * 256 + 4 * 4, 'the reference, none, lcm')

@@ -84,6 +84,18 @@ describe('SDXL pipeline', () => {
     assert.deepEqual(eps, guide(both.subarray(0, 256), both.subarray(256), 5))
   })
 
+  it("folds the sampling UNet at the sampler's dims, with the export's outputs", async () => {
+    const [exported, folded] = [await loadSdxl(join(dir, 'tiny')), await loadSdxl(join(dir, 'tiny'), {}, { cfg: 5, size })]
+    assert.deepEqual([exported.unet.input('sample').shape, folded.unet.input('sample').shape], [['batch_size', 4, 'height', 'width'], [2, 4, 8, 8]])
+    const cond = await conditioning({ prompt: 'a cat', cfg: 5, size }, exported.unet, exported.text)
+    const x = initialNoise(3, [2, 4, 8, 8])
+    const [a, b] = [exported, folded].map(async ({ unet }) => outputTensor((await unet.run(unetFeeds(unet, x, 501, cond))).out_sample).data)
+    const [ours, theirs] = [await a, await b]
+    // the same ops in float32 (onnxruntime fuses the static graph differently: rounding only)
+    const worst = ours.reduce((m, v, i) => Math.max(m, Math.abs(v - theirs[i])), 0) / Math.max(...ours.map(Math.abs))
+    assert.ok(worst < 1e-5, `the folded UNet's ε differs from the export's by ${worst} of its largest value`)
+  })
+
   it('runs the DDIM loop with hooks that can replace x_t, from any start step', async () => {
     // with ε ≡ 0 each step multiplies x by √(ᾱ_prev/ᾱ_t): the product telescopes to √(ᾱ[0]/ᾱ_first)
     const zero = async (x: { data: Float32Array }) => new Float32Array(x.data.length)
@@ -100,13 +112,13 @@ describe('SDXL pipeline', () => {
 
   it('decodes with the VAE (latents / 0.13025) and TAESDXL (latents as they are) to [-1,1]', async () => {
     const latents = initialNoise(4, [1, 4, 8, 8])
-    const vae = await openDecoder(join(dir, 'tiny'), 'vae')
+    const vae = await openDecoder(await ModelsFolder.at(join(dir, 'tiny')), 'vae')
     const image = await decode(vae, latents)
     assert.deepEqual(image.dims, [1, 3, 64, 64])
     const raw = await vae.session.run({ latent_sample: inputTensor(vae.session.input('latent_sample'), latents.data.map(v => v / VAE_SCALING_FACTOR), latents.dims) })
     assert.deepEqual(image.data, outputTensor(raw.sample).data)
     // the tiny TAESDXL ends in ·2 − 1 like diffusers' DecoderTiny: its output is used as it is, on unscaled latents
-    const taesd = await openDecoder(join(dir, 'tiny'), 'taesd')
+    const taesd = await openDecoder(await ModelsFolder.at(join(dir, 'tiny')), 'taesd')
     assert.deepEqual([taesd.inputScale, taesd.outputScale, taesd.outputShift], [1, 1, 0])
     const direct = await taesd.session.run({ latent_sample: inputTensor(taesd.session.input('latent_sample'), latents.data, latents.dims) })
     assert.deepEqual((await decode(taesd, latents)).data, outputTensor(direct.sample).data)
@@ -115,7 +127,7 @@ describe('SDXL pipeline', () => {
     const input = g.input('latent_sample', 'float32', ['batch', 4, 'h', 'w'])
     g.outputAs(g.op('Conv', [input, g.constant(Float32Array.from({ length: 12 }, (_, i) => (i % 5 === 0 ? 1 : 0)), [3, 4, 1, 1])]), 'sample', 'float32', ['batch', 3, 'h', 'w'])
     await writeModelWithExternalData(g.build(), join(dir, 'raw', 'taesdxl_decoder', 'model.onnx'))
-    const raw01 = await openDecoder(join(dir, 'raw'), 'taesd')
+    const raw01 = await openDecoder(await ModelsFolder.at(join(dir, 'raw')), 'taesd')
     assert.deepEqual([raw01.outputScale, raw01.outputShift], [2, -1])
     const decoded = await decode(raw01, latents)
     assert.ok(Math.abs(decoded.data[0] - (2 * latents.data[0] - 1)) < 1e-6)

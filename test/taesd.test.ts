@@ -6,7 +6,7 @@ import { copyFile, mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { decode, openDecoder } from '../src/diffusion/decoders.js'
-import { checkModels } from '../src/diffusion/models-folder.js'
+import { checkModels, ModelsFolder } from '../src/diffusion/models-folder.js'
 import { readSafetensors, toHalf, f32, floatValues, type NamedTensor } from '../src/diffusion/safetensors.js'
 import { taesdGraph, taesdModel, taesdWeights, TAESD_IO } from '../src/diffusion/taesd.js'
 import { writeTinyModels } from '../src/diffusion/tiny/index.js'
@@ -101,7 +101,7 @@ describe('TAESD from safetensors', function () {
       const report = (await checkModels(dir)).find(r => r.piece === 'taesdxl_decoder')
       assert.equal(report?.status, 'ok', JSON.stringify(report))
       assert.match(report!.notes.join(' '), /\[0,1\]/)
-      const decoder = await openDecoder(dir, 'taesd')
+      const decoder = await openDecoder(await ModelsFolder.at(dir), 'taesd')
       assert.deepEqual([decoder.inputScale, decoder.outputScale, decoder.outputShift], [1, 2, -1]) // [0,1] mapped to [-1,1]
       const image = await decode(decoder, { data: new Float32Array(4 * 4 * 4).fill(0.5), dims: [1, 4, 4, 4] })
       assert.deepEqual(image.dims, [1, 3, 32, 32])

@@ -7,10 +7,13 @@ import { mkdtemp, readFile, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { checkModels } from '../src/diffusion/models-folder.js'
-import { generate } from '../src/diffusion/pipeline.js'
+import { conditioning, outputTensor, unetFeeds } from '../src/diffusion/conditioning.js'
+import { generate, initialNoise, loadSdxl } from '../src/diffusion/pipeline.js'
+import { opCounts } from '../src/onnx/fold.js'
+import { graphOf, readModel } from '../src/onnx/proto.js'
 import { gradientSession, previewImageSession, previewModels, previewShape } from '../src/guidance/engine.js'
 import { pixelGuide } from '../src/guidance/guide.js'
-import { closeSessions, ort } from '../src/onnx/session.js'
+import { closeSessions, ort, type Session } from '../src/onnx/session.js'
 import { torchMissing, writeTorchFixture } from '../samples/export/torch/fixture.js'
 
 interface Reference {
@@ -76,6 +79,23 @@ describe('torch-exported SDXL fixture', function () {
     assert.ok(image.data.every(Number.isFinite))
     const mean = image.data.reduce((s, v) => s + v, 0) / image.data.length
     assert.ok(image.data.some(v => Math.abs(v - mean) > 1e-3), 'the image is not flat')
+  })
+
+  it("folds the sampling UNet at the sampler's dims: the export's shape arithmetic gone, its outputs kept", async () => {
+    const size = { height: 64, width: 64 }
+    const [exported, folded] = [await loadSdxl(models), await loadSdxl(models, {}, { cfg: 5, size })]
+    const [before, after] = [await readModel(exported.unet.path), await readModel(folded.unet.path)]
+    const ops = opCounts(after.model)
+    console.log(`      UNet nodes: ${graphOf(before.model).node.length} exported, ${graphOf(after.model).node.length} folded at batch 2`)
+    assert.ok(graphOf(after.model).node.length < 0.5 * graphOf(before.model).node.length)
+    assert.deepEqual([ops.Shape, ops.Where, ops.ConstantOfShape], [undefined, undefined, undefined])
+    const cond = await conditioning({ prompt: 'a photo of the cat', cfg: 5, size }, exported.unet, exported.text)
+    const x = initialNoise(3, [2, 4, 8, 8])
+    const eps = async (unet: Session) => outputTensor((await unet.run(unetFeeds(unet, x, 501, cond))).out_sample).data
+    const [ours, theirs] = [await eps(exported.unet), await eps(folded.unet)]
+    const worst = ours.reduce((m, v, i) => Math.max(m, Math.abs(v - theirs[i])), 0) / Math.max(...ours.map(Math.abs))
+    console.log(`      ε: max |folded − exported| / max |exported| = ${worst.toExponential(2)}`)
+    assert.ok(worst < 1e-5, `the folded UNet's ε differs by ${worst}`)
   })
 
   /** The reference's inputs as feeds, with the LCM-LoRA at full strength (fused at scale 1 in torch's reference). */

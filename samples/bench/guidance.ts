@@ -61,12 +61,12 @@ async function bench(name: string, models: string, side: number, cache: string) 
   }
   const counted = runCost({ steps: 50, cfg: 5, guideSteps: [10], iters: 10, previewCfg: 1, guided: true })
   const plain = await best(base)
-  // the units: one batch-1 UNet evaluation, and one decode of the preview, timed alone
-  const sdxl = await loadSdxl(models, { threads })
+  // the units: one batch-1 UNet evaluation (folded as the sampler's), and one decode of the preview, timed alone
+  const sdxl = await loadSdxl(models, { threads }, { ...base, cfg: 1 })
   const eps = unetEpsModel(sdxl.unet, await conditioning({ ...base, cfg: 1 }, sdxl.unet, sdxl.text), 1)
   const x = initialNoise(0, latentDims(sdxl.unet, base.size))
   const unetMs = await fastest(() => eps(x, 781))
-  const decoder = await openDecoder(models, 'taesd', { threads })
+  const decoder = await openDecoder(sdxl.folder, 'taesd', { threads })
   const decodeMs = await fastest(() => decode(decoder, x))
   const line = async (label: string, settings: LookaheadSettings) => {
     await lookahead(settings) // builds and caches the gradient model

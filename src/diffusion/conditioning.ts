@@ -2,10 +2,10 @@
 // the penultimate hidden states of both encoders concatenated, the pooled text_embeds of encoder 2, time ids,
 // zeros for a missing negative prompt, and the CFG batch [negative, positive]. Input dtypes and ranks come from
 // each session, because the optimum export generations differ.
-import { join } from 'node:path'
 import { UserError } from '../errors.js'
 import { ort, openSession, type Session, type SessionSettings, type ValueSpec } from '../onnx/session.js'
 import { LORA_SCALE } from './lora.js'
+import type { ModelsFolder } from './models-folder.js'
 import { floatToHalf, halfToFloat } from './safetensors.js'
 import { CONTEXT_LENGTH, ClipTokenizer } from './tokenizer.js'
 
@@ -37,12 +37,9 @@ export interface TextEncoders {
   encoders: [Session, Session]
 }
 
-/** The folders of SDXL's two text encoders in a models folder. */
-export const TEXT_ENCODERS = ['text_encoder', 'text_encoder_2']
-
-export async function loadTextEncoders(dir: string, settings: SessionSettings = {}): Promise<TextEncoders> {
-  const tokenizers = await Promise.all([ClipTokenizer.fromFolder(join(dir, 'tokenizer')), ClipTokenizer.fromFolder(join(dir, 'tokenizer_2'))])
-  const encoders = await Promise.all(TEXT_ENCODERS.map(name => openSession(join(dir, name, 'model.onnx'), settings)))
+export async function loadTextEncoders(folder: ModelsFolder, settings: SessionSettings = {}): Promise<TextEncoders> {
+  const tokenizers = await Promise.all(folder.textEncoders().map(({ tokenizer }) => ClipTokenizer.fromFolder(tokenizer)))
+  const encoders = await Promise.all(folder.textEncoders().map(({ encoder }) => openSession(encoder, settings)))
   return { tokenizers: tokenizers as [ClipTokenizer, ClipTokenizer], encoders: encoders as [Session, Session] }
 }
 

@@ -3,39 +3,21 @@
 // (takes the UNet-space latents as they are; diffusers' DecoderTiny returns [-1,1], madebyollin's raw
 // taesd.py Decoder [0,1] — told apart by the graph's last op, and normalised). TAESDXL may also be its published
 // weights (taesdxl_decoder.safetensors), built into a graph by taesd.ts.
-import { existsSync } from 'node:fs'
-import { join } from 'node:path'
 import { UserError } from '../errors.js'
 import { graphOf, readModel, type LoadedModel, type ModelProto } from '../onnx/proto.js'
 import { openSession, type Session, type SessionSettings } from '../onnx/session.js'
 import { inputTensor, outputTensor, type Tensor } from './conditioning.js'
-import { cachedTaesd, taesdModel } from './taesd.js'
+import type { ModelsFolder } from './models-folder.js'
+import { taesdModel } from './taesd.js'
 
 /** SDXL's vae scaling_factor (vae_decoder/config.json of the official export). */
 export const VAE_SCALING_FACTOR = 0.13025
 
 export type DecoderKind = 'vae' | 'taesd'
-export const DECODER_FOLDERS: Record<DecoderKind, string> = { vae: 'vae_decoder', taesd: 'taesdxl_decoder' }
-/** Where each decoder may be in a models folder, first found first: its ONNX export, or TAESDXL's published weights. */
-export const DECODER_FILES: Record<DecoderKind, string[]> = {
-  vae: [join(DECODER_FOLDERS.vae, 'model.onnx')],
-  taesd: [join(DECODER_FOLDERS.taesd, 'model.onnx'), `${DECODER_FOLDERS.taesd}.safetensors`],
-}
-
-/** The decoder's file in the folder, if it has one. */
-export const decoderFile = (models: string, kind: DecoderKind): string | undefined =>
-  DECODER_FILES[kind].map(file => join(models, file)).find(path => existsSync(path))
 
 /** A decoder file as a model: an ONNX export, or the TAESD decoder built from .safetensors weights. */
 export const readDecoderFile = (path: string): Promise<LoadedModel> =>
   path.endsWith('.safetensors') ? taesdModel(path, 'decoder') : readModel(path)
-
-/** The decoder's ONNX file: the export, or the graph built from its .safetensors weights (cached). */
-export async function decoderModelPath(models: string, kind: DecoderKind): Promise<string> {
-  const file = decoderFile(models, kind)
-  if (!file) throw new UserError(`${models} has no ${kind} decoder: expected ${DECODER_FILES[kind].join(' or ')} (see \`lookahead models\`)`)
-  return file.endsWith('.safetensors') ? cachedTaesd(file, 'decoder') : file
-}
 
 export interface Decoder {
   kind: DecoderKind
@@ -69,8 +51,9 @@ export function decoderScales(kind: DecoderKind, model: ModelProto): Pick<Decode
   return { inputScale: 1, outputScale: zeroToOne ? 2 : 1, outputShift: zeroToOne ? -1 : 0 }
 }
 
-export async function openDecoder(models: string, kind: DecoderKind, settings: SessionSettings = {}): Promise<Decoder> {
-  const path = await decoderModelPath(models, kind)
+/** The folder's decoder of this kind, opened (where it is: ModelsFolder.decoderPath). */
+export async function openDecoder(folder: ModelsFolder, kind: DecoderKind, settings: SessionSettings = {}): Promise<Decoder> {
+  const path = await folder.decoderPath(kind)
   const session = await openSession(path, settings)
   return { kind, session, ...decoderScales(kind, (await readModel(path)).model) }
 }
@@ -86,14 +69,10 @@ export async function decode(decoder: Decoder, latents: Tensor): Promise<Tensor>
   return image
 }
 
-/** The decoder for final images: the one asked for, else the VAE where the folder has one, else TAESDXL. */
-export const finalDecoder = (models: string, kind?: DecoderKind): DecoderKind =>
-  kind ?? (decoderFile(models, 'vae') ? 'vae' : 'taesd')
-
 /**
  * Decodes a run's final latents with `kind`, by default the SDXL VAE where the folder has it, else TAESDXL.
  */
-export async function decodeFinal(models: string, latents: Tensor, kind?: DecoderKind, settings: SessionSettings = {}): Promise<{ image: Tensor; kind: DecoderKind }> {
-  const chosen = finalDecoder(models, kind)
-  return { image: await decode(await openDecoder(models, chosen, settings), latents), kind: chosen }
+export async function decodeFinal(folder: ModelsFolder, latents: Tensor, kind?: DecoderKind, settings: SessionSettings = {}): Promise<{ image: Tensor; kind: DecoderKind }> {
+  const chosen = folder.finalDecoder(kind)
+  return { image: await decode(await openDecoder(folder, chosen, settings), latents), kind: chosen }
 }

@@ -1,5 +1,6 @@
-// The models folder (`--models DIR`, default $LOOKAHEAD_MODELS): `ModelsFolder` owns its layout (where each export
-// lives, LAYOUT), world.json, the decoder defaults, the LCM UNet (a fused export, or LCM-LoRA applied to the base
+// The models folder (`--models DIR`, default $LOOKAHEAD_MODELS): `ModelsFolder` owns its layout (where each export,
+// guide network and tokenizer lives, LAYOUT: the only place that says so), world.json, the decoder files and
+// defaults, the LCM UNet (a fused export, or LCM-LoRA applied to the base
 // UNet: an explicit, announced step) and the checks (`check`), which name every piece that is missing or does not
 // fit (names, dtypes, shapes, truncated weights) and how to produce it.
 import { existsSync } from 'node:fs'
@@ -10,7 +11,8 @@ import { dtypeOf } from '../onnx/builder.js'
 import { externalDataProblems, graphOf, readModel, toNumber, type LoadedModel } from '../onnx/proto.js'
 import { cachedLoraUnet, loraKey, loraTargets } from './lora.js'
 import { safetensorsShapes } from './safetensors.js'
-import { DECODER_FILES, decoderFile, decoderModelPath, finalDecoder, readDecoderFile, taesdOutputRange, type DecoderKind } from './decoders.js'
+import { readDecoderFile, taesdOutputRange, type DecoderKind } from './decoders.js'
+import { cachedTaesd } from './taesd.js'
 import { ClipTokenizer } from './tokenizer.js'
 
 export interface WorldInfo {
@@ -31,11 +33,27 @@ export const LAYOUT = {
   tokenizer_2: 'tokenizer_2',
   vae_decoder: join('vae_decoder', 'model.onnx'),
   taesdxl_decoder: join('taesdxl_decoder', 'model.onnx'),
+  /** TAESDXL's published weights, in place of its ONNX export (built into a graph by taesd.ts) */
+  taesdxl_weights: 'taesdxl_decoder.safetensors',
   lcm_unet: join('lcm_unet', 'model.onnx'),
   lcm_lora: join('lcm_lora', 'pytorch_lora_weights.safetensors'),
+  arcface: join('guides', 'arcface', 'model.onnx'),
+  scrfd: join('guides', 'scrfd', 'model.onnx'),
+  lpips_alex: join('guides', 'lpips_alex', 'model.onnx'),
+  lpips_vgg: join('guides', 'lpips_vgg', 'model.onnx'),
+  /** a transformers.js CLIP export: its tokenizer files here, its models in onnx/ */
+  clip: join('guides', 'clip'),
+  clip_vision: join('guides', 'clip', 'onnx', 'vision_model.onnx'),
+  clip_text: join('guides', 'clip', 'onnx', 'text_model.onnx'),
   world: 'world.json',
 } as const
 export type PieceName = keyof typeof LAYOUT
+
+/** SDXL's two text encoders and their tokenizers, in encoding order. */
+const TEXT_ENCODERS = [{ encoder: 'text_encoder', tokenizer: 'tokenizer' }, { encoder: 'text_encoder_2', tokenizer: 'tokenizer_2' }] as const satisfies { encoder: PieceName; tokenizer: PieceName }[]
+
+/** Where each decoder may be, first found first: its ONNX export, or TAESDXL's published weights. */
+const DECODER_PIECES: Record<DecoderKind, PieceName[]> = { vae: ['vae_decoder'], taesd: ['taesdxl_decoder', 'taesdxl_weights'] }
 
 /** A models folder, opened once: its layout, world.json, decoder defaults, the LCM UNet, and the checks. */
 export class ModelsFolder {
@@ -59,19 +77,38 @@ export class ModelsFolder {
     return existsSync(this.path(piece))
   }
 
+  /** SDXL's two text encoders' model files and their tokenizers' folders, in encoding order. */
+  textEncoders(): { encoder: string; tokenizer: string }[] {
+    return TEXT_ENCODERS.map(({ encoder, tokenizer }) => ({ encoder: this.path(encoder), tokenizer: this.path(tokenizer) }))
+  }
+
+  /** The piece's path; where it is absent, a UserError naming the file, what needs it and how to make it. */
+  need(piece: PieceName, neededFor: string): string {
+    const path = this.path(piece)
+    if (!existsSync(path)) throw new UserError(`no ${LAYOUT[piece]} in ${this.dir} (${neededFor} needs it): ${howToMake(piece)}`)
+    return path
+  }
+
+  /** The decoder's file in the folder (its ONNX export, or TAESDXL's .safetensors weights), if it has one. */
+  decoderFile(kind: DecoderKind): string | undefined {
+    return DECODER_PIECES[kind].map(piece => this.path(piece)).find(path => existsSync(path))
+  }
+
   /** The decoder inside previews: the one asked for, else TAESDXL where the folder has it, else the VAE. */
   previewDecoder(asked?: DecoderKind): DecoderKind {
-    return asked ?? (decoderFile(this.dir, 'taesd') ? 'taesd' : 'vae')
+    return asked ?? (this.decoderFile('taesd') ? 'taesd' : 'vae')
   }
 
   /** The decoder for final images: the one asked for, else the VAE where the folder has it, else TAESDXL. */
   finalDecoder(asked?: DecoderKind): DecoderKind {
-    return finalDecoder(this.dir, asked)
+    return asked ?? (this.decoderFile('vae') ? 'vae' : 'taesd')
   }
 
-  /** The decoder's ONNX file (a safetensors TAESD is built into the cache once, see taesd.ts). */
-  decoderPath(kind: DecoderKind): Promise<string> {
-    return decoderModelPath(this.dir, kind)
+  /** The decoder's ONNX file: the export, or the graph built from its .safetensors weights (cached, see taesd.ts). */
+  async decoderPath(kind: DecoderKind): Promise<string> {
+    const file = this.decoderFile(kind)
+    if (!file) throw new UserError(`${this.dir} has no ${kind} decoder: expected ${DECODER_PIECES[kind].map(p => LAYOUT[p]).join(' or ')} (see \`lookahead models\`)`)
+    return file.endsWith('.safetensors') ? cachedTaesd(file, 'decoder') : file
   }
 
   /**
@@ -127,14 +164,15 @@ const DECODER_IO = { inputs: [io('latent_sample', FLOAT, ['*', 4, '*', '*'])], o
 
 interface Piece {
   name: string
-  path: string
+  /** where it lives (LAYOUT) */
+  piece: PieceName
   /** needed for `generate` (else: only for guidance or LCM previews) */
   required: boolean
   howTo: string
-  /** where the piece may be in more than one form: the file present, if any (else `path`) */
-  find?: (dir: string) => string | undefined
+  /** where the piece may be in more than one form: the file present, if any (else its path) */
+  find?: (folder: ModelsFolder) => string | undefined
   /** problems with the file, beyond its presence */
-  check?: (dir: string, path: string) => Promise<string[]>
+  check?: (folder: ModelsFolder, path: string) => Promise<string[]>
 }
 
 export interface PieceReport {
@@ -177,7 +215,7 @@ function checkIo(model: LoadedModel, expected: { inputs: IoSpec[]; outputs: IoSp
 }
 
 const onnxCheck = (expected: { inputs: IoSpec[]; outputs: IoSpec[] }, extra?: (model: LoadedModel) => string[]) =>
-  async (_dir: string, path: string) => {
+  async (_folder: ModelsFolder, path: string) => {
     const model = await readModel(path)
     return [...(await externalDataProblems(model)), ...checkIo(model, expected), ...(extra?.(model) ?? [])]
   }
@@ -198,18 +236,17 @@ function textEncoderCheck(withProjection: boolean) {
   })
 }
 
-async function tokenizerCheck(_dir: string, path: string): Promise<string[]> {
+async function tokenizerCheck(_folder: ModelsFolder, path: string): Promise<string[]> {
   await ClipTokenizer.fromFolder(path)
   return []
 }
 
 /** Reads only the file's header: the check never loads the LoRA's weights. */
-async function loraCheck(dir: string, path: string): Promise<string[]> {
-  const unetPath = join(dir, LAYOUT.unet)
-  if (!existsSync(unetPath)) return [`needs ${LAYOUT.unet} to be applied to`]
+async function loraCheck(folder: ModelsFolder, path: string): Promise<string[]> {
+  if (!folder.has('unet')) return [`needs ${LAYOUT.unet} to be applied to`]
   const keys = [...(await safetensorsShapes(path)).keys()]
   const modules = new Set(keys.map(loraKey).filter(k => k !== null).map(k => k!.module))
-  const targets = loraTargets((await readModel(unetPath)).model)
+  const targets = loraTargets((await readModel(folder.path('unet'))).model)
   const unmatched = [...modules].filter(module => !targets.has(module))
   const problems = modules.size === 0 ? ['no UNet LoRA weights in it'] : []
   if (unmatched.length > 0) problems.push(`${unmatched.length} of ${modules.size} LoRA layers match no UNet layer, e.g. ${unmatched.slice(0, 3).join(', ')}`)
@@ -217,67 +254,77 @@ async function loraCheck(dir: string, path: string): Promise<string[]> {
   return [...problems, ...(ignored ? [`${ignored} keys that are not UNet LoRA weights are ignored`] : [])]
 }
 
+const GUIDE_NETWORKS = 'see README, "Guide networks"'
 const PIECES: Piece[] = [
-  { name: 'unet', path: LAYOUT.unet, required: true, howTo: EXPORT_SDXL, check: onnxCheck(UNET_IO, timestepProblems) },
-  { name: 'text_encoder', path: LAYOUT.text_encoder, required: true, howTo: EXPORT_SDXL, check: textEncoderCheck(false) },
-  { name: 'text_encoder_2', path: LAYOUT.text_encoder_2, required: true, howTo: EXPORT_SDXL, check: textEncoderCheck(true) },
-  { name: 'tokenizer', path: LAYOUT.tokenizer, required: true, howTo: `${EXPORT_SDXL} (writes tokenizer/vocab.json and merges.txt)`, check: tokenizerCheck },
-  { name: 'tokenizer_2', path: LAYOUT.tokenizer_2, required: true, howTo: `${EXPORT_SDXL} (writes tokenizer_2/)`, check: tokenizerCheck },
+  { name: 'unet', piece: 'unet', required: true, howTo: EXPORT_SDXL, check: onnxCheck(UNET_IO, timestepProblems) },
+  { name: 'text_encoder', piece: 'text_encoder', required: true, howTo: EXPORT_SDXL, check: textEncoderCheck(false) },
+  { name: 'text_encoder_2', piece: 'text_encoder_2', required: true, howTo: EXPORT_SDXL, check: textEncoderCheck(true) },
+  { name: 'tokenizer', piece: 'tokenizer', required: true, howTo: `${EXPORT_SDXL} (writes tokenizer/vocab.json and merges.txt)`, check: tokenizerCheck },
+  { name: 'tokenizer_2', piece: 'tokenizer_2', required: true, howTo: `${EXPORT_SDXL} (writes tokenizer_2/)`, check: tokenizerCheck },
   {
-    name: 'vae_decoder', path: LAYOUT.vae_decoder, required: false, howTo: EXPORT_SDXL,
+    name: 'vae_decoder', piece: 'vae_decoder', required: false, howTo: EXPORT_SDXL,
     check: onnxCheck(DECODER_IO, model => {
       const input = graphOf(model.model).input.find(i => i.name === 'latent_sample')
       return dtypeOf[input?.type?.tensorType?.elemType ?? 1] === 'float16' ? ["it is fp16: SDXL's VAE overflows in fp16; export it in fp32 (or madebyollin/sdxl-vae-fp16-fix)"] : []
     }),
   },
   {
-    name: 'taesdxl_decoder', path: DECODER_FILES.taesd[0], required: false,
-    howTo: 'put taesdxl_decoder.safetensors (madebyollin/taesd, or diffusers\' madebyollin/taesdxl weights) in OUT, or python samples/export/taesdxl_decoder.py OUT/taesdxl_decoder/model.onnx',
-    find: dir => decoderFile(dir, 'taesd'),
-    check: async (_dir, path) => checkIo(await readDecoderFile(path), DECODER_IO),
+    name: 'taesdxl_decoder', piece: 'taesdxl_decoder', required: false,
+    howTo: `put ${LAYOUT.taesdxl_weights} (madebyollin/taesd, or diffusers' madebyollin/taesdxl weights) in OUT, or python samples/export/taesdxl_decoder.py OUT/${LAYOUT.taesdxl_decoder}`,
+    find: folder => folder.decoderFile('taesd'),
+    check: async (_folder, path) => checkIo(await readDecoderFile(path), DECODER_IO),
   },
   {
-    name: 'lcm_unet', path: LAYOUT.lcm_unet, required: false,
+    name: 'lcm_unet', piece: 'lcm_unet', required: false,
     howTo: 'python samples/export/lcm_unet.py OUT/lcm_unet  (SDXL UNet with latent-consistency/lcm-lora-sdxl fused), or put the LoRA in lcm_lora/',
     check: onnxCheck(UNET_IO, timestepProblems),
   },
   {
-    name: 'lcm_lora', path: LAYOUT.lcm_lora, required: false,
+    name: 'lcm_lora', piece: 'lcm_lora', required: false,
     howTo: 'download pytorch_lora_weights.safetensors of latent-consistency/lcm-lora-sdxl into lcm_lora/ (applied to unet at load time)',
     check: loraCheck,
   },
-  { name: 'guides/arcface', path: join('guides', 'arcface', 'model.onnx'), required: false, howTo: 'see README, "Guide networks" (insightface buffalo_l w600k_r50.onnx, as guides/arcface/model.onnx)' },
-  { name: 'guides/lpips', path: join('guides', 'lpips_alex', 'model.onnx'), required: false, howTo: 'see README, "Guide networks" (LPIPS alex or vgg as guides/lpips_alex|lpips_vgg/model.onnx)' },
-  { name: 'guides/clip', path: join('guides', 'clip', 'onnx', 'vision_model.onnx'), required: false, howTo: 'see README, "Guide networks" (a transformers.js CLIP export: guides/clip/onnx/vision_model.onnx, text_model.onnx)' },
+  { name: 'guides/arcface', piece: 'arcface', required: false, howTo: `${GUIDE_NETWORKS} (insightface buffalo_l w600k_r50.onnx, as ${LAYOUT.arcface})` },
+  { name: 'guides/scrfd', piece: 'scrfd', required: false, howTo: `${GUIDE_NETWORKS} (insightface buffalo_l det_10g.onnx, as ${LAYOUT.scrfd}; without it faces are found by face-api's detector)` },
+  {
+    name: 'guides/lpips', piece: 'lpips_alex', required: false, howTo: `${GUIDE_NETWORKS} (LPIPS alex or vgg as ${LAYOUT.lpips_alex} or ${LAYOUT.lpips_vgg})`,
+    find: folder => (['lpips_vgg', 'lpips_alex'] as const).map(p => folder.path(p)).find(existsSync),
+  },
+  { name: 'guides/clip', piece: 'clip_vision', required: false, howTo: `${GUIDE_NETWORKS} (a transformers.js CLIP export: ${LAYOUT.clip_vision}, ${LAYOUT.clip_text} and its tokenizer files in ${LAYOUT.clip})` },
 ]
+
+/** How to make a piece, as `lookahead models` says it (the pieces it does not list are parts of ones it does). */
+function howToMake(piece: PieceName): string {
+  const part: Partial<Record<PieceName, PieceName>> = { taesdxl_weights: 'taesdxl_decoder', lpips_vgg: 'lpips_alex', clip: 'clip_vision', clip_text: 'clip_vision' }
+  const listed = PIECES.find(p => p.piece === (part[piece] ?? piece))
+  return listed ? listed.howTo : 'see `lookahead models`'
+}
 
 /** The pieces (and world.json) a folder already holds: `models --write-tiny` refuses to overwrite them without --force. */
 export function heldPieces(dir: string): string[] {
-  return [...PIECES.map(p => p.path), LAYOUT.world].filter(path => existsSync(join(dir, path)))
+  return [...PIECES.map(p => LAYOUT[p.piece]), LAYOUT.world].filter(path => existsSync(join(dir, path)))
 }
 
 /** Checks every piece of a models folder; text pieces are skipped where world.json says "text": false. */
 export async function checkModels(dir: string): Promise<PieceReport[]> {
-  const world = await readWorld(dir)
+  const folder = await ModelsFolder.at(dir)
+  const world = folder.world
   const reports: PieceReport[] = []
   for (const piece of PIECES) {
-    const path = piece.find?.(dir) ?? join(dir, piece.path)
+    const path = piece.find?.(folder) ?? folder.path(piece.piece)
     const textPiece = /^(text_encoder|tokenizer)/.test(piece.name)
     const required = piece.required && !(textPiece && world?.text === false)
-    let present = existsSync(path)
-    // LPIPS may be either network
-    if (!present && piece.name === 'guides/lpips') present = existsSync(join(dir, 'guides', 'lpips_vgg', 'model.onnx'))
-    if (!present) {
+    if (!existsSync(path)) {
       const status = required ? 'missing' : 'optional'
       const notes = textPiece && world?.text === false ? ['not needed: world.json says "text": false'] : []
-      const otherLcm = { lcm_unet: LAYOUT.lcm_lora, lcm_lora: LAYOUT.lcm_unet }[piece.name]
-      if (otherLcm && existsSync(join(dir, otherLcm))) notes.push(`not needed: ${otherLcm} gives the LCM UNet`)
+      const otherLcm = ({ lcm_unet: 'lcm_lora', lcm_lora: 'lcm_unet' } as const)[piece.name]
+      if (otherLcm && folder.has(otherLcm)) notes.push(`not needed: ${LAYOUT[otherLcm]} gives the LCM UNet`)
       reports.push({ piece: piece.name, path, status, problems: [], notes, howTo: notes.length ? undefined : piece.howTo })
       continue
     }
     let problems: string[]
     try {
-      problems = piece.check ? await piece.check(dir, path) : []
+      problems = piece.check ? await piece.check(folder, path) : []
     } catch (error) {
       problems = [(error as Error).message]
     }
@@ -285,29 +332,29 @@ export async function checkModels(dir: string): Promise<PieceReport[]> {
     const notes = range ? [range === '[-1,1]' ? 'outputs [-1,1] (as diffusers DecoderTiny)' : 'outputs [0,1] (raw taesd.py Decoder): mapped to [-1,1]'] : []
     reports.push({ piece: piece.name, path, status: problems.length ? 'mismatch' : 'ok', problems, notes, howTo: problems.length ? piece.howTo : undefined })
   }
-  reports.push(...(await crossChecks(dir, reports)))
+  reports.push(...(await crossChecks(folder, reports)))
   return reports
 }
 
 /** The UNet's conditioning sizes against the text encoders' (D₁ + D₂ = encoder_hidden_states, P = text_embeds). */
-async function crossChecks(dir: string, reports: PieceReport[]): Promise<PieceReport[]> {
+async function crossChecks(folder: ModelsFolder, reports: PieceReport[]): Promise<PieceReport[]> {
   const ok = (name: string) => reports.find(r => r.piece === name)?.status === 'ok'
   if (!['unet', 'text_encoder', 'text_encoder_2'].every(ok)) return []
-  const lastDim = async (path: string, name: string, outputs: boolean) => {
-    const graph = graphOf((await readModel(join(dir, path))).model)
+  const lastDim = async (piece: PieceName, name: string, outputs: boolean) => {
+    const graph = graphOf((await readModel(folder.path(piece))).model)
     const value = (outputs ? graph.output : graph.input).find(v => v.name === name)
     const dims = value?.type?.tensorType?.shape?.dim ?? []
     const last = dims[dims.length - 1]
     return last?.dimValue !== undefined && last?.dimValue !== null ? toNumber(last.dimValue) : undefined
   }
-  const [context, pooled] = [await lastDim(LAYOUT.unet, 'encoder_hidden_states', false), await lastDim(LAYOUT.unet, 'text_embeds', false)]
-  const hidden1 = await lastDim(LAYOUT.text_encoder, 'last_hidden_state', true)
-  const hidden2 = await lastDim(LAYOUT.text_encoder_2, 'last_hidden_state', true)
-  const projection = await lastDim(LAYOUT.text_encoder_2, 'text_embeds', true)
+  const [context, pooled] = [await lastDim('unet', 'encoder_hidden_states', false), await lastDim('unet', 'text_embeds', false)]
+  const hidden1 = await lastDim('text_encoder', 'last_hidden_state', true)
+  const hidden2 = await lastDim('text_encoder_2', 'last_hidden_state', true)
+  const projection = await lastDim('text_encoder_2', 'text_embeds', true)
   const problems: string[] = []
   if (context !== undefined && hidden1 !== undefined && hidden2 !== undefined && context !== hidden1 + hidden2) {
     problems.push(`unet encoder_hidden_states has ${context} channels but the text encoders give ${hidden1} + ${hidden2}`)
   }
   if (pooled !== undefined && projection !== undefined && pooled !== projection) problems.push(`unet text_embeds has ${pooled} channels but text_encoder_2 gives ${projection}`)
-  return [{ piece: 'unet ↔ text encoders', path: dir, status: problems.length ? 'mismatch' : 'ok', problems, notes: [], howTo: problems.length ? 'export all three from the same SDXL checkpoint' : undefined }]
+  return [{ piece: 'unet ↔ text encoders', path: folder.dir, status: problems.length ? 'mismatch' : 'ok', problems, notes: [], howTo: problems.length ? 'export all three from the same SDXL checkpoint' : undefined }]
 }

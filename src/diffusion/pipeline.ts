@@ -1,28 +1,58 @@
 // SDXL sampling on an optimum export, as diffusers' StableDiffusionXLPipeline with DDIMScheduler does it, in
 // parts the guidance engine reuses: an ε-model callback over the UNet (with CFG), a DDIM loop with per-step
 // hooks, the conditioning (conditioning.ts), the schedulers (schedulers.ts) and the decoders (decoders.ts).
+import { cachedSession, foldedTag, type CacheSettings } from '../cache.js'
 import { check } from '../errors.js'
+import { foldGraph } from '../onnx/fold.js'
 import { seededNormal } from '../onnx/layers.js'
+import { graphOf, readModel, toNumber, type GraphProto } from '../onnx/proto.js'
 import { openSession, type Session, type SessionSettings } from '../onnx/session.js'
 import { conditioning, loadTextEncoders, outputTensor, unetFeeds, type Conditioning, type PromptSettings, type TextEncoders, type Tensor } from './conditioning.js'
 import { decodeFinal, type DecoderKind } from './decoders.js'
-import { ModelsFolder, type WorldInfo } from './models-folder.js'
+import { ModelsFolder } from './models-folder.js'
 import { ddimStep, ddimTimesteps, guide, previousTimestep } from './schedulers.js'
 
 export interface SdxlModels {
-  dir: string
-  world: WorldInfo | null
+  folder: ModelsFolder
   unet: Session
   /** null in a world without text ("text": false in world.json) */
   text: TextEncoders | null
 }
 
-export async function loadSdxl(dir: string, settings: SessionSettings = {}): Promise<SdxlModels> {
+/** What the sampler runs the UNet at, and where its folded session is cached (default: the cache root). */
+export interface SamplerShape extends Omit<CacheSettings, 'session'> {
+  cfg: number
+  size: { height: number; width: number }
+}
+
+/**
+ * The folder's UNet and text encoders. With `sampler`, the UNet's session is specialised and folded at the
+ * sampler's dims (onnx/fold.ts) and cached: a torch export's shape arithmetic folds away, and onnxruntime creates
+ * the session several times faster. Without it, the export as it is (any batch and size).
+ */
+export async function loadSdxl(dir: string, settings: SessionSettings = {}, sampler?: SamplerShape): Promise<SdxlModels> {
   const folder = await ModelsFolder.at(dir)
-  const world = folder.world
-  const unet = await openSession(folder.path('unet'), settings)
-  const text = world?.text === false ? null : await loadTextEncoders(dir, settings)
-  return { dir, world, unet, text }
+  const unet = sampler ? await foldedUnet(folder.path('unet'), sampler, settings) : await openSession(folder.path('unet'), settings)
+  const text = folder.world?.text === false ? null : await loadTextEncoders(folder, settings)
+  return { folder, unet, text }
+}
+
+async function foldedUnet(path: string, sampler: SamplerShape, settings: SessionSettings): Promise<Session> {
+  const unet = await readModel(path)
+  const dims = samplerDims(graphOf(unet.model), sampler.cfg, sampler.size)
+  return cachedSession(unet, m => foldGraph(m, dims), foldedTag('unet', dims), { cacheDir: sampler.cacheDir, progress: sampler.progress, session: settings })
+}
+
+/** The dims the pipeline feeds: the batch, 77 text tokens, a timestep of [1] where it is int64 [steps] (optimum ≤ 1.23). */
+export const pipelineDims = (cfg: number) => ({ batch_size: cfg > 1 ? 2 : 1, sequence_length: 77, steps: 1 })
+
+/** The pipeline's dims and values for the symbolic dims of the UNet's `sample` (optimum: batch_size, height, width), by position. */
+export function samplerDims(unet: GraphProto, cfg: number, size: { height: number; width: number }): Record<string, number> {
+  const dims = pipelineDims(cfg)
+  const declared = unet.input.find(i => i.name === 'sample')?.type?.tensorType?.shape?.dim ?? []
+  const channels = declared[1]?.dimValue
+  const shape = [dims.batch_size, ...latentShape(channels ? toNumber(channels) : 4, size).slice(1)]
+  return { ...dims, ...Object.fromEntries(declared.flatMap((d, i) => (d.dimParam ? [[d.dimParam, shape[i]]] : []))) }
 }
 
 /** The UNet conditioning for a prompt (and negative, CFG, size) with a loaded folder's text encoders. */
@@ -97,9 +127,13 @@ export function initialNoise(seed: number, dims: number[]): Tensor {
 
 /** The latent shape for an image size: [1, C, H/8, W/8] with C as the UNet declares it. */
 export function latentDims(unet: Session, size: { height: number; width: number }): number[] {
-  check(size.height % 32 === 0 && size.width % 32 === 0, `image size ${size.width}x${size.height}: width and height must be multiples of 32`)
   const channels = unet.input('sample').shape[1]
-  return [1, typeof channels === 'number' ? channels : 4, size.height / 8, size.width / 8]
+  return latentShape(typeof channels === 'number' ? channels : 4, size)
+}
+
+function latentShape(channels: number, size: { height: number; width: number }): number[] {
+  check(size.height % 32 === 0 && size.width % 32 === 0, `image size ${size.width}x${size.height}: width and height must be multiples of 32`)
+  return [1, channels, size.height / 8, size.width / 8]
 }
 
 export interface GenerateSettings {
@@ -130,11 +164,11 @@ export interface Generated {
 /** Text → image: SDXL with DDIM, deterministic for a seed on a given provider. */
 export async function generate(settings: GenerateSettings): Promise<Generated> {
   check(Number.isInteger(settings.steps) && settings.steps >= 1 && settings.steps <= 1000, `--steps ${settings.steps}: expected an integer from 1 to 1000`)
-  const models = await loadSdxl(settings.models, settings.session)
+  const models = await loadSdxl(settings.models, settings.session, settings)
   const cond = await conditioningFor(settings, models)
   const eps = unetEpsModel(models.unet, cond, settings.cfg)
   const noise = initialNoise(settings.seed, latentDims(models.unet, settings.size))
   const latents = await ddimLoop(noise, settings.steps, eps, { afterStep: ({ index }) => settings.onStep?.(index + 1, settings.steps) })
-  const { image, kind } = await decodeFinal(settings.models, latents, settings.decoder, settings.session)
+  const { image, kind } = await decodeFinal(models.folder, latents, settings.decoder, settings.session)
   return { latents, image, decoder: kind }
 }

@@ -1,19 +1,16 @@
 // The lookahead guidance engine (Gal et al. 2024, §5.1): DDIM to the guide step; there, K times: preview the
 // clean image in one step (LCM UNet, or the naive x0 estimate), decode it, score it with the guide, and move
 // x_t down the loss gradient; then plain DDIM to the end. Guidance wraps the sampler through its hooks.
-import { createHash } from 'node:crypto'
-import { stat } from 'node:fs/promises'
-import { join } from 'node:path'
-import { cacheRoot, cachedFolder } from '../cache.js'
+import { cachedSession, foldedTag, type CacheSettings } from '../cache.js'
 import { check } from '../errors.js'
 import { differentiate } from '../onnx/autodiff.js'
 import { foldGraph } from '../onnx/fold.js'
-import { encodeModel, externalDataFiles, readModel, writeModel, type LoadedModel } from '../onnx/proto.js'
-import { createInferenceSession, openSession, ort, type Session, type SessionSettings } from '../onnx/session.js'
+import { readModel, type LoadedModel } from '../onnx/proto.js'
+import { ort, type Session } from '../onnx/session.js'
 import { conditioning, conditioningFeeds, inputTensor, type Conditioning, type Tensor } from '../diffusion/conditioning.js'
 import { decodeFinal, decoderScales, type Decoder, type DecoderKind } from '../diffusion/decoders.js'
 import { ModelsFolder } from '../diffusion/models-folder.js'
-import { ddimLoop, initialNoise, latentDims, loadSdxl, unetEpsModel, type GenerateSettings, type LoopHooks, type StepState } from '../diffusion/pipeline.js'
+import { ddimLoop, initialNoise, latentDims, loadSdxl, pipelineDims, unetEpsModel, type GenerateSettings, type LoopHooks, type StepState } from '../diffusion/pipeline.js'
 import { ddimStep, renoise } from '../diffusion/schedulers.js'
 import { imageFromTensor, type ImageTensor } from '../image/image.js'
 import type { Method } from '../cli/settings.js'
@@ -23,6 +20,7 @@ import { PREVIEWS, previewStepsOf, type PreviewKind } from './previews.js'
 import { defaultUpdate, makeUpdater, type Skip, type UpdateSettings } from './update.js'
 
 export { METHODS, type Method } from '../cli/settings.js'
+export { pipelineDims } from '../diffusion/pipeline.js'
 
 export interface LookaheadSettings extends GenerateSettings {
   /** which preview the loss is taken on (previews.ts); 'none' samples without guidance (the baseline) */
@@ -78,16 +76,6 @@ export interface LookaheadResult {
   timings: { gradientModelMs: number; samplingMs: number; guidanceMs: number }
 }
 
-/** A key for a model built from other models: its graph bytes plus the size and mtime of each weight file. */
-async function modelKey(model: LoadedModel, extra: string): Promise<string> {
-  const hash = createHash('sha256').update(encodeModel(model.model)).update(extra)
-  for (const file of externalDataFiles(model).sort()) {
-    const { size, mtimeMs } = await stat(file)
-    hash.update(`${file}|${size}|${mtimeMs}`)
-  }
-  return hash.digest('hex').slice(0, 24)
-}
-
 export interface PreviewModels {
   unet: LoadedModel
   decoder: LoadedModel
@@ -105,36 +93,19 @@ export async function previewModels(models: string, kind: PreviewKind, decoder?:
 }
 
 /**
- * A model derived from `forward` (itself, or its gradient), written once under the cache and opened. It is
- * written to a temporary folder and moved into the cache only once onnxruntime loads it.
+ * The preview's composed graph as built, unfolded: with a guide it outputs `loss` (and `image`), without one only
+ * `image`. Its cached sessions are keyed on it, so a cache hit neither folds nor differentiates.
  */
-export async function cachedSession(forward: LoadedModel, derive: (m: LoadedModel) => LoadedModel, tag: string, settings: CacheSettings): Promise<Session> {
-  const dir = join(settings.cacheDir ?? cacheRoot(), `${tag}-${await modelKey(forward, tag)}`)
-  await cachedFolder(dir, async tmp => { await writeModel(derive(forward), join(tmp, 'model.onnx')) }, async tmp => {
-    const session = await createInferenceSession(join(tmp, 'model.onnx'), settings.session).catch((error: Error) => {
-      throw new Error(`onnxruntime cannot load the derived model ${tag}: ${error.message.split('\n')[0]}`)
-    })
-    await session.release()
-  })
-  return openSession(join(dir, 'model.onnx'), settings.session)
-}
-
-export interface CacheSettings {
-  cacheDir?: string
-  session?: SessionSettings
-}
-
-/** The dims the pipeline feeds: the batch, 77 text tokens, a timestep of [1] where it is int64 [steps] (optimum ≤ 1.23). */
-export const pipelineDims = (cfg: number) => ({ batch_size: cfg > 1 ? 2 : 1, sequence_length: 77, steps: 1 })
-
-/**
- * The preview's forward graph: with a guide it outputs `loss` (and `image`), without one only `image`. It is
- * specialised to the pipeline's dims and folded (onnx/fold.ts), so its gradient has static shapes.
- */
-export function previewForward(parts: PreviewModels, shape: PreviewShape, guide?: Guide): LoadedModel {
+export function previewGraph(parts: PreviewModels, shape: PreviewShape, guide?: Guide): LoadedModel {
   const g = buildPreviewGraph({ unet: parts.unet, decoder: parts.decoder, decoderScales: parts.scales, ...shape, guide })
-  return foldGraph({ model: g.build(), dir: parts.unet.dir }, pipelineDims(shape.cfg))
+  return { model: g.build(), dir: parts.unet.dir }
 }
+
+/** The preview's forward graph specialised to the pipeline's dims and folded (onnx/fold.ts): its gradient has static shapes. */
+export const previewForward = (parts: PreviewModels, shape: PreviewShape, guide?: Guide): LoadedModel =>
+  foldPreview(previewGraph(parts, shape, guide), shape.cfg)
+
+const foldPreview = (graph: LoadedModel, cfg: number) => foldGraph(graph, pipelineDims(cfg))
 
 /** The preview's CFG, the sampled latent's shape, the preview's image size (smaller: --guide-size) and its steps. */
 export interface PreviewShape {
@@ -156,15 +127,18 @@ export const previewCfgOf = (settings: Pick<LookaheadSettings, 'cfg' | 'previewC
 
 /** The decoded preview of x_t (the paper's fig. 2), as a session: inputs as the preview graph's, output `image`. */
 export const previewImageSession = (parts: PreviewModels, shape: PreviewShape, settings: CacheSettings) =>
-  cachedSession(previewForward(parts, shape), m => m, 'preview', settings)
+  cachedSession(previewGraph(parts, shape), m => foldPreview(m, shape.cfg), foldedTag('preview', pipelineDims(shape.cfg)), settings)
 
 /**
  * The gradient of the preview's loss w.r.t. the latent, with the loss and the decoded preview, built once and
- * cached on disk, keyed by the forward graph (which holds the guide's target), its weight files and the
- * recomputation's segments.
+ * cached on disk, keyed by the unfolded forward graph (which holds the guide's target), its weight files, the
+ * dims it is folded at and the recomputation's segments.
  */
-export const gradientSession = (parts: PreviewModels, guide: Guide, shape: PreviewShape, settings: CacheSettings, segments = 1) =>
-  cachedSession(previewForward(parts, shape, guide), m => foldGraph(differentiate(m, { wrt: [LATENT], of: LOSS, keep: [IMAGE], segments })), segments > 1 ? `grad-image-recompute${segments}` : 'grad-image', settings)
+export function gradientSession(parts: PreviewModels, guide: Guide, shape: PreviewShape, settings: CacheSettings, segments = 1): Promise<Session> {
+  const derive = (m: LoadedModel) => foldGraph(differentiate(foldPreview(m, shape.cfg), { wrt: [LATENT], of: LOSS, keep: [IMAGE], segments }))
+  const tag = foldedTag(segments > 1 ? `grad-image-recompute${segments}` : 'grad-image', pipelineDims(shape.cfg))
+  return cachedSession(previewGraph(parts, shape, guide), derive, tag, settings)
+}
 
 /**
  * Feeds for a preview or gradient session at latent x, timestep t: with `steps` > 1 also the later steps'
@@ -192,7 +166,7 @@ export async function lookahead(settings: LookaheadSettings): Promise<LookaheadR
   const recur = settings.recur ?? 1
   const segments = settings.recompute ?? 1
   const update = settings.update ?? defaultUpdate
-  const models = await loadSdxl(settings.models, settings.session)
+  const models = await loadSdxl(settings.models, settings.session, settings)
   const cond = await conditioning(settings, models.unet, models.text)
   const eps = unetEpsModel(models.unet, cond, settings.cfg)
   const dims = latentDims(models.unet, settings.size)
@@ -268,7 +242,7 @@ export async function lookahead(settings: LookaheadSettings): Promise<LookaheadR
     beforeStep,
     afterStep: ({ index }) => settings.onStep?.(index + 1, settings.steps),
   })
-  const { image } = await decodeFinal(settings.models, latents, settings.decoder, settings.session)
+  const { image } = await decodeFinal(models.folder, latents, settings.decoder, settings.session)
   const samplingMs = performance.now() - started - gradientModelMs - guidanceMs
   return { latents, image, iterations, finalLoss, timings: { gradientModelMs, samplingMs, guidanceMs } }
 }

@@ -25,7 +25,7 @@ export interface Figure {
 /** One sampling run; at each step in `at`, x_t is previewed every way (previews.ts; each with its own default CFG). */
 export async function previewFigure(settings: GenerateSettings & { at: number[]; cacheDir?: string }): Promise<Figure> {
   for (const s of settings.at) check(Number.isInteger(s) && s >= 0 && s < settings.steps, `step ${s} is outside 0…${settings.steps - 1}`)
-  const models = await loadSdxl(settings.models, settings.session)
+  const models = await loadSdxl(settings.models, settings.session, settings)
   const cond = await conditioning(settings, models.unet, models.text)
   const dims = latentDims(models.unet, settings.size)
   const previews = {} as Record<PreviewKind, { session: Awaited<ReturnType<typeof previewImageSession>>; cond: typeof cond }>
@@ -47,7 +47,7 @@ export async function previewFigure(settings: GenerateSettings & { at: number[];
     },
     afterStep: ({ index }) => settings.onStep?.(index + 1, settings.steps),
   })
-  return { rows, final: (await decodeFinal(settings.models, latents, settings.decoder, settings.session)).image }
+  return { rows, final: (await decodeFinal(models.folder, latents, settings.decoder, settings.session)).image }
 }
 
 /** Pixel RMS distance between two images of the same size, both in [-1,1]. */

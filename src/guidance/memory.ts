@@ -2,22 +2,15 @@
 // gradient pass and the other sessions hold (src/guidance/estimate.ts models onnxruntime's planner), and the
 // first lower-memory settings that fit a limit.
 import { existsSync } from 'node:fs'
-import { join } from 'node:path'
-import { graphOf, readModel, toNumber, type GraphProto, type LoadedModel } from '../onnx/proto.js'
+import { graphOf, readModel, toNumber, type LoadedModel } from '../onnx/proto.js'
 import { inferShapes } from '../onnx/shapes.js'
-import { TEXT_ENCODERS } from '../diffusion/conditioning.js'
-import { DECODER_FOLDERS, finalDecoder } from '../diffusion/decoders.js'
+import { readDecoderFile } from '../diffusion/decoders.js'
 import { ModelsFolder } from '../diffusion/models-folder.js'
+import { samplerDims } from '../diffusion/pipeline.js'
 import { pipelineDims, previewCfgOf, previewForward, previewModels, previewShape, type LookaheadSettings } from './engine.js'
 import { activationPeak, graphMemory, runCost, weightBytes, type GraphMemory, type RunCost } from './estimate.js'
 import { pixelGuide } from './guide.js'
 import { previewStepsOf } from './previews.js'
-
-/** Values for the symbolic dims of a UNet's `sample` input (optimum: batch_size, height, width), by position. */
-function sampleDims(unet: GraphProto, shape: number[]): Record<string, number> {
-  const declared = unet.input.find(i => i.name === 'sample')?.type?.tensorType?.shape?.dim ?? []
-  return Object.fromEntries(declared.flatMap((d, i) => (d.dimParam ? [[d.dimParam, shape[i]]] : [])))
-}
 
 /** The memory of the sessions a run holds beside the gradient pass, in bytes. */
 export interface HeldSessions {
@@ -44,7 +37,7 @@ export async function dryRun(settings: LookaheadSettings, held?: HeldSessions): 
   const previewCfg = kind === 'none' ? 1 : previewCfgOf(settings, kind)
   const { base, latentShape } = await samplingUnet(settings)
   const cost = runCost({ ...settings, previewCfg, guided, previewSteps: kind === 'none' ? 1 : previewStepsOf(kind, settings.previewSteps) })
-  const sessions = held ?? (await heldSessions(settings, base, latentShape))
+  const sessions = held ?? (await heldSessions(settings, base))
   const others = sessions.weights + sessions.samplingActivations
   if (kind === 'none' || !guided) return { ...cost, memory: { weights: 0, peak: 0, lowerBound: 0, saved: 0, upperBound: 0, unknown: 0 }, sessions, peakBytes: others, latentShape }
   const parts = await previewModels(settings.models, kind, settings.previewDecoder)
@@ -62,14 +55,16 @@ async function samplingUnet(settings: LookaheadSettings): Promise<{ base: Loaded
 }
 
 /** The sessions a run holds beside the gradient pass: the sampling UNet, the text encoders, the final decoder. */
-async function heldSessions(settings: LookaheadSettings, base: LoadedModel, latentShape: number[]): Promise<HeldSessions> {
-  const folders = [...TEXT_ENCODERS, DECODER_FOLDERS[finalDecoder(settings.models, settings.decoder)]].map(folder => join(settings.models, folder, 'model.onnx'))
+async function heldSessions(settings: LookaheadSettings, base: LoadedModel): Promise<HeldSessions> {
+  const folder = await ModelsFolder.at(settings.models)
   let weights = await weightBytes(base)
-  for (const path of folders) if (existsSync(path)) weights += await weightBytes(await readModel(path))
+  for (const { encoder } of folder.textEncoders()) if (existsSync(encoder)) weights += await weightBytes(await readModel(encoder))
+  // the final decoder where it is: an ONNX export, or TAESDXL's .safetensors built into its graph (weights as held)
+  const decoder = folder.decoderFile(folder.finalDecoder(settings.decoder))
+  if (decoder) weights += await weightBytes(await readDecoderFile(decoder))
   // a CUDA arena keeps the sampling UNet's activations at their peak between its runs
   const graph = graphOf(base.model)
-  const dims = pipelineDims(settings.cfg)
-  const infos = inferShapes(graph, { ...dims, ...sampleDims(graph, [dims.batch_size, ...latentShape.slice(1)]) })
+  const infos = inferShapes(graph, samplerDims(graph, settings.cfg, settings.size))
   return { weights, samplingActivations: activationPeak(graph, infos).peak }
 }
 
@@ -86,8 +81,8 @@ export interface MemoryFit {
  * blurrier guide) with it, at `guideSizes` (none in a demo world, whose models work at its own size only).
  */
 export async function fitMemory(settings: LookaheadSettings, limitBytes: number, guideSizes = [768, 512]): Promise<MemoryFit | undefined> {
-  const { base, latentShape } = await samplingUnet(settings)
-  const held = await heldSessions(settings, base, latentShape) // the same for every candidate
+  const { base } = await samplingUnet(settings)
+  const held = await heldSessions(settings, base) // the same for every candidate
   const side = Math.min(settings.size.height, settings.size.width)
   const sizes = [settings.guideSize, ...guideSizes.filter(s => s < (settings.guideSize ?? side))]
   for (const guideSize of sizes) {

@@ -4,6 +4,7 @@ import { writeFileAtomic } from '../../fsutil.js'
 import { dims, writeModelWithExternalData, type ModelProto } from '../../onnx/proto.js'
 import { seededNormal } from '../../onnx/layers.js'
 import { loraTargets } from '../lora.js'
+import { LAYOUT } from '../models-folder.js'
 import { f32, toHalf, writeSafetensors, type NamedTensor } from '../safetensors.js'
 import { TINY, type Generation, type UnetShape } from './config.js'
 import { tinyTaesdDecoder, tinyVaeDecoder } from './decoders.js'
@@ -48,14 +49,14 @@ export async function writeTinyModels(dir: string, options: { generation?: Gener
   const unet = tinyUnet(generation, options.unet).build()
   // stored in float16, as latent-consistency/lcm-lora-sdxl is
   const lora = new Map([...tinyLora(unet)].map(([key, t]) => [key, toHalf(t)]))
-  await writeSafetensors(join(dir, 'lcm_lora', 'pytorch_lora_weights.safetensors'), lora)
-  await writeModelWithExternalData(unet, join(dir, 'unet', 'model.onnx'))
-  await writeModelWithExternalData(tinyTextEncoder(1, generation).build(), join(dir, 'text_encoder', 'model.onnx'))
-  await writeModelWithExternalData(tinyTextEncoder(2, generation).build(), join(dir, 'text_encoder_2', 'model.onnx'))
-  await writeModelWithExternalData(tinyVaeDecoder(generation).build(), join(dir, 'vae_decoder', 'model.onnx'))
-  await writeModelWithExternalData(tinyTaesdDecoder(generation).build(), join(dir, 'taesdxl_decoder', 'model.onnx'))
-  await tinyTokenizer('<|endoftext|>').saveFolder(join(dir, 'tokenizer'))
-  await tinyTokenizer('!').saveFolder(join(dir, 'tokenizer_2'))
+  await writeSafetensors(join(dir, LAYOUT.lcm_lora), lora)
+  await writeModelWithExternalData(unet, join(dir, LAYOUT.unet))
+  await writeModelWithExternalData(tinyTextEncoder(1, generation).build(), join(dir, LAYOUT.text_encoder))
+  await writeModelWithExternalData(tinyTextEncoder(2, generation).build(), join(dir, LAYOUT.text_encoder_2))
+  await writeModelWithExternalData(tinyVaeDecoder(generation).build(), join(dir, LAYOUT.vae_decoder))
+  await writeModelWithExternalData(tinyTaesdDecoder(generation).build(), join(dir, LAYOUT.taesdxl_decoder))
+  await tinyTokenizer('<|endoftext|>').saveFolder(join(dir, LAYOUT.tokenizer))
+  await tinyTokenizer('!').saveFolder(join(dir, LAYOUT.tokenizer_2))
   const world = { kind: 'tiny', generation, text: true, imageSize: TINY.size, note: 'random weights: shapes and plumbing only' }
-  await writeFileAtomic(join(dir, 'world.json'), JSON.stringify(world, null, 2) + '\n')
+  await writeFileAtomic(join(dir, LAYOUT.world), JSON.stringify(world, null, 2) + '\n')
 }
