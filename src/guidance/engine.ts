@@ -4,12 +4,12 @@
 import { createHash } from 'node:crypto'
 import { stat } from 'node:fs/promises'
 import { join } from 'node:path'
-import { cacheRoot, cachedFolder } from '../cache.js'
+import { cacheRoot } from '../cache.js'
 import { check } from '../errors.js'
 import { differentiate } from '../onnx/autodiff.js'
 import { foldGraph } from '../onnx/fold.js'
 import { encodeModel, externalDataFiles, readModel, writeModel, type LoadedModel } from '../onnx/proto.js'
-import { createInferenceSession, openSession, ort, type Session, type SessionSettings } from '../onnx/session.js'
+import { openCachedModel, ort, type Session, type SessionSettings } from '../onnx/session.js'
 import { conditioning, conditioningFeeds, inputTensor, type Conditioning, type Tensor } from '../diffusion/conditioning.js'
 import { decodeFinal, decoderScales, type Decoder, type DecoderKind } from '../diffusion/decoders.js'
 import { ModelsFolder } from '../diffusion/models-folder.js'
@@ -110,13 +110,7 @@ export async function previewModels(models: string, kind: PreviewKind, decoder?:
  */
 export async function cachedSession(forward: LoadedModel, derive: (m: LoadedModel) => LoadedModel, tag: string, settings: CacheSettings): Promise<Session> {
   const dir = join(settings.cacheDir ?? cacheRoot(), `${tag}-${await modelKey(forward, tag)}`)
-  await cachedFolder(dir, async tmp => { await writeModel(derive(forward), join(tmp, 'model.onnx')) }, async tmp => {
-    const session = await createInferenceSession(join(tmp, 'model.onnx'), settings.session).catch((error: Error) => {
-      throw new Error(`onnxruntime cannot load the derived model ${tag}: ${error.message.split('\n')[0]}`)
-    })
-    await session.release()
-  })
-  return openSession(join(dir, 'model.onnx'), settings.session)
+  return openCachedModel(dir, async tmp => { await writeModel(derive(forward), join(tmp, 'model.onnx')) }, tag, settings.session)
 }
 
 export interface CacheSettings {
