@@ -116,11 +116,11 @@ const sessionKey = (full: string, device: Device, threads: number) => `${full}|$
 export async function openCachedModel(dir: string, build: (tmp: string) => Promise<void>, what: string, settings: SessionSettings = {}): Promise<Session> {
   const { device, threads } = sessionSettings(settings)
   const path = resolve(dir, 'model.onnx')
-  let verified: ort.InferenceSession | undefined
+  let verified: Session | undefined
   try {
     await cachedFolder(dir, build, async tmp => {
-      verified = await createInferenceSession(join(tmp, 'model.onnx'), { device, threads }).catch((error: Error) => {
-        throw new Error(`onnxruntime cannot load the derived model ${what}: ${error.message.split('\n')[0]}`)
+      verified = await createSession(join(tmp, 'model.onnx'), device, threads, path).catch((error: Error) => {
+        throw new Error(`the derived model ${what} does not load: ${error.message}`)
       })
     })
   } catch (error) {
@@ -129,7 +129,7 @@ export async function openCachedModel(dir: string, build: (tmp: string) => Promi
   }
   const key = sessionKey(path, device, threads)
   // onnxruntime has read the weights: the entry's folder can be renamed (or, where another process won, removed) under it
-  if (verified && !cache.has(key)) cache.set(key, Promise.resolve(new Session(path, device, verified)))
+  if (verified && !cache.has(key)) cache.set(key, Promise.resolve(verified))
   else await verified?.release()
   return openSession(path, settings)
 }
@@ -148,12 +148,13 @@ export function sessionOptions(device: Device, threads: number): ort.InferenceSe
   }
 }
 
-async function createSession(path: string, device: Device, threads: number): Promise<Session> {
+/** A session of the model file `path`; `shown`: the path the Session names (where the file is about to be moved). */
+async function createSession(path: string, device: Device, threads: number, shown = path): Promise<Session> {
   if (!existsSync(path)) throw new UserError(`model file ${path} does not exist`)
   if (device === 'cuda' && !cudaInstalled()) throw new UserError(CUDA_HELP)
   try {
     const session = await createInferenceSession(path, { device, threads })
-    return new Session(path, device, session)
+    return new Session(shown, device, session)
   } catch (error) {
     if (!/External data path/.test((error as Error).message)) throw loadError(path, device, error as Error)
   }
@@ -161,7 +162,7 @@ async function createSession(path: string, device: Device, threads: number): Pro
   // with the data's real folder, onnxruntime reads them where they are
   const { model, folder } = await relocateExternalData(await readModel(path))
   try {
-    return new Session(path, device, await createInferenceSession(encodeModel(model), { device, threads }, folder))
+    return new Session(shown, device, await createInferenceSession(encodeModel(model), { device, threads }, folder))
   } catch (error) {
     throw loadError(path, device, error as Error)
   }
