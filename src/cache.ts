@@ -8,7 +8,7 @@ import { homedir } from 'node:os'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { encodeModel, externalDataFiles, writeModel, type LoadedModel } from './onnx/proto.js'
-import { createInferenceSession, openSession, type Session, type SessionSettings } from './onnx/session.js'
+import { openCachedModel, type Session, type SessionSettings } from './onnx/session.js'
 
 /** Where derived models are cached: $LOOKAHEAD_CACHE or ~/.cache/lcm-lookahead. */
 export function cacheRoot(): string {
@@ -77,16 +77,10 @@ export interface CacheSettings {
  */
 export async function cachedSession(source: LoadedModel, derive: (m: LoadedModel) => LoadedModel, tag: string, settings: CacheSettings): Promise<Session> {
   const dir = join(settings.cacheDir ?? cacheRoot(), `${tag}-${await modelKey(source, `${tag}|${derivationVersion()}`)}`)
-  await cachedFolder(dir, async tmp => {
+  return openCachedModel(dir, async tmp => {
     settings.progress?.(`deriving ${tag} (once: it is cached)`)
     await writeModel(derive(source), join(tmp, 'model.onnx'))
-  }, async tmp => {
-    const session = await createInferenceSession(join(tmp, 'model.onnx'), settings.session).catch((error: Error) => {
-      throw new Error(`onnxruntime cannot load the derived model ${tag}: ${error.message.split('\n')[0]}`)
-    })
-    await session.release()
-  })
-  return openSession(join(dir, 'model.onnx'), settings.session)
+  }, tag, settings.session)
 }
 
 /** A tag for a model folded at `dims`: the name and the dims' values (e.g. unet-1x77x1x8x8). */

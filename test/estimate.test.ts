@@ -1,8 +1,27 @@
 import assert from 'node:assert/strict'
+import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
 import { GraphBuilder } from '../src/onnx/builder.js'
-import { graphMemory, plannedPeak, runCost } from '../src/guidance/estimate.js'
-import { onnx } from '../src/onnx/proto.js'
+import { executionOrder, graphMemory, plannedPeak, runCost } from '../src/guidance/estimate.js'
+import { encodeModel, graphOf, onnx, type NodeProto } from '../src/onnx/proto.js'
+import { ort } from '../src/onnx/session.js'
 import { LATENT } from '../src/guidance/preview.js'
+
+/** The node names in the order onnxruntime ran them (its profile), at graphOptimizationLevel 'disabled'. */
+async function ranOrder(model: Uint8Array, feeds: Record<string, ort.Tensor>): Promise<string[]> {
+  const dir = await mkdtemp(join(tmpdir(), 'estimate-order-'))
+  try {
+    const session = await ort.InferenceSession.create(model, { graphOptimizationLevel: 'disabled', enableProfiling: true, profileFilePrefix: join(dir, 'profile') })
+    await session.run(feeds)
+    session.endProfiling()
+    await session.release()
+    const events = JSON.parse(await readFile(join(dir, (await readdir(dir))[0]), 'utf8')) as { cat: string; name: string }[]
+    return events.filter(e => e.cat === 'Node').map(e => e.name.replace(/_kernel_time$/, ''))
+  } finally {
+    await rm(dir, { recursive: true, force: true })
+  }
+}
 
 describe('cost estimates (--dry-run)', () => {
   it('counts the weights, the float values on the latent → loss path, and the gradient pass at its peak', async () => {
@@ -36,6 +55,30 @@ describe('cost estimates (--dry-run)', () => {
     assert.equal(plannedPeak(nodes, bytes, v => shape[v], outputs), 400) // a's buffer waits for d beside b, c, e
     assert.equal(plannedPeak(nodes, bytes, v => shape[v], outputs, false), 300)
     assert.equal(plannedPeak(nodes, bytes, v => (v === 'd' ? 'D' : shape[v]), outputs), 300) // nothing to wait for: freed
+  })
+
+  it('runs the nodes in onnxruntime\'s order, not the graph\'s, without the ones that read only weights', async () => {
+    const g = new GraphBuilder('order')
+    const x = g.input('x', 'float32', [2, 3])
+    const scale = g.op('Exp', [g.constant(new Float32Array([1, 2, 3]), [3])]) // weights only: folded at load
+    const a = g.op('Relu', [x])
+    const b = g.op('Neg', [g.op('Mul', [x, scale])])
+    const c = g.op('Exp', [a])
+    const d = g.op('Sigmoid', [b])
+    g.outputAs(g.op('Add', [g.op('Mul', [c, d]), g.op('Tanh', [a])]), 'y', 'float32', [2, 3])
+    const model = g.build()
+    const graph = graphOf(model)
+    const order = executionOrder(graph.node as NodeProto[], new Set(graph.initializer.map(t => t.name!))).map(n => n.name!)
+    const ran = await ranOrder(encodeModel(model), { x: new ort.Tensor('float32', new Float32Array(6), [2, 3]) })
+    assert.deepEqual(order, ran.filter(name => name !== graph.node[0].name)) // onnxruntime at 'disabled' still runs the Exp on weights
+    assert.notDeepEqual(order, graph.node.slice(1).map(n => n.name)) // the graph's own order differs
+  })
+
+  it('counts a view (Reshape, Squeeze, …) in its input\'s buffer, and none of a view of a weight', () => {
+    const node = (opType: string, input: string[], output: string) => new onnx.NodeProto({ opType, input, output: [output] })
+    const nodes = [node('Relu', ['x'], 'a'), node('Reshape', ['a', 'shape'], 'r'), node('Unsqueeze', ['w'], 'u'), node('Add', ['r', 'u'], 'y')]
+    const bytes = (v: string) => ({ a: 100, r: 100, u: 100, y: 100 })[v] ?? 0
+    assert.equal(plannedPeak(nodes, bytes, () => undefined, new Set(['y'])), 200) // a (= r) and y
   })
 
   it('counts UNet work: K iterations ≈ 3K evaluations, CFG doubles a pass', () => {

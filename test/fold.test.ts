@@ -69,6 +69,13 @@ describe('fold', () => {
     assert.deepEqual(graphOf(folded.model).input[0].type?.tensorType?.shape?.dim?.map(d => Number(d.dimValue)), [2, 4, 3, 5])
   })
 
+  it('keeps x·0 where x is computed (it may be Inf or NaN; recompute.ts orders its copies with it)', () => {
+    const g = new GraphBuilder('computed-zero', 17)
+    const x = g.input('x', 'float32', [2, 3])
+    g.outputAs(g.op('Add', [x, g.op('Mul', [g.op('Exp', [x]), g.constant(0)])]), 'y', 'float32', [2, 3])
+    assert.deepEqual(opCounts(foldGraph({ model: g.build(), dir }).model), { Exp: 1, Mul: 1, Add: 1, Identity: 1 })
+  })
+
   it("folds Swin's window pads: (w − h mod w) mod w from Shape, reversed as torch's F.pad does (Reshape, Slice, Transpose)", async () => {
     const g = new GraphBuilder('window-pads', 17)
     const x = g.input('x', 'float32', [1, 2, 5, 7])

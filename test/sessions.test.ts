@@ -1,8 +1,14 @@
 // One session factory (the run's --device/--threads reach every session) and one face detection per image.
 import assert from 'node:assert/strict'
+import { existsSync } from 'node:fs'
+import { mkdtemp, readdir, rm } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
 import { detectFaces } from '../guides/face.js'
 import { drawnFaces } from '../src/world/world.js'
-import { sessionSettings, setSessionDefaults } from '../src/onnx/session.js'
+import { GraphBuilder } from '../src/onnx/builder.js'
+import { writeModel } from '../src/onnx/proto.js'
+import { closeSessions, openCachedModel, openSession, ort, sessionSettings, setSessionDefaults } from '../src/onnx/session.js'
 
 describe('sessions and face detection', () => {
   after(() => setSessionDefaults({ device: 'cpu', threads: 0 }))
@@ -11,6 +17,34 @@ describe('sessions and face detection', () => {
     setSessionDefaults({ threads: 1 })
     assert.deepEqual(sessionSettings(), { device: 'cpu', threads: 1 })
     assert.deepEqual(sessionSettings({ threads: 2 }), { device: 'cpu', threads: 2 })
+  })
+
+  it('creates a new cache entry\'s session once: the one that checked the entry loads', async () => {
+    const root = await mkdtemp(join(tmpdir(), 'lookahead-cached-model-'))
+    const create = ort.InferenceSession.create
+    let created = 0
+    ort.InferenceSession.create = ((...args: Parameters<typeof create>) => { created++; return create(...args) }) as typeof create
+    try {
+      const g = new GraphBuilder('twice')
+      const x = g.input('x', 'float32', [2])
+      g.outputAs(g.op('Add', [x, x]), 'y', 'float32', [2])
+      const build = async (tmp: string) => { await writeModel({ model: g.build(), dir: '.' }, join(tmp, 'model.onnx')) }
+      const session = await openCachedModel(join(root, 'entry'), build, 'test', { threads: 1 })
+      assert.equal(created, 1)
+      assert.deepEqual(await readdir(root), ['entry'], 'renamed into place')
+      const y = await session.run({ x: new ort.Tensor('float32', Float32Array.of(1, 2), [2]) })
+      assert.deepEqual(Array.from(y.y.data as Float32Array), [2, 4])
+      assert.equal(await openSession(join(root, 'entry', 'model.onnx'), { threads: 1 }), session, 'kept under the entry\'s path')
+      await closeSessions()
+      await openCachedModel(join(root, 'entry'), async () => assert.fail('a hit builds nothing'), 'test', { threads: 1 })
+      assert.equal(created, 2, 'a hit opens the entry once')
+      await assert.rejects(openCachedModel(join(root, 'broken'), async tmp => { await build(tmp); await rm(join(tmp, 'model.onnx')) }, 'broken-model', { threads: 1 }), /the derived model broken-model does not load: model file .* does not exist/)
+      assert.ok(!existsSync(join(root, 'broken')))
+    } finally {
+      ort.InferenceSession.create = create
+      await closeSessions()
+      await rm(root, { recursive: true, force: true })
+    }
   })
 
   it('detects the faces of an image once, however many guides and metrics look at it', async () => {

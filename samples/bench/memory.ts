@@ -18,6 +18,7 @@ import { graphMemory } from '../../src/guidance/estimate.js'
 import { pixelGuide } from '../../src/guidance/guide.js'
 import { LATENT, LOSS } from '../../src/guidance/preview.js'
 import { differentiate } from '../../src/onnx/autodiff.js'
+import { foldGraph } from '../../src/onnx/fold.js'
 import { writeModel } from '../../src/onnx/proto.js'
 import { QUARTER_SDXL_UNET } from './sdxl-shape.js'
 
@@ -42,7 +43,8 @@ try {
   for (const { segments, steps } of [{ segments: 1, steps: 1 }, { segments: 4, steps: 1 }, { segments: 8, steps: 1 }, { segments: 1, steps: 2 }]) {
     const memory = await graphMemory(forward(steps), DIMS, segments)
     const path = join(dir, `grad-${segments}-${steps}`, 'model.onnx')
-    await writeModel(differentiate(forward(steps), { wrt: [LATENT], of: LOSS, dims: DIMS, segments }), path)
+    // folded as the engine's gradientSession folds it (and as graphMemory estimates it)
+    await writeModel(foldGraph(differentiate(forward(steps), { wrt: [LATENT], of: LOSS, dims: DIMS, segments }), DIMS), path)
     const dims = Object.entries(DIMS).map(([name, value]) => `${name}=${value}`)
     const { stdout } = await promisify(execFile)(process.execPath, ['--import', 'tsx', join(here, 'measure.ts'), path, runs, threads, ...dims])
     const measured = JSON.parse(stdout.trim().split('\n').pop()!) as { best_ms: number; baseline_kb: number; peak_kb: number }

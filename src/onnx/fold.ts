@@ -245,9 +245,11 @@ function deadTerm(node: NodeProto, ins: (Known | undefined)[], infos: Map<string
     case 'Dropout': return node.output.length === 1 || !node.output[1] ? 0 : undefined
     case 'Cast': return info(0)?.dtype === intAttr(node, 'to', -1) ? 0 : undefined
     case 'Mul': {
+      // x·0 is 0 only where x is known (finite): a computed x may be Inf or NaN, and recompute.ts's 0 × (an
+      // element of the gradient) is what orders its copies after the backward, which must stay
       const zero = ins.findIndex(isZero)
       const shape = numeric(out?.shape)
-      if (zero >= 0 && shape && out?.dtype !== undefined && isFloat(out.dtype)) return { dtype: out.dtype, shape, fill: 0 }
+      if (zero >= 0 && ins[1 - zero] !== undefined && shape && out?.dtype !== undefined && isFloat(out.dtype)) return { dtype: out.dtype, shape, fill: 0 }
       const one = ins.findIndex(isOne)
       return one >= 0 && sameShape(1 - one) ? 1 - one : undefined
     }

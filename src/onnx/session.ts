@@ -3,6 +3,7 @@ import * as ort from 'onnxruntime-node'
 import { existsSync } from 'node:fs'
 import { createRequire } from 'node:module'
 import { dirname, join, resolve } from 'node:path'
+import { cachedFolder } from '../cache.js'
 import { UserError } from '../errors.js'
 import { encodeModel, readModel, relocateExternalData } from './proto.js'
 
@@ -94,7 +95,7 @@ export function createInferenceSession(model: string | Uint8Array, settings: Ses
 export function openSession(path: string, settings: SessionSettings = {}): Promise<Session> {
   const { device, threads } = sessionSettings(settings)
   const full = resolve(path)
-  const key = `${full}|${device}|${threads}`
+  const key = sessionKey(full, device, threads)
   let session = cache.get(key)
   if (!session) {
     session = createSession(full, device, threads)
@@ -102,6 +103,35 @@ export function openSession(path: string, settings: SessionSettings = {}): Promi
     session.catch(() => cache.delete(key))
   }
   return session
+}
+
+const sessionKey = (full: string, device: Device, threads: number) => `${full}|${device}|${threads}`
+
+/**
+ * The session of the derived model `dir`/model.onnx in the cache, written by `build` (into a temporary folder,
+ * cachedFolder) where it is missing. The session that checks a new entry loads is the one returned, so a miss
+ * creates the session once, not twice; it is kept under the entry's path as openSession keeps its sessions.
+ * `what` names the model in the error when onnxruntime cannot load it.
+ */
+export async function openCachedModel(dir: string, build: (tmp: string) => Promise<void>, what: string, settings: SessionSettings = {}): Promise<Session> {
+  const { device, threads } = sessionSettings(settings)
+  const path = resolve(dir, 'model.onnx')
+  let verified: Session | undefined
+  try {
+    await cachedFolder(dir, build, async tmp => {
+      verified = await createSession(join(tmp, 'model.onnx'), device, threads, path).catch((error: Error) => {
+        throw new Error(`the derived model ${what} does not load: ${error.message}`)
+      })
+    })
+  } catch (error) {
+    await verified?.release()
+    throw error
+  }
+  const key = sessionKey(path, device, threads)
+  // onnxruntime has read the weights: the entry's folder can be renamed (or, where another process won, removed) under it
+  if (verified && !cache.has(key)) cache.set(key, Promise.resolve(verified))
+  else await verified?.release()
+  return openSession(path, settings)
 }
 
 /** The options every session of the project is created with. */
@@ -118,12 +148,13 @@ export function sessionOptions(device: Device, threads: number): ort.InferenceSe
   }
 }
 
-async function createSession(path: string, device: Device, threads: number): Promise<Session> {
+/** A session of the model file `path`; `shown`: the path the Session names (where the file is about to be moved). */
+async function createSession(path: string, device: Device, threads: number, shown = path): Promise<Session> {
   if (!existsSync(path)) throw new UserError(`model file ${path} does not exist`)
   if (device === 'cuda' && !cudaInstalled()) throw new UserError(CUDA_HELP)
   try {
     const session = await createInferenceSession(path, { device, threads })
-    return new Session(path, device, session)
+    return new Session(shown, device, session)
   } catch (error) {
     if (!/External data path/.test((error as Error).message)) throw loadError(path, device, error as Error)
   }
@@ -131,7 +162,7 @@ async function createSession(path: string, device: Device, threads: number): Pro
   // with the data's real folder, onnxruntime reads them where they are
   const { model, folder } = await relocateExternalData(await readModel(path))
   try {
-    return new Session(path, device, await createInferenceSession(encodeModel(model), { device, threads }, folder))
+    return new Session(shown, device, await createInferenceSession(encodeModel(model), { device, threads }, folder))
   } catch (error) {
     throw loadError(path, device, error as Error)
   }
