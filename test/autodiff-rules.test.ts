@@ -28,6 +28,8 @@ const cases: Case[] = [
     build: (g, { a, b }) => g.op('Div', [g.op('Mul', [g.op('Sub', [g.op('Add', [a, b]), b]), b]), positive(g, b)]) },
   { name: 'Pow, Sqrt, Exp, Log, Reciprocal, Neg', inputs: { x: [3, 4] },
     build: (g, { x }) => g.op('Neg', [g.op('Reciprocal', [g.op('Add', [g.op('Log', [positive(g, x)]), g.op('Sqrt', [g.op('Pow', [positive(g, x), s(g, 3)])])])])]) },
+  { name: 'Pow with the exponents 2 and 1', inputs: { x: [2, 3] }, symbolic: true,
+    build: (g, { x }) => g.op('Mul', [g.op('Pow', [x, s(g, 2)]), g.op('Pow', [x, s(g, 1)])]) },
   { name: 'Pow with a broadcast exponent input', inputs: { x: [2, 3], p: [3] },
     build: (g, { x, p }) => g.op('Pow', [positive(g, x), g.op('Mul', [p, s(g, 0.5)])]) },
   { name: 'Sigmoid, Tanh, Erf, Softplus, Sin, Cos', inputs: { x: [2, 5] },
