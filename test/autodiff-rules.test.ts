@@ -81,6 +81,12 @@ const cases: Case[] = [
     } },
   { name: 'ConvTranspose', inputs: { x: [1, 3, 4, 5] },
     build: (g, { x }, rand) => g.op('ConvTranspose', [x, randomWeight(g, rand, [3, 2, 3, 3], 0.3)], { strides: [2, 2], pads: [1, 1, 1, 1], output_padding: [1, 0] }) },
+  { name: 'SiLU: x·sigmoid(x) in both operand orders, and a sigmoid read elsewhere too', inputs: { x: [2, 3, 4] }, symbolic: true,
+    build: (g, { x }) => {
+      const shared = g.op('Sigmoid', [x])
+      const silus = g.op('Add', [g.op('Mul', [x, g.op('Sigmoid', [x])]), g.op('Mul', [g.op('Sigmoid', [x]), x])])
+      return g.op('Add', [silus, g.op('Mul', [g.op('Mul', [x, shared]), shared])])
+    } },
   { name: 'Softmax and LogSoftmax', inputs: { x: [2, 3, 5] }, symbolic: true,
     build: (g, { x }) => g.op('Add', [g.op('Softmax', [x], { axis: -1 }), g.op('LogSoftmax', [x], { axis: 1 })]) },
   { name: 'ReduceSum, ReduceMean with and without keepdims (axes as attribute, then input)', inputs: { x: [2, 3, 4] }, opsets: [14, 18], symbolic: true,
@@ -315,6 +321,11 @@ describe('the gradient checker', () => {
       return [e.op('Reshape', [e.op('Slice', [spread, e.ints([0, 0]), e.ints([5, 5]), e.ints([2, 3])]), e.shape(c.x[0])])]
     }
     const worst = await worstWith('AveragePool', fullKernel, (g, x) => g.op('AveragePool', [x], { kernel_shape: [2, 2], strides: [2, 2], ceil_mode: 1 }), [1, 2, 5, 5])
+    assert.ok(worst > 0.05, `worst relative error ${worst}`)
+  })
+
+  it('fails a SiLU rule without its sigmoid-slope term (so x·sigmoid(x) is differentiated as one fused node)', async () => {
+    const worst = await worstWith('SiLU', c => [c.e.op('Mul', [c.g, c.y[1]])], (g, x) => g.op('Mul', [x, g.op('Sigmoid', [x])]), [3, 4])
     assert.ok(worst > 0.05, `worst relative error ${worst}`)
   })
 })

@@ -3,6 +3,7 @@
 // They exist only for the walk: the assembled model keeps the original forward nodes.
 // - Step-1 Slices tiling a tensor along one axis → a fused Split (its gradient one Concat).
 // - Attention's softmax(S)·V → AttentionCore (the row sums from dO·O).
+// - SiLU's x·sigmoid(x) → SiLU (one expression instead of the Mul's, the Sigmoid's and their sum's).
 import type { Emitter } from './grad-context.js'
 import { onnx, type NodeProto } from './proto.js'
 import { intAttr } from './shapes.js'
@@ -38,6 +39,8 @@ export function rewriteForGradients(nodes: NodeProto[], active: Set<string>, gra
     const attention = node.opType === 'Softmax' ? attentionCore(node, readers, graphOutputs, e) : undefined
     // V may be made after the softmax: the fused node stands at the MatMul
     if (attention) fuse(attention.node, [node, attention.matMul], attention.matMul)
+    const silu = node.opType === 'Sigmoid' ? siluOf(node, readers, graphOutputs) : undefined
+    if (silu) fuse(silu.node, [node, silu.mul], silu.mul)
   }
   return {
     nodes: nodes.flatMap(node => (at.has(node) ? [at.get(node)!] : fusedOf.has(node) ? [] : [node])),
@@ -87,4 +90,13 @@ function attentionCore(softmax: NodeProto, readers: Map<string, NodeProto[]>, gr
   if (!(axis === -1 || axis === (e.rank(p) ?? 0) - 1) || !sameRows || (e.rank(v) ?? 0) < 2) return undefined
   const node = new onnx.NodeProto({ opType: 'AttentionCore', domain: FUSED_DOMAIN, name: softmax.name, input: [softmax.input[0], v], output: [o, p] })
   return { node, matMul }
+}
+
+/** x·sigmoid(x), the sigmoid read by that Mul alone: one fused SiLU(x) → (y, sigmoid) node. */
+function siluOf(sigmoid: NodeProto, readers: Map<string, NodeProto[]>, graphOutputs: Set<string>): { node: NodeProto; mul: NodeProto } | undefined {
+  const [x, s] = [sigmoid.input[0], sigmoid.output[0]]
+  const mul = (readers.get(s) ?? [])[0]
+  if (readers.get(s)?.length !== 1 || graphOutputs.has(s) || mul.opType !== 'Mul' || (mul.domain ?? '') !== '') return undefined
+  if (!((mul.input[0] === x && mul.input[1] === s) || (mul.input[0] === s && mul.input[1] === x))) return undefined
+  return { node: new onnx.NodeProto({ opType: 'SiLU', domain: FUSED_DOMAIN, name: sigmoid.name, input: [x], output: [mul.output[0], s] }), mul }
 }

@@ -562,6 +562,12 @@ export const gradients: Record<string, GradRule> = {
     const dS = c.needs[0] ? e.op('Mul', [e.op('MatMul', [e.op('Concat', [c.g, e.op('Neg', [rowSums])], { axis: -1 }), vAugmented]), p]) : undefined
     return [dS, dV]
   },
+  // the fused y = x·s, s = sigmoid(x) (grad-rewrites.ts): dy/dx = s + x·s·(1 − s) = s + y·(1 − s), four passes
+  SiLU: c => {
+    const { e } = c
+    const [y, s] = c.y
+    return [e.op('Mul', [c.g, e.op('Add', [s, e.op('Mul', [y, e.op('Sub', [e.scalar(1, s), s])])])])]
+  },
   LogSoftmax: c => {
     const { e } = c
     const axis = intAttr(c.node, 'axis', -1)
