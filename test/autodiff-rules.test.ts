@@ -87,6 +87,17 @@ const cases: Case[] = [
       const silus = g.op('Add', [g.op('Mul', [x, g.op('Sigmoid', [x])]), g.op('Mul', [g.op('Sigmoid', [x]), x])])
       return g.op('Add', [silus, g.op('Mul', [g.op('Mul', [x, shared]), shared])])
     } },
+  { name: 'torch\'s GELU export, x·(erf(x/√2) + 1)·0.5, in both operand orders, and with its erf read elsewhere too', inputs: { x: [2, 3, 4] }, symbolic: true,
+    build: (g, { x }) => {
+      const gelu = (swapped: boolean) => {
+        const a = g.op('Add', [g.op('Erf', [g.op('Div', [x, s(g, Math.SQRT2)])]), s(g, 1)])
+        const m = g.op('Mul', swapped ? [a, x] : [x, a])
+        return g.op('Mul', swapped ? [s(g, 0.5), m] : [m, s(g, 0.5)])
+      }
+      const erf = g.op('Erf', [g.op('Div', [x, s(g, Math.SQRT2)])])
+      const shared = g.op('Mul', [g.op('Mul', [x, g.op('Add', [erf, s(g, 1)])]), s(g, 0.5)])
+      return g.op('Add', [g.op('Add', [gelu(false), gelu(true)]), g.op('Mul', [shared, erf])])
+    } },
   { name: 'Softmax and LogSoftmax', inputs: { x: [2, 3, 5] }, symbolic: true,
     build: (g, { x }) => g.op('Add', [g.op('Softmax', [x], { axis: -1 }), g.op('LogSoftmax', [x], { axis: 1 })]) },
   { name: 'ReduceSum, ReduceMean with and without keepdims (axes as attribute, then input)', inputs: { x: [2, 3, 4] }, opsets: [14, 18], symbolic: true,
@@ -321,6 +332,12 @@ describe('the gradient checker', () => {
       return [e.op('Reshape', [e.op('Slice', [spread, e.ints([0, 0]), e.ints([5, 5]), e.ints([2, 3])]), e.shape(c.x[0])])]
     }
     const worst = await worstWith('AveragePool', fullKernel, (g, x) => g.op('AveragePool', [x], { kernel_shape: [2, 2], strides: [2, 2], ceil_mode: 1 }), [1, 2, 5, 5])
+    assert.ok(worst > 0.05, `worst relative error ${worst}`)
+  })
+
+  it('fails an ErfGelu rule without its density term (so torch\'s GELU export is differentiated as one fused node)', async () => {
+    const gelu = (g: GraphBuilder, x: string) => g.op('Mul', [g.op('Mul', [x, g.op('Add', [g.op('Erf', [g.op('Div', [x, s(g, Math.SQRT2)])]), s(g, 1)])]), s(g, 0.5)])
+    const worst = await worstWith('ErfGelu', c => [c.e.op('Mul', [c.e.op('Mul', [c.g, c.y[1]]), c.e.scalar(0.5, c.x[0])])], gelu, [3, 4])
     assert.ok(worst > 0.05, `worst relative error ${worst}`)
   })
 

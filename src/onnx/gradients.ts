@@ -568,6 +568,14 @@ export const gradients: Record<string, GradRule> = {
     const [y, s] = c.y
     return [e.op('Mul', [c.g, e.op('Add', [s, e.op('Mul', [y, e.op('Sub', [e.scalar(1, s), s])])])])]
   },
+  // the fused y = ½·x·(erf(u) + 1), u = x/√2 (grad-rewrites.ts): dy/dx = ½·((erf(u) + 1) + u·(2/√π)·exp(−u²)),
+  // the constant 2/√π inside the exponent
+  ErfGelu: c => {
+    const { e } = c
+    const [, a, u] = c.y
+    const slope = e.op('Exp', [e.op('Sub', [e.scalar(Math.log(2 / Math.sqrt(Math.PI)), u), e.op('Mul', [u, u])])])
+    return [e.op('Mul', [e.op('Mul', [c.g, e.op('Add', [a, e.op('Mul', [u, slope])])]), e.scalar(0.5, u)])]
+  },
   LogSoftmax: c => {
     const { e } = c
     const axis = intAttr(c.node, 'axis', -1)
