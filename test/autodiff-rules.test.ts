@@ -364,6 +364,25 @@ describe('gradients at ties', () => {
   }
   const close = (actual: number[], expected: number[]) => actual.forEach((a, i) => assert.ok(Math.abs(a - expected[i]) < 1e-5, `${actual} vs ${expected}`))
 
+  it('Relu and Clip pass the gradient exactly where y is strictly inside its bounds, one float beside a bound included', async () => {
+    const f = (v: number) => Math.fround(v)
+    const beside = (v: number, up: boolean) => {
+      const bits = new Int32Array(new Float32Array([v]).buffer)
+      bits[0] += (v >= 0) === up ? 1 : -1
+      return new Float32Array(bits.buffer)[0]
+    }
+    const xs = [0, -0, 2 ** -126, -(2 ** -126), 1e30, -1e30, -4, beside(-4, true), beside(-4, false), f(6.1), beside(f(6.1), false), beside(f(6.1), true), 1, 3]
+    const inside = (low: number, high: number) => xs.map(x => (x > low && x < high ? 1 : 0))
+    // dx / dy: the mask, up to float32 rounding of dy
+    const mask = ({ dx, dy }: { dx: number[]; dy: number[] }) => dx.map((d, i) => Math.round((1000 * d) / dy[i]) / 1000 + 0)
+    const relu = await gradientAt(17, xs, [xs.length], (g, x) => g.op('Relu', [x]))
+    assert.deepEqual(mask(relu), inside(0, Infinity))
+    const clip = await gradientAt(17, xs, [xs.length], (g, x) => g.op('Clip', [x, s(g, -4), s(g, f(6.1))]))
+    assert.deepEqual(mask(clip), inside(-4, f(6.1)))
+    const below = await gradientAt(17, xs, [xs.length], (g, x) => g.op('Clip', [x, '', s(g, 1)]))
+    assert.deepEqual(mask(below), inside(-Infinity, 1))
+  })
+
   for (const opset of [13, 14, 17, 18]) {
     it(`Max and Min split the gradient between tied inputs (opset ${opset})`, async () => {
       const half = (g: GraphBuilder) => g.constant([0.5, 0.5, 0.5, 0.5], [4])

@@ -342,6 +342,24 @@ function powerGradient(e: Emitter, g: string, x: string, p: string): string {
   return e.op('Mul', [g, e.op('Mul', [p, e.op('Pow', [x, e.op('Sub', [p, e.scalar(1, p)])])])])
 }
 
+/**
+ * 1 where y is above (or below) a known bound b, else 0, as HardSigmoid(y) = clamp(α·(y − b), 0, 1) with α a power
+ * of two large enough that the nearest float to b beyond it gives ≥ 1 (y − b is exact there, Sterbenz): a float
+ * mask that onnxruntime keeps in its blocked NCHWc layout, with a Mul, where Greater and Where each cost a reorder
+ * out of and back into it around every ReLU after a Conv. Exact for every float y except, for b = 0, subnormals
+ * below 2⁻¹²⁷ (the mask is α·y there). Undefined where b is unknown or too large or small for such an α.
+ */
+function insideMask(e: Emitter, y: string, b: number | undefined, side: 'above' | 'below'): string | undefined {
+  if (b === undefined || !Number.isFinite(b) || e.dtype(y) !== DataType.FLOAT) return undefined
+  // ulp(b) = 2^(⌊log2 |b|⌋ − 23); α·ulp(b) ≥ 2 and α·|b| < 2¹²⁷ keep α·(y − b) finite and past 1 one float away
+  const exponent = b === 0 ? 127 : 24 - Math.floor(Math.log2(Math.abs(b)))
+  if (exponent > 127 || (b !== 0 && exponent + Math.log2(Math.abs(b)) >= 127)) return undefined
+  const alpha = 2 ** exponent
+  return side === 'above'
+    ? e.op('HardSigmoid', [y], { alpha: float(alpha), beta: float(-alpha * b) })
+    : e.op('HardSigmoid', [y], { alpha: float(-alpha), beta: float(alpha * b) })
+}
+
 /** Y = A·B (Y is c.y[0], its gradient c.g): dA = dY·Bᵀ, dB = Aᵀ·dY, shaped with Y's batch dims (the walk sums broadcast ones). */
 function matMulBackward(c: GradContext, a: string, b: string, needs: boolean[]): (string | undefined)[] {
   const { e } = c
@@ -389,7 +407,7 @@ export const gradients: Record<string, GradRule> = {
   CastLike: c => [c.e.op('Cast', [c.g], { to: c.e.dtype(c.x[0]) })],
   Neg: c => [c.e.op('Neg', [c.g])],
   Abs: chain((e, x) => e.op('Sign', [x])),
-  Relu: c => [c.e.op('Where', [c.e.op('Greater', [c.y[0], c.e.scalar(0, c.x[0])]), c.g, c.e.scalar(0, c.x[0])])],
+  Relu: c => [c.e.op('Mul', [c.g, insideMask(c.e, c.y[0], 0, 'above')!])],
   LeakyRelu: c => [c.e.op('Where', [c.e.op('Greater', [c.x[0], c.e.scalar(0, c.x[0])]), c.g, c.e.op('Mul', [c.g, c.e.scalar(floatAttr(c.node, 'alpha', 0.01), c.x[0])])])],
   PRelu: c => {
     only(c, [0], 'slope')
@@ -442,6 +460,13 @@ export const gradients: Record<string, GradRule> = {
     // read from y, so x has no other reader and onnxruntime can fuse the Conv before a ReLU6 into it;
     // strict, as torch's hardtanh backward: y is at a bound for every x past it
     const y = c.y[0]
+    const bound = (value: string | undefined) => (value ? c.e.floatValues(value) : undefined)
+    const [lowValue, highValue] = [bound(low), bound(high)]
+    const masks = [low && insideMask(c.e, y, lowValue?.length === 1 ? lowValue[0] : undefined, 'above'), high && insideMask(c.e, y, highValue?.length === 1 ? highValue[0] : undefined, 'below')]
+    if (masks.every(m => m !== undefined)) {
+      const given = masks.filter(Boolean) as string[]
+      return [given.length ? c.e.op('Mul', [c.g, given.length === 2 ? c.e.op('Mul', given) : given[0]]) : c.g]
+    }
     const inside = [low && c.e.op('Greater', [y, low]), high && c.e.op('Less', [y, high])].filter(Boolean) as string[]
     const mask = inside.length === 2 ? c.e.op('And', inside) : inside[0]
     return [mask ? c.e.op('Where', [mask, c.g, c.e.scalar(0, x)]) : c.g]
