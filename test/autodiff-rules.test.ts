@@ -36,6 +36,12 @@ const cases: Case[] = [
     build: (g, { x }) => g.op('Sum', [g.op('Sigmoid', [x]), g.op('Tanh', [x]), g.op('Erf', [x]), g.op('Softplus', [x]), g.op('Sin', [x]), g.op('Cos', [x])]) },
   { name: 'Relu, LeakyRelu, Abs, Clip', inputs: { x: [4, 6] },
     build: (g, { x }) => g.op('Sum', [g.op('Relu', [x]), g.op('LeakyRelu', [x], { alpha: float(0.1) }), g.op('Abs', [x]), g.op('Clip', [x, s(g, -0.5), s(g, 0.7)])]) },
+  { name: 'Relu and Clip in float64 (masks by Greater and Where)', inputs: { x: [4, 6] },
+    build: (g, { x }) => {
+      const wide = g.op('Cast', [x], { to: 11 })
+      const clipped = g.op('Clip', [wide, g.constant(-0.5, [], 'float64'), g.constant(0.7, [], 'float64')])
+      return g.op('Cast', [g.op('Add', [g.op('Relu', [wide]), clipped])], { to: 1 })
+    } },
   { name: 'PRelu with a per-channel slope', inputs: { x: [2, 3, 4, 4] }, symbolic: true, epsilon: 1e-4,
     build: (g, { x }, rand) => g.op('PRelu', [x, randomWeight(g, rand, [3, 1, 1], 0.1, 0.25)]) },
   { name: 'Gelu (opset 20 form)', inputs: { x: [3, 4] }, opsets: [20], build: (g, { x }) => g.op('Gelu', [x]) },

@@ -407,7 +407,10 @@ export const gradients: Record<string, GradRule> = {
   CastLike: c => [c.e.op('Cast', [c.g], { to: c.e.dtype(c.x[0]) })],
   Neg: c => [c.e.op('Neg', [c.g])],
   Abs: chain((e, x) => e.op('Sign', [x])),
-  Relu: c => [c.e.op('Mul', [c.g, insideMask(c.e, c.y[0], 0, 'above')!])],
+  Relu: c => {
+    const mask = insideMask(c.e, c.y[0], 0, 'above')
+    return [mask ? c.e.op('Mul', [c.g, mask]) : c.e.op('Where', [c.e.op('Greater', [c.y[0], c.e.scalar(0, c.x[0])]), c.g, c.e.scalar(0, c.x[0])])]
+  },
   LeakyRelu: c => [c.e.op('Where', [c.e.op('Greater', [c.x[0], c.e.scalar(0, c.x[0])]), c.g, c.e.op('Mul', [c.g, c.e.scalar(floatAttr(c.node, 'alpha', 0.01), c.x[0])])])],
   PRelu: c => {
     only(c, [0], 'slope')
