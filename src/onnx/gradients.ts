@@ -463,9 +463,12 @@ export const gradients: Record<string, GradRule> = {
     // read from y, so x has no other reader and onnxruntime can fuse the Conv before a ReLU6 into it;
     // strict, as torch's hardtanh backward: y is at a bound for every x past it
     const y = c.y[0]
-    const bound = (value: string | undefined) => (value ? c.e.floatValues(value) : undefined)
-    const [lowValue, highValue] = [bound(low), bound(high)]
-    const masks = [low && insideMask(c.e, y, lowValue?.length === 1 ? lowValue[0] : undefined, 'above'), high && insideMask(c.e, y, highValue?.length === 1 ? highValue[0] : undefined, 'below')]
+    const scalarOf = (value: string) => {
+      const values = c.e.floatValues(value)
+      return values?.length === 1 ? values[0] : undefined
+    }
+    // HardSigmoid masks where each given bound is a known scalar
+    const masks = [low ? insideMask(c.e, y, scalarOf(low), 'above') : '', high ? insideMask(c.e, y, scalarOf(high), 'below') : '']
     if (masks.every(m => m !== undefined)) {
       const given = masks.filter(Boolean) as string[]
       return [given.length ? c.e.op('Mul', [c.g, given.length === 2 ? c.e.op('Mul', given) : given[0]]) : c.g]
