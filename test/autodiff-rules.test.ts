@@ -28,12 +28,20 @@ const cases: Case[] = [
     build: (g, { a, b }) => g.op('Div', [g.op('Mul', [g.op('Sub', [g.op('Add', [a, b]), b]), b]), positive(g, b)]) },
   { name: 'Pow, Sqrt, Exp, Log, Reciprocal, Neg', inputs: { x: [3, 4] },
     build: (g, { x }) => g.op('Neg', [g.op('Reciprocal', [g.op('Add', [g.op('Log', [positive(g, x)]), g.op('Sqrt', [g.op('Pow', [positive(g, x), s(g, 3)])])])])]) },
+  { name: 'Pow with the exponents 2 and 1', inputs: { x: [2, 3] }, symbolic: true,
+    build: (g, { x }) => g.op('Mul', [g.op('Pow', [x, s(g, 2)]), g.op('Pow', [x, s(g, 1)])]) },
   { name: 'Pow with a broadcast exponent input', inputs: { x: [2, 3], p: [3] },
     build: (g, { x, p }) => g.op('Pow', [positive(g, x), g.op('Mul', [p, s(g, 0.5)])]) },
   { name: 'Sigmoid, Tanh, Erf, Softplus, Sin, Cos', inputs: { x: [2, 5] },
     build: (g, { x }) => g.op('Sum', [g.op('Sigmoid', [x]), g.op('Tanh', [x]), g.op('Erf', [x]), g.op('Softplus', [x]), g.op('Sin', [x]), g.op('Cos', [x])]) },
   { name: 'Relu, LeakyRelu, Abs, Clip', inputs: { x: [4, 6] },
     build: (g, { x }) => g.op('Sum', [g.op('Relu', [x]), g.op('LeakyRelu', [x], { alpha: float(0.1) }), g.op('Abs', [x]), g.op('Clip', [x, s(g, -0.5), s(g, 0.7)])]) },
+  { name: 'Relu and Clip in float64 (masks by Greater and Where)', inputs: { x: [4, 6] },
+    build: (g, { x }) => {
+      const wide = g.op('Cast', [x], { to: 11 })
+      const clipped = g.op('Clip', [wide, g.constant(-0.5, [], 'float64'), g.constant(0.7, [], 'float64')])
+      return g.op('Cast', [g.op('Add', [g.op('Relu', [wide]), clipped])], { to: 1 })
+    } },
   { name: 'PRelu with a per-channel slope', inputs: { x: [2, 3, 4, 4] }, symbolic: true, epsilon: 1e-4,
     build: (g, { x }, rand) => g.op('PRelu', [x, randomWeight(g, rand, [3, 1, 1], 0.1, 0.25)]) },
   { name: 'Gelu (opset 20 form)', inputs: { x: [3, 4] }, opsets: [20], build: (g, { x }) => g.op('Gelu', [x]) },
@@ -79,6 +87,23 @@ const cases: Case[] = [
     } },
   { name: 'ConvTranspose', inputs: { x: [1, 3, 4, 5] },
     build: (g, { x }, rand) => g.op('ConvTranspose', [x, randomWeight(g, rand, [3, 2, 3, 3], 0.3)], { strides: [2, 2], pads: [1, 1, 1, 1], output_padding: [1, 0] }) },
+  { name: 'SiLU: x·sigmoid(x) in both operand orders, and a sigmoid read elsewhere too', inputs: { x: [2, 3, 4] }, symbolic: true,
+    build: (g, { x }) => {
+      const shared = g.op('Sigmoid', [x])
+      const silus = g.op('Add', [g.op('Mul', [x, g.op('Sigmoid', [x])]), g.op('Mul', [g.op('Sigmoid', [x]), x])])
+      return g.op('Add', [silus, g.op('Mul', [g.op('Mul', [x, shared]), shared])])
+    } },
+  { name: 'torch\'s GELU export, x·(erf(x/√2) + 1)·0.5, in both operand orders, and with its erf read elsewhere too', inputs: { x: [2, 3, 4] }, symbolic: true,
+    build: (g, { x }) => {
+      const gelu = (swapped: boolean) => {
+        const a = g.op('Add', [g.op('Erf', [g.op('Div', [x, s(g, Math.SQRT2)])]), s(g, 1)])
+        const m = g.op('Mul', swapped ? [a, x] : [x, a])
+        return g.op('Mul', swapped ? [s(g, 0.5), m] : [m, s(g, 0.5)])
+      }
+      const erf = g.op('Erf', [g.op('Div', [x, s(g, Math.SQRT2)])])
+      const shared = g.op('Mul', [g.op('Mul', [x, g.op('Add', [erf, s(g, 1)])]), s(g, 0.5)])
+      return g.op('Add', [g.op('Add', [gelu(false), gelu(true)]), g.op('Mul', [shared, erf])])
+    } },
   { name: 'Softmax and LogSoftmax', inputs: { x: [2, 3, 5] }, symbolic: true,
     build: (g, { x }) => g.op('Add', [g.op('Softmax', [x], { axis: -1 }), g.op('LogSoftmax', [x], { axis: 1 })]) },
   { name: 'ReduceSum, ReduceMean with and without keepdims (axes as attribute, then input)', inputs: { x: [2, 3, 4] }, opsets: [14, 18], symbolic: true,
@@ -315,6 +340,17 @@ describe('the gradient checker', () => {
     const worst = await worstWith('AveragePool', fullKernel, (g, x) => g.op('AveragePool', [x], { kernel_shape: [2, 2], strides: [2, 2], ceil_mode: 1 }), [1, 2, 5, 5])
     assert.ok(worst > 0.05, `worst relative error ${worst}`)
   })
+
+  it('fails an ErfGelu rule without its density term (so torch\'s GELU export is differentiated as one fused node)', async () => {
+    const gelu = (g: GraphBuilder, x: string) => g.op('Mul', [g.op('Mul', [x, g.op('Add', [g.op('Erf', [g.op('Div', [x, s(g, Math.SQRT2)])]), s(g, 1)])]), s(g, 0.5)])
+    const worst = await worstWith('ErfGelu', c => [c.e.op('Mul', [c.e.op('Mul', [c.g, c.y[1]]), c.e.scalar(0.5, c.x[0])])], gelu, [3, 4])
+    assert.ok(worst > 0.05, `worst relative error ${worst}`)
+  })
+
+  it('fails a SiLU rule without its sigmoid-slope term (so x·sigmoid(x) is differentiated as one fused node)', async () => {
+    const worst = await worstWith('SiLU', c => [c.e.op('Mul', [c.g, c.y[1]])], (g, x) => g.op('Mul', [x, g.op('Sigmoid', [x])]), [3, 4])
+    assert.ok(worst > 0.05, `worst relative error ${worst}`)
+  })
 })
 
 describe('gradients at ties', () => {
@@ -333,6 +369,25 @@ describe('gradients at ties', () => {
     return { dx: Array.from(out.x_grad.data as Float32Array), dy: ys.map(v => 2 + Math.cos(v) - v * Math.sin(v)) }
   }
   const close = (actual: number[], expected: number[]) => actual.forEach((a, i) => assert.ok(Math.abs(a - expected[i]) < 1e-5, `${actual} vs ${expected}`))
+
+  it('Relu and Clip pass the gradient exactly where y is strictly inside its bounds, one float beside a bound included', async () => {
+    const f = (v: number) => Math.fround(v)
+    const beside = (v: number, up: boolean) => {
+      const bits = new Int32Array(new Float32Array([v]).buffer)
+      bits[0] += (v >= 0) === up ? 1 : -1
+      return new Float32Array(bits.buffer)[0]
+    }
+    const xs = [0, -0, 2 ** -126, -(2 ** -126), 1e30, -1e30, -4, beside(-4, true), beside(-4, false), f(6.1), beside(f(6.1), false), beside(f(6.1), true), 1, 3]
+    const inside = (low: number, high: number) => xs.map(x => (x > low && x < high ? 1 : 0))
+    // dx / dy: the mask, up to float32 rounding of dy
+    const mask = ({ dx, dy }: { dx: number[]; dy: number[] }) => dx.map((d, i) => Math.round((1000 * d) / dy[i]) / 1000 + 0)
+    const relu = await gradientAt(17, xs, [xs.length], (g, x) => g.op('Relu', [x]))
+    assert.deepEqual(mask(relu), inside(0, Infinity))
+    const clip = await gradientAt(17, xs, [xs.length], (g, x) => g.op('Clip', [x, s(g, -4), s(g, f(6.1))]))
+    assert.deepEqual(mask(clip), inside(-4, f(6.1)))
+    const below = await gradientAt(17, xs, [xs.length], (g, x) => g.op('Clip', [x, '', s(g, 1)]))
+    assert.deepEqual(mask(below), inside(-Infinity, 1))
+  })
 
   for (const opset of [13, 14, 17, 18]) {
     it(`Max and Min split the gradient between tied inputs (opset ${opset})`, async () => {

@@ -3,6 +3,8 @@
 // They exist only for the walk: the assembled model keeps the original forward nodes.
 // - Step-1 Slices tiling a tensor along one axis → a fused Split (its gradient one Concat).
 // - Attention's softmax(S)·V → AttentionCore (the row sums from dO·O).
+// - SiLU's x·sigmoid(x) → SiLU (one expression instead of the Mul's, the Sigmoid's and their sum's).
+// - torch's exact GELU, x·(erf(x/√2) + 1)·0.5 → ErfGelu (seven passes instead of ten).
 import type { Emitter } from './grad-context.js'
 import { onnx, type NodeProto } from './proto.js'
 import { intAttr } from './shapes.js'
@@ -24,6 +26,7 @@ export interface Rewritten {
 export function rewriteForGradients(nodes: NodeProto[], active: Set<string>, graphOutputs: Set<string>, e: Emitter): Rewritten {
   const readers = new Map<string, NodeProto[]>()
   for (const node of nodes) for (const name of new Set(node.input)) if (name) readers.set(name, [...(readers.get(name) ?? []), node])
+  const producers = new Map(nodes.flatMap(node => node.output.map(name => [name, node] as const)))
   const at = new Map<NodeProto, NodeProto>() // a position in `nodes` → the fused node taking it
   const fusedOf = new Map<NodeProto, NodeProto>()
   const fuse = (fused: NodeProto, originals: NodeProto[], position: NodeProto) => {
@@ -38,6 +41,10 @@ export function rewriteForGradients(nodes: NodeProto[], active: Set<string>, gra
     const attention = node.opType === 'Softmax' ? attentionCore(node, readers, graphOutputs, e) : undefined
     // V may be made after the softmax: the fused node stands at the MatMul
     if (attention) fuse(attention.node, [node, attention.matMul], attention.matMul)
+    const silu = node.opType === 'Sigmoid' ? siluOf(node, readers, graphOutputs) : undefined
+    if (silu) fuse(silu.node, [node, silu.mul], silu.mul)
+    const gelu = node.opType === 'Erf' ? erfGeluOf(node, producers, readers, graphOutputs, e) : undefined
+    if (gelu) fuse(gelu.node, gelu.originals, gelu.originals[gelu.originals.length - 1])
   }
   return {
     nodes: nodes.flatMap(node => (at.has(node) ? [at.get(node)!] : fusedOf.has(node) ? [] : [node])),
@@ -87,4 +94,38 @@ function attentionCore(softmax: NodeProto, readers: Map<string, NodeProto[]>, gr
   if (!(axis === -1 || axis === (e.rank(p) ?? 0) - 1) || !sameRows || (e.rank(v) ?? 0) < 2) return undefined
   const node = new onnx.NodeProto({ opType: 'AttentionCore', domain: FUSED_DOMAIN, name: softmax.name, input: [softmax.input[0], v], output: [o, p] })
   return { node, matMul }
+}
+
+/** x·sigmoid(x), the sigmoid read by that Mul alone: one fused SiLU(x) → (y, sigmoid) node. */
+function siluOf(sigmoid: NodeProto, readers: Map<string, NodeProto[]>, graphOutputs: Set<string>): { node: NodeProto; mul: NodeProto } | undefined {
+  const [x, s] = [sigmoid.input[0], sigmoid.output[0]]
+  const mul = (readers.get(s) ?? [])[0]
+  if (readers.get(s)?.length !== 1 || graphOutputs.has(s) || mul.opType !== 'Mul' || (mul.domain ?? '') !== '') return undefined
+  if (!((mul.input[0] === x && mul.input[1] === s) || (mul.input[0] === s && mul.input[1] === x))) return undefined
+  return { node: new onnx.NodeProto({ opType: 'SiLU', domain: FUSED_DOMAIN, name: sigmoid.name, input: [x], output: [mul.output[0], s] }), mul }
+}
+
+/**
+ * torch's GELU export, Mul(Mul(x, Add(Erf(Div(x, √2)), 1)), 0.5) (either operand order), each intermediate read by
+ * the next node alone: one fused ErfGelu(x) → (y, erf + 1, x/√2) node, standing at the last Mul.
+ */
+function erfGeluOf(erf: NodeProto, producers: Map<string, NodeProto>, readers: Map<string, NodeProto[]>, graphOutputs: Set<string>, e: Emitter): { node: NodeProto; originals: NodeProto[] } | undefined {
+  const onlyReader = (value: string, op: string) => {
+    const found = readers.get(value)
+    return found?.length === 1 && !graphOutputs.has(value) && found[0].opType === op && (found[0].domain ?? '') === '' ? found[0] : undefined
+  }
+  const near = (value: string | undefined, target: number) => {
+    const values = value === undefined ? undefined : e.floatValues(value)
+    return values?.length === 1 && Math.abs(values[0] - target) < 1e-6
+  }
+  const other = (node: NodeProto, value: string) => (node.input[0] === value ? node.input[1] : node.input[1] === value ? node.input[0] : undefined)
+  const div = producers.get(erf.input[0])
+  if (div?.opType !== 'Div' || !onlyReader(erf.input[0], 'Erf') || !near(div.input[1], Math.SQRT2)) return undefined
+  const x = div.input[0]
+  const add = onlyReader(erf.output[0], 'Add')
+  const mul = add && near(other(add, erf.output[0]), 1) ? onlyReader(add.output[0], 'Mul') : undefined
+  const half = mul && other(mul, add!.output[0]) === x ? onlyReader(mul.output[0], 'Mul') : undefined
+  if (!half || !near(other(half, mul!.output[0]), 0.5)) return undefined
+  const node = new onnx.NodeProto({ opType: 'ErfGelu', domain: FUSED_DOMAIN, name: erf.name, input: [x], output: [half.output[0], add!.output[0], div.output[0]] })
+  return { node, originals: [div, erf, add!, mul!, half] }
 }

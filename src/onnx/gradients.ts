@@ -330,6 +330,36 @@ function resizeMatrix(c: GradContext, axis: 2 | 3): string {
   return e.op('Reshape', [resized, e.op('Concat', [n, e.ints([-1])], { axis: 0 })])
 }
 
+/**
+ * g·p·xᵖ⁻¹, the gradient of xᵖ; for a known scalar p of 1 or 2 (LPIPS's squares) without a Pow, which onnxruntime
+ * runs as a generic pow per element (Pow(x, 1) was 14% of AlexNet-LPIPS's gradient graph, npm run oracle -- --profile).
+ */
+function powerGradient(e: Emitter, g: string, x: string, p: string): string {
+  const exponent = e.floatValues(p)
+  const scalar = exponent?.length === 1 ? exponent[0] : undefined
+  if (scalar === 1) return g
+  if (scalar === 2) return e.op('Mul', [g, e.op('Add', [x, x])])
+  return e.op('Mul', [g, e.op('Mul', [p, e.op('Pow', [x, e.op('Sub', [p, e.scalar(1, p)])])])])
+}
+
+/**
+ * 1 where y is above (or below) a known bound b, else 0, as HardSigmoid(y) = clamp(α·(y − b), 0, 1) with α a power
+ * of two large enough that the nearest float to b beyond it gives ≥ 1 (y − b is exact there, Sterbenz): a float
+ * mask that onnxruntime keeps in its blocked NCHWc layout, with a Mul, where Greater and Where each cost a reorder
+ * out of and back into it around every ReLU after a Conv. Exact for every float y except, for b = 0, subnormals
+ * below 2⁻¹²⁷ (the mask is α·y there). Undefined where b is unknown or too large or small for such an α.
+ */
+function insideMask(e: Emitter, y: string, b: number | undefined, side: 'above' | 'below'): string | undefined {
+  if (b === undefined || !Number.isFinite(b) || e.dtype(y) !== DataType.FLOAT) return undefined
+  // ulp(b) = 2^(⌊log2 |b|⌋ − 23); α·ulp(b) ≥ 2 and α·|b| < 2¹²⁷ keep α·(y − b) finite and past 1 one float away
+  const exponent = b === 0 ? 127 : 24 - Math.floor(Math.log2(Math.abs(b)))
+  if (exponent > 127 || (b !== 0 && exponent + Math.log2(Math.abs(b)) >= 127)) return undefined
+  const alpha = 2 ** exponent
+  return side === 'above'
+    ? e.op('HardSigmoid', [y], { alpha: float(alpha), beta: float(-alpha * b) })
+    : e.op('HardSigmoid', [y], { alpha: float(-alpha), beta: float(alpha * b) })
+}
+
 /** Y = A·B (Y is c.y[0], its gradient c.g): dA = dY·Bᵀ, dB = Aᵀ·dY, shaped with Y's batch dims (the walk sums broadcast ones). */
 function matMulBackward(c: GradContext, a: string, b: string, needs: boolean[]): (string | undefined)[] {
   const { e } = c
@@ -377,7 +407,10 @@ export const gradients: Record<string, GradRule> = {
   CastLike: c => [c.e.op('Cast', [c.g], { to: c.e.dtype(c.x[0]) })],
   Neg: c => [c.e.op('Neg', [c.g])],
   Abs: chain((e, x) => e.op('Sign', [x])),
-  Relu: c => [c.e.op('Where', [c.e.op('Greater', [c.y[0], c.e.scalar(0, c.x[0])]), c.g, c.e.scalar(0, c.x[0])])],
+  Relu: c => {
+    const mask = insideMask(c.e, c.y[0], 0, 'above')
+    return [mask ? c.e.op('Mul', [c.g, mask]) : c.e.op('Where', [c.e.op('Greater', [c.y[0], c.e.scalar(0, c.x[0])]), c.g, c.e.scalar(0, c.x[0])])]
+  },
   LeakyRelu: c => [c.e.op('Where', [c.e.op('Greater', [c.x[0], c.e.scalar(0, c.x[0])]), c.g, c.e.op('Mul', [c.g, c.e.scalar(floatAttr(c.node, 'alpha', 0.01), c.x[0])])])],
   PRelu: c => {
     only(c, [0], 'slope')
@@ -430,6 +463,16 @@ export const gradients: Record<string, GradRule> = {
     // read from y, so x has no other reader and onnxruntime can fuse the Conv before a ReLU6 into it;
     // strict, as torch's hardtanh backward: y is at a bound for every x past it
     const y = c.y[0]
+    const scalarOf = (value: string) => {
+      const values = c.e.floatValues(value)
+      return values?.length === 1 ? values[0] : undefined
+    }
+    // HardSigmoid masks where each given bound is a known scalar
+    const masks = [low ? insideMask(c.e, y, scalarOf(low), 'above') : '', high ? insideMask(c.e, y, scalarOf(high), 'below') : '']
+    if (masks.every(m => m !== undefined)) {
+      const given = masks.filter(Boolean) as string[]
+      return [given.length ? c.e.op('Mul', [c.g, given.length === 2 ? c.e.op('Mul', given) : given[0]]) : c.g]
+    }
     const inside = [low && c.e.op('Greater', [y, low]), high && c.e.op('Less', [y, high])].filter(Boolean) as string[]
     const mask = inside.length === 2 ? c.e.op('And', inside) : inside[0]
     return [mask ? c.e.op('Where', [mask, c.g, c.e.scalar(0, x)]) : c.g]
@@ -447,7 +490,7 @@ export const gradients: Record<string, GradRule> = {
     const { e } = c
     const [x, p] = c.x
     return [
-      c.needs[0] ? e.op('Mul', [c.g, e.op('Mul', [p, e.op('Pow', [x, e.op('Sub', [p, e.scalar(1, p)])])])]) : undefined,
+      c.needs[0] ? powerGradient(e, c.g, x, p) : undefined,
       c.needs[1] ? e.op('Mul', [c.g, e.op('Mul', [c.y[0], e.op('Log', [x])])]) : undefined,
     ]
   },
@@ -549,6 +592,20 @@ export const gradients: Record<string, GradRule> = {
     const vAugmented = e.op('Transpose', [e.op('Concat', [v, ones], { axis: -1 })], { perm: swapLast(rank) })
     const dS = c.needs[0] ? e.op('Mul', [e.op('MatMul', [e.op('Concat', [c.g, e.op('Neg', [rowSums])], { axis: -1 }), vAugmented]), p]) : undefined
     return [dS, dV]
+  },
+  // the fused y = x·s, s = sigmoid(x) (grad-rewrites.ts): dy/dx = s + x·s·(1 − s) = s + y·(1 − s), four passes
+  SiLU: c => {
+    const { e } = c
+    const [y, s] = c.y
+    return [e.op('Mul', [c.g, e.op('Add', [s, e.op('Mul', [y, e.op('Sub', [e.scalar(1, s), s])])])])]
+  },
+  // the fused y = ½·x·(erf(u) + 1), u = x/√2 (grad-rewrites.ts): dy/dx = ½·((erf(u) + 1) + u·(2/√π)·exp(−u²)),
+  // the constant 2/√π inside the exponent
+  ErfGelu: c => {
+    const { e } = c
+    const [, a, u] = c.y
+    const slope = e.op('Exp', [e.op('Sub', [e.scalar(Math.log(2 / Math.sqrt(Math.PI)), u), e.op('Mul', [u, u])])])
+    return [e.op('Mul', [e.op('Mul', [c.g, e.op('Add', [a, e.op('Mul', [u, slope])])]), e.scalar(0.5, u)])]
   },
   LogSoftmax: c => {
     const { e } = c
