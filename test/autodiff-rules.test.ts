@@ -49,6 +49,8 @@ const cases: Case[] = [
     build: (g, { a, b }) => g.op('Add', [g.op('Mean', [g.op('Max', [a, b]), g.op('Min', [a, b])]), g.op('Where', [g.op('Greater', [a, s(g, 0)]), a, g.op('Mul', [b, s(g, 2)])])]) },
   { name: 'MatMul with a weight, with broadcast batch, and of two activations', inputs: { a: [2, 3, 4], b: [1, 4, 5], c: [5, 3] }, symbolic: true,
     build: (g, { a, b, c }, rand) => g.op('MatMul', [g.op('MatMul', [g.op('MatMul', [a, randomWeight(g, rand, [4, 4], 0.5)]), b]), c]) },
+  { name: 'Linear layers on 3-D input: two beside each other, and a LoRA branch (down then up)', inputs: { x: [2, 3, 4] }, symbolic: true,
+    build: (g, { x }, rand) => g.op('Add', [g.op('MatMul', [x, randomWeight(g, rand, [4, 5], 0.5)]), g.op('MatMul', [g.op('MatMul', [x, randomWeight(g, rand, [4, 2], 0.5)]), randomWeight(g, rand, [2, 5], 0.5)])]) },
   { name: 'MatMul of rank-4 attention operands', inputs: { q: [1, 2, 5, 3], k: [1, 2, 3, 6] }, symbolic: true,
     build: (g, { q, k }) => g.op('MatMul', [q, k]) },
   { name: 'attention core: Softmax read only by MatMul(·, V) (row sums from dO·O)', inputs: { q: [2, 5, 3], k: [2, 3, 4], v: [2, 4, 3] }, symbolic: true,

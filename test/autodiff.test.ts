@@ -141,6 +141,18 @@ describe('autodiff end to end', () => {
     assert.ok(graph.node.every(n => !n.domain))
   })
 
+  it('reads Linear weights as they are (Gemm with transB, no Transpose to fold), a LoRA branch in 2-D between its down and up', () => {
+    const g = new GraphBuilder('linear', 17)
+    const rand = L.seededNormal(3)
+    const x = g.input('x', 'float32', [2, 3, 4])
+    const weight = (k: number, m: number) => L.randomWeight(g, rand, [k, m], 0.5)
+    const y = g.op('Add', [g.op('MatMul', [x, weight(4, 5)]), g.op('MatMul', [g.op('MatMul', [x, weight(4, 2)]), weight(2, 5)])])
+    g.outputAs(g.op('ReduceSum', [g.op('Mul', [y, y])], { keepdims: 0 }), 'loss', 'float32', [])
+    const gradient = differentiate({ model: g.build(), dir: '.' }, { wrt: ['x'], of: 'loss' })
+    const count = (op: string) => graphOf(gradient.model).node.filter(n => n.opType === op && n.name!.startsWith('grad__')).length
+    assert.deepEqual(['Transpose', 'MatMul', 'Gemm', 'Flatten', 'Reshape'].map(count), [0, 0, 3, 1, 2])
+  })
+
   it('names the op and node when a rule is missing on the path, and ignores ops off the path', () => {
     const g = new GraphBuilder('missing', 17)
     const x = g.input('x', 'float32', [2, 3])
