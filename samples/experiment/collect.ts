@@ -28,7 +28,7 @@ interface Run {
   bestOf?: { n: number }
 }
 interface Summary {
-  settings: { loss: string; guideSteps: number[]; iters: number; steps: number; cfg: number; lr: number; optimizer: string }
+  settings: { models: string; loss: string; guideSteps: number[]; iters: number; steps: number; cfg: number; lr: number; optimizer: string }
   referenceIdentity?: string
   runs: Run[]
 }
@@ -130,26 +130,34 @@ function overview(names: string[], summaries: Summary[]): string[] {
   return [...lines, '']
 }
 
-/** How well each recognizer separates final images of the reference's identity from the others' (unguided runs). */
+/** How well each recognizer separates final images of the reference's identity from the others' (unguided runs), per world and guide loss. */
 function metricCheck(summaries: Summary[]): string[] {
   const reference = identity ?? summaries.find(s => s.referenceIdentity)?.referenceIdentity
-  const unguided = new Map<number, Run>()
-  for (const s of summaries) for (const r of s.runs) if (r.method === 'none') unguided.set(r.seed, r)
-  const runs = [...unguided.values()]
-  const groups: [string, Run[]][] = [
-    [`nearest component = ${reference}`, runs.filter(r => r.metrics.world?.name === reference)],
-    ['nearest component = another identity', runs.filter(r => r.metrics.world && r.metrics.world.name !== reference)],
-  ]
+  // the unguided runs of a world by seed: the same images in every configuration of that world and loss
+  const unguided = new Map<string, Map<number, Run>>()
+  for (const s of summaries) {
+    const key = `${s.settings.models}, loss ${s.settings.loss}`
+    const runs = unguided.get(key) ?? new Map<number, Run>()
+    unguided.set(key, runs)
+    for (const r of s.runs) if (r.method === 'none') runs.set(r.seed, r)
+  }
   const lines = ['### Does the metric see identity here? (unguided runs, by the identity of their nearest world component)', '']
-  lines.push(...header(['group', 'runs', 'face detected', 'held-apart id distance', 'held-apart id cosine', 'face-api distance', 'face-api cosine', 'guide loss on the final image']))
-  for (const [label, group] of groups) {
-    lines.push(row([label, String(group.length),
-      stat(group.map(faceDetected)).text,
-      stat(defined(group.map(r => r.metrics.identity?.distance))).text,
-      stat(defined(group.map(r => r.metrics.identity?.similarity))).text,
-      stat(defined(group.map(r => r.metrics.identity?.loss?.distance))).text,
-      stat(defined(group.map(r => r.metrics.identity?.loss?.similarity))).text,
-      stat(defined(group.map(r => r.finalImageLoss))).text]))
+  lines.push(...header(['world, guide loss', 'group', 'runs', 'face detected', 'held-apart id distance', 'held-apart id cosine', 'face-api distance', 'face-api cosine', 'guide loss on the final image']))
+  for (const [world, bySeed] of unguided) {
+    const runs = [...bySeed.values()]
+    const groups: [string, Run[]][] = [
+      [`nearest component = ${reference}`, runs.filter(r => r.metrics.world?.name === reference)],
+      ['nearest component = another identity', runs.filter(r => r.metrics.world && r.metrics.world.name !== reference)],
+    ]
+    for (const [label, group] of groups) {
+      lines.push(row([world, label, String(group.length),
+        stat(group.map(faceDetected)).text,
+        stat(defined(group.map(r => r.metrics.identity?.distance))).text,
+        stat(defined(group.map(r => r.metrics.identity?.similarity))).text,
+        stat(defined(group.map(r => r.metrics.identity?.loss?.distance))).text,
+        stat(defined(group.map(r => r.metrics.identity?.loss?.similarity))).text,
+        stat(defined(group.map(r => r.finalImageLoss))).text]))
+    }
   }
   return [...lines, '']
 }
