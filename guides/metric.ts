@@ -9,10 +9,10 @@ import { UserError } from '../src/errors.js'
 import type { ImageTensor } from '../src/image/image.js'
 import { readModel } from '../src/onnx/proto.js'
 import { ort } from '../src/onnx/session.js'
-import { invertAffine, warpAffine } from './align.js'
+import { invertAffine, rescaleAffine, warpAffine, type Affine } from './align.js'
 import { clipImageEmbedding, clipTextEmbedding } from './clip.js'
-import type { DetectOptions } from './face.js'
-import { compileFragment, evaluateFragment, type CompiledFragment, type GuideSettings } from './guide.js'
+import type { DetectOptions, Face } from './face.js'
+import { compileFragment, evaluateFragment, type CompiledFragment, type GuideSettings, type Size } from './guide.js'
 import { chooseRecognizer, detectOptions, mainFace, type IdNetwork } from './id.js'
 import { faceresRecognizer, type Recognizer } from './recognizers.js'
 
@@ -26,26 +26,33 @@ export interface Similarity {
 /** The held-apart score, and the loss network's own where it was asked for. */
 export interface IdentityScore extends Similarity {
   loss?: Similarity
+  /** false where no face was detected and the face was taken at the reference's position (measure's `fallback`) */
+  detected?: boolean
 }
+
+/**
+ * Where measure finds the face: only by detection (no score without one), or where the detector finds none, at
+ * the reference's face position rescaled to the image — as the id guide does, so that images cropped as the
+ * reference is (a demo world's faces) are scored where their face is even when the detector misses it.
+ */
+export type FaceFallback = 'none' | 'reference'
 
 /** One recognizer's comparison of images with the reference; one session per image size, kept. */
 class FaceScorer {
   private readonly compiled = new Map<string, Promise<CompiledFragment>>()
-  private reference?: Float32Array
+  private reference!: { embedding: Float32Array; transform: Affine; size: Size }
 
-  private constructor(readonly recognizer: Recognizer, private readonly detect: DetectOptions) {}
+  private constructor(readonly recognizer: Recognizer) {}
 
-  static async create(recognizer: Recognizer, reference: ImageTensor, detect: DetectOptions): Promise<FaceScorer> {
-    const scorer = new FaceScorer(recognizer, detect)
-    scorer.reference = await scorer.embedding(reference)
-    if (!scorer.reference) throw new UserError('no face found in the reference image for the identity metric')
+  static async create(recognizer: Recognizer, reference: ImageTensor, face: Face): Promise<FaceScorer> {
+    const scorer = new FaceScorer(recognizer)
+    const transform = recognizer.cropTransform(face)
+    scorer.reference = { embedding: await scorer.embedding(reference, transform), transform, size: { width: reference.width, height: reference.height } }
     return scorer
   }
 
-  /** The embedding of the main face in `image`, or undefined when it has none. */
-  private async embedding(image: ImageTensor): Promise<Float32Array | undefined> {
-    const face = await mainFace(image, this.detect)
-    if (!face) return undefined
+  /** The embedding of the face at `transform` (image → crop) in `image`. */
+  private async embedding(image: ImageTensor, transform: Affine): Promise<Float32Array> {
     const key = `${image.width}x${image.height}`
     let fragment = this.compiled.get(key)
     if (!fragment) {
@@ -56,38 +63,48 @@ class FaceScorer {
       })
       this.compiled.set(key, fragment)
     }
-    const matrix = new ort.Tensor('float32', Float32Array.from(invertAffine(this.recognizer.cropTransform(face))), [2, 3])
+    const matrix = new ort.Tensor('float32', Float32Array.from(invertAffine(transform)), [2, 3])
     const [embedding] = await (await fragment).run(image, { crop_matrix: matrix })
     return embedding
   }
 
-  async score(image: ImageTensor): Promise<Similarity | undefined> {
-    const e = await this.embedding(image)
-    const r = this.reference
-    if (!e || !r) return undefined
+  /** The score of `face` in `image`; without a face, of the reference's face position rescaled to the image. */
+  async score(image: ImageTensor, face: Face | undefined): Promise<Similarity> {
+    const transform = face ? this.recognizer.cropTransform(face) : rescaleAffine(this.reference.transform, this.reference.size, image)
+    const e = await this.embedding(image, transform)
+    const r = this.reference.embedding
     const dot = e.reduce((s, v, i) => s + v * r[i], 0)
     return { similarity: dot / (Math.hypot(...e) * Math.hypot(...r)), distance: Math.hypot(...e.map((v, i) => v - r[i])) }
   }
 }
 
 export class IdentityMetric {
-  private constructor(readonly description: string, private readonly heldApart: FaceScorer, private readonly loss?: FaceScorer) {}
+  private constructor(
+    readonly description: string,
+    private readonly detect: DetectOptions,
+    private readonly heldApart: FaceScorer,
+    private readonly loss?: FaceScorer,
+  ) {}
 
   /** The held-apart metric; with `lossNetwork`, also the score of that id network (as the id guide resolves it). */
   static async create(reference: ImageTensor, settings: GuideSettings & { lossNetwork?: IdNetwork } = {}): Promise<IdentityMetric> {
     const detect = await detectOptions(settings.models)
-    const heldApart = await FaceScorer.create(await faceresRecognizer(), reference, detect)
-    const loss = settings.lossNetwork ? await FaceScorer.create(await chooseRecognizer(settings.lossNetwork, settings.models), reference, detect) : undefined
+    const face = await mainFace(reference, detect)
+    if (!face) throw new UserError('no face found in the reference image for the identity metric')
+    const heldApart = await FaceScorer.create(await faceresRecognizer(), reference, face)
+    const loss = settings.lossNetwork ? await FaceScorer.create(await chooseRecognizer(settings.lossNetwork, settings.models), reference, face) : undefined
     const description = `identity metric: ${heldApart.recognizer.description}${loss ? `; loss network: ${loss.recognizer.description}` : ''}`
-    return new IdentityMetric(description, heldApart, loss)
+    return new IdentityMetric(description, detect, heldApart, loss)
   }
 
-  /** The scores of `image` against the reference; undefined when no face is found in it. */
-  async measure(image: ImageTensor): Promise<IdentityScore | undefined> {
-    const held = await this.heldApart.score(image)
-    if (!held) return undefined
-    const loss = await this.loss?.score(image)
-    return loss ? { ...held, loss } : held
+  /** The scores of `image` against the reference; undefined when no face is found in it and fallback is 'none'. */
+  async measure(image: ImageTensor, fallback: FaceFallback = 'none'): Promise<IdentityScore | undefined> {
+    const face = await mainFace(image, this.detect)
+    if (!face && fallback === 'none') return undefined
+    const score: IdentityScore = await this.heldApart.score(image, face)
+    if (this.loss) score.loss = await this.loss.score(image, face)
+    if (fallback !== 'none') score.detected = face !== undefined
+    return score
   }
 }
 

@@ -366,6 +366,15 @@ describe('guides', function () {
         assert.ok(same.similarity > other.similarity + 0.1, `held apart: same ${same.similarity}, other ${other.similarity}`)
         assert.ok(same.loss!.distance < 0.6 && other.loss!.distance > 0.6, `loss network: same ${same.loss!.distance}, other ${other.loss!.distance}`)
         assert.equal(await metric.measure(pattern(64, 64, 0)), undefined)
+        // with the fallback, a faceless image is scored at the reference's face position, and says so
+        const atReference = (await metric.measure(pattern(64, 64, 0), 'reference'))!
+        const atReferenceToo = (await metric.measure(pattern(64, 64, 1), 'reference'))!
+        assert.equal(atReference.detected, false)
+        assert.ok(atReference.similarity < same.similarity && atReference.loss!.distance > same.loss!.distance, `faceless: ${JSON.stringify(atReference)}`)
+        assert.equal(atReferenceToo.detected, false)
+        assert.notEqual(atReference.distance, atReferenceToo.distance)
+        const detected = (await metric.measure(obama2, 'reference'))!
+        assert.deepEqual([detected.detected, detected.similarity, detected.loss], [true, same.similarity, same.loss])
         const plain = await IdentityMetric.create(obama)
         assert.equal((await plain.measure(obama2))!.loss, undefined)
         const withArcface = await IdentityMetric.create(obama, { models, lossNetwork: 'auto' })

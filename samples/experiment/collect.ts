@@ -5,7 +5,9 @@
 // IDENTITY: the world identity a guided sample should land on, where the reference's own nearest component is
 // not it (a held-out photo of a person in the world: its latent's nearest component is a matter of framing).
 // RUNS_DIR holds one folder per configuration (summary.json from `compare`, wall_s.txt from run.sh); a folder
-// NAME-lcm2 (lcm with --preview-steps 2 on the same seeds) joins NAME as the method lcm2.
+// NAME-lcm2 (lcm with --preview-steps 2 on the same seeds) joins NAME as the method lcm2. Where a folder has
+// held-apart.jsonl (held-apart.ts), its identity scores are used: the face at the reference's position where none
+// was detected, so that every image has a score ("face detected" counts where the detector found one).
 import { existsSync, readdirSync, readFileSync } from 'node:fs'
 import { join } from 'node:path'
 
@@ -14,7 +16,8 @@ interface Run {
   seed: number
   method: string
   metrics: {
-    identity?: Similarity & { loss?: Similarity }
+    /** detected: false where held-apart.ts scored the face at the reference's position (no face detected) */
+    identity?: Similarity & { loss?: Similarity; detected?: boolean }
     world?: { name: string; mahalanobis: number; typical: boolean; offSubspace: number }
   }
   iterations: { loss: number }[]
@@ -25,7 +28,7 @@ interface Run {
   bestOf?: { n: number }
 }
 interface Summary {
-  settings: { loss: string; guideSteps: number[]; iters: number; steps: number; cfg: number; lr: number; optimizer: string }
+  settings: { models: string; loss: string; guideSteps: number[]; iters: number; steps: number; cfg: number; lr: number; optimizer: string }
   referenceIdentity?: string
   runs: Run[]
 }
@@ -40,10 +43,11 @@ function stat(values: number[]): { text: string; mean: number; se: number; n: nu
 }
 
 const defined = (values: (number | undefined)[]) => values.filter((v): v is number => v !== undefined)
+const faceDetected = (r: Run) => Number(r.metrics.identity !== undefined && r.metrics.identity.detected !== false)
 
 /** Every per-run quantity the tables report; undefined where a run lacks it (e.g. no face found). */
 const QUANTITIES: [string, (r: Run, reference?: string) => number | undefined][] = [
-  ['face found (held-apart)', r => Number(r.metrics.identity !== undefined)],
+  ['face detected', faceDetected],
   ['held-apart id distance ↓', r => r.metrics.identity?.distance],
   ['held-apart id cosine ↑', r => r.metrics.identity?.similarity],
   ['face-api distance ↓', r => r.metrics.identity?.loss?.distance],
@@ -115,44 +119,63 @@ function overview(names: string[], summaries: Summary[]): string[] {
   const all = ['none', 'x0', 'lcm', 'lcm2', 'best']
   const lines = ['### Overview (means per method none / x0 / lcm / lcm2 / best; paired differences as mean ± se over seeds)', '']
   lines.push(...header(['configuration', 'seeds', 'ref identity', 'off-distribution', 'guide loss on the final image', 'held-apart id distance', 'UNet evaluations',
-    'Δ ref identity lcm − x0', 'Δ final-image guide loss lcm − x0', 'Δ held-apart distance lcm − x0', 'Δ off-distribution lcm − x0', 'Δ ref identity lcm − best', 'Δ ref identity lcm2 − lcm']))
+    'Δ ref identity lcm − x0', 'Δ final-image guide loss lcm − x0', 'Δ held-apart distance lcm − x0', 'Δ off-distribution lcm − x0', 'Δ final-image guide loss lcm − best', 'Δ ref identity lcm − best', 'Δ ref identity lcm2 − lcm']))
   names.forEach((name, i) => {
     const s = summaries[i]
     lines.push(row([name, String(new Set(s.runs.map(r => r.seed)).size), perMethod(s, 'ref identity', all), perMethod(s, 'off-distribution', all),
       perMethod(s, 'guide loss on the final image', all), perMethod(s, 'held-apart id distance', all), perMethod(s, 'UNet evaluations', all),
       paired(s, 'ref identity'), paired(s, 'guide loss on the final image'), paired(s, 'held-apart id distance'), paired(s, 'off-distribution'),
-      paired(s, 'ref identity', 'lcm', 'best'), paired(s, 'ref identity', 'lcm2', 'lcm')]))
+      paired(s, 'guide loss on the final image', 'lcm', 'best'), paired(s, 'ref identity', 'lcm', 'best'), paired(s, 'ref identity', 'lcm2', 'lcm')]))
   })
   return [...lines, '']
 }
 
-/** How well each recognizer separates final images of the reference's identity from the others' (unguided runs). */
+/** How well each recognizer separates final images of the reference's identity from the others' (unguided runs), per world and guide loss. */
 function metricCheck(summaries: Summary[]): string[] {
   const reference = identity ?? summaries.find(s => s.referenceIdentity)?.referenceIdentity
-  const unguided = new Map<number, Run>()
-  for (const s of summaries) for (const r of s.runs) if (r.method === 'none') unguided.set(r.seed, r)
-  const runs = [...unguided.values()]
-  const groups: [string, Run[]][] = [
-    [`nearest component = ${reference}`, runs.filter(r => r.metrics.world?.name === reference)],
-    ['nearest component = another identity', runs.filter(r => r.metrics.world && r.metrics.world.name !== reference)],
-  ]
+  // the unguided runs of a world by seed: the same images in every configuration of that world and loss
+  const unguided = new Map<string, Map<number, Run>>()
+  for (const s of summaries) {
+    const key = `${s.settings.models}, loss ${s.settings.loss}`
+    const runs = unguided.get(key) ?? new Map<number, Run>()
+    unguided.set(key, runs)
+    for (const r of s.runs) if (r.method === 'none') runs.set(r.seed, r)
+  }
   const lines = ['### Does the metric see identity here? (unguided runs, by the identity of their nearest world component)', '']
-  lines.push(...header(['group', 'runs', 'face found', 'held-apart id distance', 'held-apart id cosine', 'face-api distance', 'face-api cosine', 'guide loss on the final image']))
-  for (const [label, group] of groups) {
-    lines.push(row([label, String(group.length),
-      stat(group.map(r => Number(r.metrics.identity !== undefined))).text,
-      stat(defined(group.map(r => r.metrics.identity?.distance))).text,
-      stat(defined(group.map(r => r.metrics.identity?.similarity))).text,
-      stat(defined(group.map(r => r.metrics.identity?.loss?.distance))).text,
-      stat(defined(group.map(r => r.metrics.identity?.loss?.similarity))).text,
-      stat(defined(group.map(r => r.finalImageLoss))).text]))
+  lines.push(...header(['world, guide loss', 'group', 'runs', 'face detected', 'held-apart id distance', 'held-apart id cosine', 'face-api distance', 'face-api cosine', 'guide loss on the final image']))
+  for (const [world, bySeed] of unguided) {
+    const runs = [...bySeed.values()]
+    const groups: [string, Run[]][] = [
+      [`nearest component = ${reference}`, runs.filter(r => r.metrics.world?.name === reference)],
+      ['nearest component = another identity', runs.filter(r => r.metrics.world && r.metrics.world.name !== reference)],
+    ]
+    for (const [label, group] of groups) {
+      lines.push(row([world, label, String(group.length),
+        stat(group.map(faceDetected)).text,
+        stat(defined(group.map(r => r.metrics.identity?.distance))).text,
+        stat(defined(group.map(r => r.metrics.identity?.similarity))).text,
+        stat(defined(group.map(r => r.metrics.identity?.loss?.distance))).text,
+        stat(defined(group.map(r => r.metrics.identity?.loss?.similarity))).text,
+        stat(defined(group.map(r => r.finalImageLoss))).text]))
+    }
   }
   return [...lines, '']
 }
 
 const [dir, identity] = process.argv.slice(2)
 if (!dir) throw new Error('usage: tsx samples/experiment/collect.ts RUNS_DIR [IDENTITY]')
-const read = (n: string) => JSON.parse(readFileSync(join(dir, n, 'summary.json'), 'utf8')) as Summary
+/** A folder's summary; where held-apart.ts rescored its images, their identity scores replace the recorded ones. */
+function read(n: string): Summary {
+  const summary = JSON.parse(readFileSync(join(dir, n, 'summary.json'), 'utf8')) as Summary
+  const rescored = join(dir, n, 'held-apart.jsonl')
+  if (!existsSync(rescored)) return summary
+  const scores = new Map(readFileSync(rescored, 'utf8').split('\n').filter(l => l.trim()).map(l => {
+    const { seed, method, ...identity } = JSON.parse(l) as Run['metrics']['identity'] & { seed: number; method: string }
+    return [`${seed} ${method}`, identity]
+  }))
+  for (const r of summary.runs) r.metrics.identity = scores.get(`${r.seed} ${r.method}`)
+  return summary
+}
 const finished = readdirSync(dir).filter(n => existsSync(join(dir, n, 'summary.json'))).sort()
 const names = finished.filter(n => !n.endsWith('-lcm2'))
 const summaries = names.map(n => {
