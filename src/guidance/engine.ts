@@ -3,7 +3,6 @@
 // x_t down the loss gradient; then plain DDIM to the end. Guidance wraps the sampler through its hooks.
 import { cachedSession, foldedTag, type CacheSettings } from '../cache.js'
 import { check } from '../errors.js'
-import { differentiate } from '../onnx/autodiff.js'
 import { foldGraph } from '../onnx/fold.js'
 import { readModel, type LoadedModel } from '../onnx/proto.js'
 import { ort, type Session } from '../onnx/session.js'
@@ -15,7 +14,7 @@ import { ddimStep, renoise } from '../diffusion/schedulers.js'
 import { imageFromTensor, type ImageTensor } from '../image/image.js'
 import type { Method } from '../cli/settings.js'
 import type { Guide } from './guide.js'
-import { buildPreviewGraph, IMAGE, LATENT, LOSS, NOISE, previewStepInputs, stepInput } from './preview.js'
+import { buildPreviewGraph, IMAGE, LATENT, LOSS, NOISE, previewGradient, previewStepInputs, stepInput } from './preview.js'
 import { PREVIEWS, previewStepsOf, type PreviewKind } from './previews.js'
 import { defaultUpdate, makeUpdater, type Skip, type UpdateSettings } from './update.js'
 
@@ -135,7 +134,7 @@ export const previewImageSession = (parts: PreviewModels, shape: PreviewShape, s
  * dims it is folded at and the recomputation's segments.
  */
 export function gradientSession(parts: PreviewModels, guide: Guide, shape: PreviewShape, settings: CacheSettings, segments = 1): Promise<Session> {
-  const derive = (m: LoadedModel) => foldGraph(differentiate(foldPreview(m, shape.cfg), { wrt: [LATENT], of: LOSS, keep: [IMAGE], segments }))
+  const derive = (m: LoadedModel) => previewGradient(foldPreview(m, shape.cfg), segments)
   const tag = foldedTag(segments > 1 ? `grad-image-recompute${segments}` : 'grad-image', pipelineDims(shape.cfg))
   return cachedSession(previewGraph(parts, shape, guide), derive, tag, settings)
 }

@@ -16,11 +16,9 @@
 // at the tiny depth: the planner in the graph's order 28.6 MB, in onnxruntime's order 33.2 MB, the arena's peak
 // 33.0 MB, RSS 34.0 MB (at graphOptimizationLevel 'disabled', which folds nothing: 58.6 modelled, 59.4 measured).
 import { stat } from 'node:fs/promises'
-import { differentiate } from '../onnx/autodiff.js'
-import { foldGraph } from '../onnx/fold.js'
 import { externalDataFiles, graphOf, isExternal, type GraphProto, type LoadedModel, type NodeProto, type TensorProto } from '../onnx/proto.js'
 import { floatBytes, inferShapes, type Info } from '../onnx/shapes.js'
-import { IMAGE, LATENT, LOSS } from './preview.js'
+import { LATENT, previewGradient } from './preview.js'
 import { previewUnetCalls } from './previews.js'
 
 export interface GraphMemory {
@@ -174,8 +172,7 @@ export async function graphMemory(forward: LoadedModel, dims: Record<string, num
   }
 
   // the gradient graph as the engine derives it (gradientSession): folded, with the preview image it outputs
-  const keep = graph.output.some(o => o.name === IMAGE) ? [IMAGE] : []
-  const gradient = graphOf(foldGraph(differentiate(forward, { wrt: [LATENT], of: LOSS, keep, dims, segments }), dims).model)
+  const gradient = graphOf(previewGradient(forward, segments, dims).model)
   const infos = inferShapes(gradient, dims)
   const gradientBytes = sizes(infos)
   const bytes = (value: string) => gradientBytes(value) ?? 0

@@ -3,7 +3,9 @@
 // Which previews there are, and what each runs, is one table: previews.ts.
 import { UserError } from '../errors.js'
 import { GraphBuilder, dataTypeOf, dtypeOf, type Dim, type DType } from '../onnx/builder.js'
+import { differentiate } from '../onnx/autodiff.js'
 import { embedModel, embedModelAgain, opsetOf } from '../onnx/compose.js'
+import { foldGraph } from '../onnx/fold.js'
 import { graphOf, toNumber, type LoadedModel } from '../onnx/proto.js'
 import { initialNoise } from '../diffusion/pipeline.js'
 import { alphaBar } from '../diffusion/schedulers.js'
@@ -35,6 +37,16 @@ export const COEF_A = 'coef_a'
 export const COEF_B = 'coef_b'
 export const LOSS = 'loss'
 export const IMAGE = 'image'
+
+/**
+ * The gradient model of a preview's forward graph: d loss / d latent, with the loss and (where the forward outputs
+ * it) the decoded preview, in `segments` recomputed segments, folded. The engine's gradient sessions and the
+ * memory estimate both derive it here, so the estimate measures the graph that runs.
+ */
+export function previewGradient(forward: LoadedModel, segments = 1, dims?: Record<string, number>): LoadedModel {
+  const keep = graphOf(forward.model).output.some(o => o.name === IMAGE) ? [IMAGE] : []
+  return foldGraph(differentiate(forward, { wrt: [LATENT], of: LOSS, keep, segments, dims }), dims)
+}
 /** The inputs of preview step i ≥ 1: its timestep, its coefficients, and x_{t_i} = renoise_a·x̂₀ + renoise_b·noise. */
 export const stepInput = (name: string, i: number) => (i === 0 ? name : `${name}_${i}`)
 export const TIMESTEP = 'timestep'
