@@ -14,7 +14,7 @@ import { dryRun, fitMemory, type DryRun, type MemoryFit } from '../src/guidance/
 import { imageFromTensor, loadImage, type ImageTensor } from '../src/image/image.js'
 import { setSessionDefaults } from '../src/onnx/session.js'
 import { buildWorldFolder, defaultWorldCache, ensureDefaultWorld } from '../src/world/models.js'
-import { cachedFolder } from '../src/cache.js'
+import { cachedFolder } from '../src/fsutil.js'
 import { DEFAULT_WORLD_SETTINGS, drawnFaces } from '../src/world/world.js'
 import type { Guide } from './guide.js'
 import { demoWorld, prepareEvaluation, type Evaluation, type Metrics } from './evaluation.js'

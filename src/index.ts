@@ -3,8 +3,8 @@ import { cacheRoot } from './cache.js'
 import { cudaInstalled, ort } from './onnx/session.js'
 
 export { UserError, check } from './errors.js'
-export { writeFileAtomic } from './fsutil.js'
-export { cacheRoot, cachedFolder, cachedSession, listCache, cleanCache, type CacheEntry, type CacheSettings } from './cache.js'
+export { cachedFolder, writeFileAtomic } from './fsutil.js'
+export { cacheRoot, cachedSession, listCache, cleanCache, type CacheEntry, type CacheSettings } from './cache.js'
 export { SETTINGS, GUIDE_NAMES, parseLossSpec, defaultOf, type Setting, type SettingKey, type WorldKind, type GuideName } from './cli/settings.js'
 
 // ONNX: model I/O, graph building, composition, autodiff, sessions

@@ -3,7 +3,7 @@ import * as ort from 'onnxruntime-node'
 import { existsSync } from 'node:fs'
 import { createRequire } from 'node:module'
 import { dirname, join, resolve } from 'node:path'
-import { cachedFolder } from '../cache.js'
+import { cachedFolder } from '../fsutil.js'
 import { UserError } from '../errors.js'
 import { encodeModel, readModel, relocateExternalData } from './proto.js'
 
