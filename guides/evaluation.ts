@@ -6,7 +6,7 @@ import { ModelsFolder } from '../src/diffusion/models-folder.js'
 import { resizeImage, type ImageTensor } from '../src/image/image.js'
 import { imageLatent } from '../src/world/models.js'
 import { parseWorld, placeLatent, type DemoWorld, type Placement } from '../src/world/world.js'
-import type { AllGuideSettings } from './index.js'
+import type { AllGuideSettings } from './by-name.js'
 import { clipTextScore, IdentityMetric, type IdentityScore } from './metric.js'
 
 export interface Metrics {

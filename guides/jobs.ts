@@ -18,7 +18,7 @@ import { cachedFolder } from '../src/fsutil.js'
 import { DEFAULT_WORLD_SETTINGS, drawnFaces } from '../src/world/world.js'
 import type { Guide } from './guide.js'
 import { demoWorld, prepareEvaluation, type Evaluation, type Metrics } from './evaluation.js'
-import { guideFromSpec } from './index.js'
+import { guideFromSpec } from './by-name.js'
 
 export { JOB_SETTINGS } from '../src/cli/settings.js'
 export type JobSettings = SettingValues<JobSettingKey>
