@@ -37,6 +37,8 @@ export const LAYOUT = {
   taesdxl_weights: 'taesdxl_decoder.safetensors',
   lcm_unet: join('lcm_unet', 'model.onnx'),
   lcm_lora: join('lcm_lora', 'pytorch_lora_weights.safetensors'),
+  /** a demo world's image → latent encoder (src/world/models.ts), as SDXL's vae_encoder */
+  vae_encoder: join('vae_encoder', 'model.onnx'),
   arcface: join('guides', 'arcface', 'model.onnx'),
   scrfd: join('guides', 'scrfd', 'model.onnx'),
   lpips_alex: join('guides', 'lpips_alex', 'model.onnx'),
