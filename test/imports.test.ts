@@ -16,10 +16,23 @@ function sources(dir: string): string[] {
   })
 }
 
-/** The relative modules `code` imports or re-exports at load time (not `import type`, not dynamic import()). */
-function staticImports(code: string, file: string): string[] {
+/** The relative modules `code` imports or re-exports at load time (not `import type`); with `lazy`, also those it import()s. */
+function imports(code: string, file: string, lazy = false): string[] {
   const specifiers = [...code.matchAll(/^(?:import|export)\s+(?!type\s)[^'"]*?\bfrom\s+'(\.{1,2}\/[^']+)'/gm)].map(m => m[1])
+  if (lazy) specifiers.push(...[...code.matchAll(/\bimport\('(\.{1,2}\/[^']+)'\)/g)].map(m => m[1]))
   return specifiers.map(s => resolve(dirname(file), s.replace(/\.js$/, '.ts')))
+}
+
+/** Every project module that loading `file` can load, itself included (its lazy imports too). */
+function reached(file: string): Set<string> {
+  const seen = new Set<string>()
+  const visit = (f: string) => {
+    if (seen.has(f)) return
+    seen.add(f)
+    for (const next of imports(readFileSync(f, 'utf8'), f, true)) visit(next)
+  }
+  visit(file)
+  return seen
 }
 
 /** One cycle in `imports` (each file → the files it imports), as a path that ends where it starts; undefined where none. */
@@ -52,13 +65,20 @@ describe('module imports', () => {
     assert.deepEqual(importCycle(cyclic), ['a', 'b', 'c', 'a'])
     assert.equal(importCycle(new Map([['a', ['b', 'c']], ['b', ['c']], ['c', []]])), undefined)
     const code = "import { x } from './x.js'\nimport type { T } from './t.js'\nexport { y } from '../y.js'\nimport {\n  z,\n} from './z.js'\nconst lazy = () => import('./lazy.js')"
-    assert.deepEqual(staticImports(code, '/p/m.ts'), ['/p/x.ts', '/y.ts', '/p/z.ts'])
+    assert.deepEqual(imports(code, '/p/m.ts'), ['/p/x.ts', '/y.ts', '/p/z.ts'])
+    assert.deepEqual(imports(code, '/p/m.ts', true), ['/p/x.ts', '/y.ts', '/p/z.ts', '/p/lazy.ts'])
   })
 
   it('have no cycle in src/, guides/ and commands/', () => {
     const files = ['src', 'guides', 'commands'].flatMap(dir => sources(join(root, dir)))
-    const imports = new Map(files.map(file => [file, staticImports(readFileSync(file, 'utf8'), file)]))
-    const cycle = importCycle(imports)
+    const cycle = importCycle(new Map(files.map(file => [file, imports(readFileSync(file, 'utf8'), file)])))
     assert.equal(cycle?.map(f => relative(root, f)).join(' → '), undefined)
+  })
+
+  it('`lookahead info` loads the runtime, not the engine, the guides or the package root (so it starts fast)', () => {
+    const loaded = [...reached(join(root, 'commands', 'info.ts'))].map(f => relative(root, f))
+    assert.ok(loaded.includes('src/onnx/session.ts'), loaded.join(', '))
+    const heavy = ['src/index.ts', 'src/guidance/engine.ts', 'src/diffusion/pipeline.ts', 'src/onnx/autodiff.ts']
+    assert.deepEqual(loaded.filter(f => heavy.includes(f) || f.startsWith('guides/')), [])
   })
 })
