@@ -53,14 +53,15 @@ export interface CacheSettings {
  * A model derived from `source` (folded, differentiated), written once under the cache and opened. `tag` names
  * the entry and everything the result depends on besides `source` (the dims it is folded at, the options): the
  * key hashes `source` as given, the tag and the deriving code's version, so a hit derives nothing. The model is
- * written to a temporary folder and moved into the cache only once onnxruntime loads it.
+ * written to a temporary folder and moved into the cache only once onnxruntime loads it. `name`: what the
+ * session's errors call the model, the user's file it is derived from where there is one (never the cache's copy).
  */
-export async function cachedSession(source: LoadedModel, derive: (m: LoadedModel) => LoadedModel, tag: string, settings: CacheSettings): Promise<Session> {
+export async function cachedSession(source: LoadedModel, derive: (m: LoadedModel) => LoadedModel, tag: string, settings: CacheSettings, name = `the derived model ${tag}`): Promise<Session> {
   const dir = join(settings.cacheDir ?? cacheRoot(), `${tag}-${await modelKey(source, `${tag}|${derivationVersion()}`)}`)
   return openCachedModel(dir, async tmp => {
     settings.progress?.(`deriving ${tag} (once: it is cached)`)
     await writeModel(derive(source), join(tmp, 'model.onnx'))
-  }, tag, settings.session)
+  }, name, settings.session)
 }
 
 /** A tag for a model folded at `dims`: the name and the dims' values (e.g. unet-1x77x1x8x8). */

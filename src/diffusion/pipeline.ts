@@ -40,7 +40,8 @@ export async function loadSdxl(dir: string, settings: SessionSettings = {}, samp
 async function foldedUnet(path: string, sampler: SamplerShape, settings: SessionSettings): Promise<Session> {
   const unet = await readModel(path)
   const dims = samplerDims(graphOf(unet.model), sampler.cfg, sampler.size)
-  return cachedSession(unet, m => foldGraph(m, dims), foldedTag('unet', dims), { cacheDir: sampler.cacheDir, progress: sampler.progress, session: settings })
+  const cache = { cacheDir: sampler.cacheDir, progress: sampler.progress, session: settings }
+  return cachedSession(unet, m => foldGraph(m, dims), foldedTag('unet', dims), cache, `${path} (folded for sampling)`)
 }
 
 /** The dims the pipeline feeds: the batch, 77 text tokens, a timestep of [1] where it is int64 [steps] (optimum ≤ 1.23). */
