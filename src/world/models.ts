@@ -8,7 +8,7 @@ import { existsSync } from 'node:fs'
 import { readFile, stat } from 'node:fs/promises'
 import { basename, dirname, join } from 'node:path'
 import { check, UserError } from '../errors.js'
-import { LAYOUT, type PieceName } from '../diffusion/models-folder.js'
+import { LAYOUT, type ModelsFolder, type PieceName } from '../diffusion/models-folder.js'
 import { alphasCumprod } from '../diffusion/schedulers.js'
 import { TAESD_IO, taesdModel } from '../diffusion/taesd.js'
 import { cacheRoot } from '../cache.js'
@@ -206,9 +206,9 @@ export const WORLD_PIECES = ['unet', 'lcm_unet', 'vae_decoder', 'taesdxl_decoder
 export type WorldPiece = (typeof WORLD_PIECES)[number]
 
 /** A face image [3,S,S]'s latent in a world: the linear codec in float64, or TAESDXL through the folder's vae_encoder. */
-export async function imageLatent(dir: string, world: DemoWorld, image: Float32Array): Promise<Float64Array> {
+export async function imageLatent(folder: ModelsFolder, world: DemoWorld, image: Float32Array): Promise<Float64Array> {
   if (world.codecKind === 'linear') return encodeImage(world.codec, image)
-  const [latent] = await encodeImages((await readModel(join(dir, LAYOUT.vae_encoder))).model, [image], world.codec.imageSize)
+  const [latent] = await encodeImages((await readModel(folder.path('vae_encoder'))).model, [image], world.codec.imageSize)
   return latent
 }
 
