@@ -42,13 +42,13 @@ export default class Compare extends LookaheadCommand {
     const { missingReasons, summaryTable } = await import('../guides/report.js')
     // warnings name the run they come from (a guide is prepared once and warns from every run)
     let current = ''
-    const { job, ready } = await jobFromFlags(args.prompt, SETTINGS, flags, {
+    const planned = await jobFromFlags(args.prompt, SETTINGS, flags, {
       warn: message => spinner.interject(`${chalk.yellow('warning:')} ${current}${message}`),
       note: message => this.note(message),
     }, previews)
     const resume = flags.resume !== undefined
-    await finishedRuns(dir, job, resume) // refuses a folder it cannot continue, before any work
-    await ready()
+    await finishedRuns(dir, planned.job, resume) // refuses a folder it cannot continue, before any work
+    const job = await planned.ready()
     // progress begins once every check has passed
     const spinner = this.spinner('preparing')
     job.note = message => { if (!this.jsonEnabled()) spinner.interject(message) }

@@ -41,11 +41,11 @@ export default class Figure extends LookaheadCommand {
     // warnings name the run they come from (each guide is prepared once and warns from every run)
     let current = ''
     // the job is checked with every loss at once (e.g. that they have the reference they need)
-    const { job, ready } = await jobFromFlags(args.prompt, SETTINGS, { ...flags, loss: losses.join(',') }, {
+    const planned = await jobFromFlags(args.prompt, SETTINGS, { ...flags, loss: losses.join(',') }, {
       warn: message => spinner.interject(`${chalk.yellow('warning:')} ${current}${message}`),
       note: message => this.note(message),
     }, previews)
-    await ready()
+    const job = await planned.ready()
     // progress begins once every check has passed
     const spinner = this.spinner('preparing')
     job.note = message => { if (!this.jsonEnabled()) spinner.interject(message) }

@@ -30,7 +30,7 @@ export default class Generate extends LookaheadCommand {
     const settings = await samplingFromFlags(['negative', 'seed', 'decoder'], flags, args.prompt, message => this.note(message))
     const { generate } = await import('../src/diffusion/pipeline.js')
     const { imageFromTensor } = await import('../src/image/image.js')
-    const spinner = this.spinner(`loading models from ${settings.models}`)
+    const spinner = this.spinner(`loading models from ${settings.models.dir}`)
     const start = performance.now()
     const prompt = args.prompt ?? DEFAULT_PROMPT
     const result = await generate({
@@ -43,6 +43,6 @@ export default class Generate extends LookaheadCommand {
     const seconds = (performance.now() - start) / 1000
     const { steps, cfg, seed, size, negative, models } = settings
     this.note(`wrote ${flags.output} (${size}x${size}, ${steps} steps, cfg ${cfg}, seed ${seed}, ${result.decoder} decoder, ${seconds.toFixed(1)} s)`)
-    return { output: flags.output, prompt, negative: negative ?? null, steps, cfg, seed, size, decoder: result.decoder, models, seconds }
+    return { output: flags.output, prompt, negative: negative ?? null, steps, cfg, seed, size, decoder: result.decoder, models: models.dir, seconds }
   }
 }

@@ -48,13 +48,13 @@ export default class Guide extends LookaheadCommand {
     }
     await this.runtime(flags)
     const { jobFromFlags } = await import('../src/cli/job.js')
-    const { job, ready } = await jobFromFlags(args.prompt, JOB_SETTINGS, flags, {
+    const planned = await jobFromFlags(args.prompt, JOB_SETTINGS, flags, {
       onStep: (done, total) => { spinner.text = `sampling: step ${done}/${total}` },
       onIteration: it => { spinner.text = `guiding at step ${it.step}: iteration ${it.iter + 1}/${job.iters}, loss ${it.loss.toFixed(4)}` },
       warn: message => spinner.interject(`${chalk.yellow('warning:')} seed ${job.seed}, ${job.preview}: ${message}`),
       note: message => this.note(message),
     })
-    await ready()
+    const job = await planned.ready()
     // progress begins once every check has passed
     const spinner = this.spinner('preparing')
     job.note = message => { if (!this.jsonEnabled()) spinner.interject(message) }
@@ -68,7 +68,7 @@ export default class Guide extends LookaheadCommand {
     const { IterationRecorder } = await import('../src/report/iterations.js')
     const recorder = pictures ? new IterationRecorder({
       dir: flags['save-iterations'], animation: flags.animate, iters: job.iters, recur: job.recur, title: `${job.preview} preview, ${job.loss} loss, seed ${job.seed}`,
-      reference: job.ref ? await referenceImage(job.ref, job.models) : undefined,
+      reference: job.ref ? await referenceImage(job.ref, job.folder) : undefined,
     }) : undefined
     if (recorder) job.onPreview = (iteration, preview, ms) => recorder.add({ ...iteration, ms, preview })
     const result = await runGuideJob(job).finally(() => spinner.stop())

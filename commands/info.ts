@@ -5,7 +5,7 @@ export default class Info extends LookaheadCommand {
 
   async run() {
     const { flags } = await this.parse(Info)
-    const { runtimeInfo } = await import('../src/index.js')
+    const { runtimeInfo } = await import('../src/runtime-info.js')
     const info = runtimeInfo()
     if (!this.jsonEnabled()) {
       for (const [key, value] of Object.entries(info)) this.log(`${key.padEnd(12)} ${Array.isArray(value) ? value.join(', ') : value}`)

@@ -2,7 +2,7 @@
 // text_embeds): the preview is resized and centre-cropped to 224 and normalised inside the graph, and
 // the loss is 1 − cos to the reference image's or the text's embedding (embeddings are not normalised
 // by the export; we normalise).
-import { LAYOUT, ModelsFolder } from '../src/diffusion/models-folder.js'
+import { LAYOUT, type ModelsFolder } from '../src/diffusion/models-folder.js'
 import { ClipTokenizer } from '../src/diffusion/tokenizer.js'
 import { UserError } from '../src/errors.js'
 import type { GraphBuilder } from '../src/onnx/builder.js'
@@ -64,8 +64,8 @@ export class ClipGuide implements Guide {
   constructor(private readonly settings: GuideSettings = {}) {}
 
   async prepare(reference: GuideReference): Promise<void> {
-    if (!this.settings.models) throw new UserError(`the clip guide needs --models DIR with ${LAYOUT.clip_vision}`)
-    const folder = await ModelsFolder.at(this.settings.models)
+    const { folder } = this.settings
+    if (!folder) throw new UserError(`the clip guide needs --models DIR with ${LAYOUT.clip_vision}`)
     this.visionPath = folder.need('clip_vision', 'the clip guide')
     const vision = await readModel(this.visionPath)
     if (reference.text !== undefined) {

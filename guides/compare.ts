@@ -12,7 +12,7 @@ import { loadImage, saveImage } from '../src/image/image.js'
 import { saveReport } from '../src/report/report.js'
 import type { Metrics } from './evaluation.js'
 import { settingsTitle } from './figure.js'
-import { jobSettings, prepareJob, referenceImage, runGuideJob, type GuideJob, type GuideJobResult } from './jobs.js'
+import { jobSettings, prepareJob, referenceImage, runGuideJob, type GuideJob, type GuideJobResult, type JobPlan } from './jobs.js'
 import { CSV_HEADER, csvRow, missingReasons, RUN_METRICS, summarise, type MethodSummary } from './report.js'
 
 /** One finished run, as runs.jsonl holds it. */
@@ -42,7 +42,7 @@ export const COMPARISON_FILES = { settings: 'settings.json', runs: 'runs.jsonl',
 export const runImage = (dir: string, seed: number, method: Method) => join(dir, 'runs', `seed${seed}-${method}.png`)
 
 /** The settings a comparison is defined by: the job's, without the seed and preview of one run. */
-export function comparisonSettings(job: GuideJob) {
+export function comparisonSettings(job: JobPlan) {
   const { seed, preview, ...settings } = jobSettings(job)
   return settings
 }
@@ -51,7 +51,7 @@ export function comparisonSettings(job: GuideJob) {
  * The finished runs of a comparison folder with these settings (none for a new folder). A folder holding a
  * comparison is continued only with `resume`, and only with the same settings (seeds and methods may differ).
  */
-export async function finishedRuns(dir: string, job: GuideJob, resume: boolean): Promise<RunRecord[]> {
+export async function finishedRuns(dir: string, job: JobPlan, resume: boolean): Promise<RunRecord[]> {
   const settingsPath = join(dir, COMPARISON_FILES.settings)
   if (!existsSync(settingsPath)) {
     check(!resume, `--resume ${dir}: there is no comparison there to continue`)
@@ -119,7 +119,7 @@ export async function writeComparison(dir: string, job: GuideJob, comparison: Co
     image: await loadImage(runImage(dir, seed, method)),
     label: `seed ${seed} ${method}`,
   })))))
-  const reference = job.ref ? await referenceImage(job.ref, job.models) : undefined
+  const reference = job.ref ? await referenceImage(job.ref, job.folder) : undefined
   const title = settingsTitle(job, seeds, job.loss)
   const grid = gridWithReference(rows, reference, { title })
   await saveImage(grid, join(dir, COMPARISON_FILES.grid))

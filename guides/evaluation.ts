@@ -2,11 +2,11 @@
 // alignment where a CLIP export is present, and in a demo world where the final latent lies.
 import { readFile } from 'node:fs/promises'
 import { UserError } from '../src/errors.js'
-import { ModelsFolder } from '../src/diffusion/models-folder.js'
+import type { ModelsFolder } from '../src/diffusion/models-folder.js'
 import { resizeImage, type ImageTensor } from '../src/image/image.js'
 import { imageLatent } from '../src/world/models.js'
 import { parseWorld, placeLatent, type DemoWorld, type Placement } from '../src/world/world.js'
-import type { AllGuideSettings } from './index.js'
+import type { AllGuideSettings } from './by-name.js'
 import { clipTextScore, IdentityMetric, type IdentityScore } from './metric.js'
 
 export interface Metrics {
@@ -29,20 +29,19 @@ export interface Evaluation {
 }
 
 /** The demo world of a models folder, or undefined where it is not one. */
-export async function demoWorld(models: string): Promise<DemoWorld | undefined> {
-  const folder = await ModelsFolder.at(models)
+export async function demoWorld(folder: ModelsFolder): Promise<DemoWorld | undefined> {
   const path = folder.path('world')
   if (folder.world?.kind !== 'demo') return undefined
   return parseWorld(await readFile(path, 'utf8'), path)
 }
 
-export async function prepareEvaluation(models: string, reference: ImageTensor | undefined, settings: AllGuideSettings): Promise<Evaluation> {
+export async function prepareEvaluation(folder: ModelsFolder, reference: ImageTensor | undefined, settings: AllGuideSettings): Promise<Evaluation> {
   // a reference without a face (a CLIP or LPIPS target) has no identity to score
   const identity = reference ? await IdentityMetric.create(reference, { ...settings, lossNetwork: settings.idNetwork }).catch(noFace) : undefined
-  const world = await demoWorld(models)
+  const world = await demoWorld(folder)
   // the reference's place in a demo world: the component nearest its encoded latent
   const side = world?.codec.imageSize ?? 0
-  const referencePlacement = world && reference ? placeLatent(world, await imageLatent(models, world, resizeImage(reference, side, side).data)) : undefined
+  const referencePlacement = world && reference ? placeLatent(world, await imageLatent(folder, world, resizeImage(reference, side, side).data)) : undefined
   const noIdentity = reference ? 'no face in the reference' : 'no reference image'
   return {
     description: [identity?.description ?? `identity metric: none (${noIdentity})`, ...(world ? ['demo world: nearest component, Mahalanobis distance'] : [])],
@@ -55,7 +54,7 @@ export async function prepareEvaluation(models: string, reference: ImageTensor |
         if (score) metrics.identity = score
         else missing.identity = 'no face found on the final image'
       } else missing.identity = noIdentity
-      const clip = world ? undefined : await clipTextScore(models, image, prompt)
+      const clip = world ? undefined : await clipTextScore(folder, image, prompt)
       if (clip !== undefined) metrics.clip = clip
       if (world) metrics.world = placeLatent(world, latents)
       return { ...metrics, missing }

@@ -80,6 +80,6 @@ export async function lossFigure(job: GuideJob, options: FigureOptions): Promise
       const { result } = runs.find(r => r.loss === loss && r.seed === seed && r.method === method)!
       return { loss, method, seed, image: result.image, note: note(result) }
     })))
-  const reference = job.ref ? await referenceImage(job.ref, job.models) : undefined
+  const reference = job.ref ? await referenceImage(job.ref, job.folder) : undefined
   return { image: lossFigureImage(cells, { reference, title: settingsTitle(job, seeds) }), runs, skipped }
 }

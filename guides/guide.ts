@@ -2,6 +2,7 @@
 import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
+import type { ModelsFolder } from '../src/diffusion/models-folder.js'
 import { UserError } from '../src/errors.js'
 import { loadImage, type ImageTensor } from '../src/image/image.js'
 import { GraphBuilder } from '../src/onnx/builder.js'
@@ -12,8 +13,8 @@ import type { Guide, GuideReference, Size } from '../src/guidance/guide.js'
 export type { Guide, GuideReference, Size } from '../src/guidance/guide.js'
 
 export interface GuideSettings {
-  /** the models folder (`--models`); guide networks live in DIR/guides/ */
-  models?: string
+  /** the models folder (`--models`), opened once by the job; guide networks live in DIR/guides/ */
+  folder?: ModelsFolder
   device?: Device
   /** called with a one-line message when a guide falls back (e.g. no face found on a preview) */
   warn?: (message: string) => void

@@ -1,6 +1,6 @@
 // The identity guide: 1 − cos between the embedding of the preview's aligned face and the reference's.
 // Faces are found (detector + landmarks) outside the gradient; the crop is warped inside it.
-import { LAYOUT, ModelsFolder } from '../src/diffusion/models-folder.js'
+import { LAYOUT, type ModelsFolder } from '../src/diffusion/models-folder.js'
 import type { ImageTensor } from '../src/image/image.js'
 import { UserError } from '../src/errors.js'
 import type { GraphBuilder } from '../src/onnx/builder.js'
@@ -13,8 +13,7 @@ import { arcfaceRecognizer, faceApiRecognizer, type Recognizer } from './recogni
 /** Which recognizer the id guide uses: ArcFace from the models folder, face-api's npm network, or ArcFace when present. */
 export type IdNetwork = 'auto' | 'arcface' | 'faceapi'
 
-export async function chooseRecognizer(network: IdNetwork, models: string | undefined): Promise<Recognizer> {
-  const folder = models === undefined ? undefined : await ModelsFolder.at(models)
+export async function chooseRecognizer(network: IdNetwork, folder: ModelsFolder | undefined): Promise<Recognizer> {
   if (network === 'arcface' || (network === 'auto' && folder?.has('arcface'))) {
     if (!folder) throw new UserError(`the ArcFace id network needs --models DIR (with ${LAYOUT.arcface})`)
     return arcfaceRecognizer(folder)
@@ -23,8 +22,7 @@ export async function chooseRecognizer(network: IdNetwork, models: string | unde
 }
 
 /** SCRFD where the models folder has it (ModelsFolder's scrfd), else face-api's tiny detector. */
-export async function detectOptions(models: string | undefined): Promise<DetectOptions> {
-  const folder = models === undefined ? undefined : await ModelsFolder.at(models)
+export async function detectOptions(folder: ModelsFolder | undefined): Promise<DetectOptions> {
   return folder?.has('scrfd') ? { scrfd: folder.path('scrfd') } : {}
 }
 
@@ -51,7 +49,7 @@ export class FaceCrop {
 
   async locate(reference: GuideReference): Promise<ImageTensor> {
     const image = await referenceImage(reference, this.guide)
-    this.detect = await detectOptions(this.settings.models)
+    this.detect = await detectOptions(this.settings.folder)
     const face = await mainFace(image, this.detect)
     const where = typeof reference.image === 'string' ? reference.image : 'the reference image'
     if (!face) throw new UserError(`no face found in ${where}: the ${this.guide} guide needs a reference with a clearly visible face`)
@@ -99,7 +97,7 @@ export class IdentityGuide implements Guide {
   constructor(private readonly settings: GuideSettings & { network?: IdNetwork } = {}) {}
 
   async prepare(reference: GuideReference): Promise<void> {
-    const recognizer = await chooseRecognizer(this.settings.network ?? 'auto', this.settings.models)
+    const recognizer = await chooseRecognizer(this.settings.network ?? 'auto', this.settings.folder)
     const face = new FaceCrop(this.name, recognizer, this.settings)
     const image = await face.locate(reference)
     ;[this.target] = await evaluateFragment(image, (g, x, size) => [recognizer.embed(g, face.referenceCrop(g, x, size))])

@@ -5,7 +5,7 @@ import sharp from 'sharp'
 import { check, UserError } from '../src/errors.js'
 import { DEFAULT_PROMPT } from '../src/cli/flags.js'
 import { JOB_SETTINGS, parseLossSpec, withDefaults, type JobSettingKey, type Method, type SettingValues, type WorldContext, type WorldKind } from '../src/cli/settings.js'
-import { ModelsFolder } from '../src/diffusion/models-folder.js'
+import { ModelsFolder, type WorldInfo } from '../src/diffusion/models-folder.js'
 import { bestOfCount, bestOfN, imageLossFunction, type BestOfResult } from '../src/guidance/best-of.js'
 import { lookahead, previewCfgOf, type Iteration, type LookaheadSettings } from '../src/guidance/engine.js'
 import { runCost } from '../src/guidance/estimate.js'
@@ -14,11 +14,11 @@ import { dryRun, fitMemory, type DryRun, type MemoryFit } from '../src/guidance/
 import { imageFromTensor, loadImage, type ImageTensor } from '../src/image/image.js'
 import { setSessionDefaults } from '../src/onnx/session.js'
 import { buildWorldFolder, defaultWorldCache, ensureDefaultWorld } from '../src/world/models.js'
-import { cachedFolder } from '../src/cache.js'
+import { cachedFolder } from '../src/fsutil.js'
 import { DEFAULT_WORLD_SETTINGS, drawnFaces } from '../src/world/world.js'
 import type { Guide } from './guide.js'
 import { demoWorld, prepareEvaluation, type Evaluation, type Metrics } from './evaluation.js'
-import { guideFromSpec } from './index.js'
+import { guideFromSpec } from './by-name.js'
 
 export { JOB_SETTINGS } from '../src/cli/settings.js'
 export type JobSettings = SettingValues<JobSettingKey>
@@ -34,12 +34,18 @@ export interface JobCallbacks {
   note?: (message: string) => void
 }
 
-export interface GuideJob extends JobSettings, JobCallbacks {
+/** A job checked, before its models folder is opened (the demo world may not be built yet). */
+export interface JobPlan extends JobSettings, JobCallbacks {
   prompt: string
-  /** the models folder (a demo world is one too) */
+  /** the models folder's path (a demo world is one too) */
   models: string
   /** which kind of folder it is (the demo world's models work at its own size only) */
   world: WorldKind
+}
+
+export interface GuideJob extends JobPlan {
+  /** the models folder, opened once: the guides, the evaluation and the engine all read this one */
+  folder: ModelsFolder
 }
 
 /**
@@ -48,12 +54,14 @@ export interface GuideJob extends JobSettings, JobCallbacks {
  */
 export type GuideJobOptions = Partial<JobSettings> & JobCallbacks & { prompt?: string; models?: string; world?: string; methods?: readonly Method[] }
 
-/** Where the models are and what kind of folder it is, before anything is built or read. */
+/** Where the models are and what kind of folder it is, before anything is built. */
 export interface ModelsLocation {
   dir: string
   world: WorldContext
-  /** builds the embedded demo world on first use; nothing for a models folder */
-  ready(): Promise<void>
+  /** world.json as read (null: the folder has none, or it is the embedded demo world, not read before ready()) */
+  info: WorldInfo | null
+  /** the folder, opened: the one a run uses throughout (the embedded demo world is built first, on first use) */
+  ready(): Promise<ModelsFolder>
 }
 
 /** The models folder: `--world demo` is the embedded demo world (built on first use, by ready()). */
@@ -63,13 +71,17 @@ export async function locateModels(options: { models?: string; world?: string })
     check(options.world === 'demo', `--world ${options.world}: the only embedded world is "demo" (build others with \`lookahead world build\`)`)
     const dir = defaultWorldCache()
     // the first build goes through a temporary folder, so an interrupted one leaves no half-written world
-    const ready = async () => { await cachedFolder(dir, async tmp => { await buildWorldFolder(tmp) }); await ensureDefaultWorld(dir) }
-    return { dir, world: { kind: 'demo', size: DEFAULT_WORLD_SETTINGS.size, text: false }, ready }
+    const ready = async () => {
+      await cachedFolder(dir, async tmp => { await buildWorldFolder(tmp) })
+      return ModelsFolder.at(await ensureDefaultWorld(dir))
+    }
+    return { dir, world: { kind: 'demo', size: DEFAULT_WORLD_SETTINGS.size, text: false }, info: null, ready }
   }
-  const { dir, world: info } = await ModelsFolder.open(options.models)
+  const folder = await ModelsFolder.open(options.models)
+  const info = folder.world
   const demo = info?.kind === 'demo'
   const size = typeof info?.imageSize === 'number' ? info.imageSize : undefined
-  return { dir, world: { kind: demo ? 'demo' : 'sdxl', size: demo ? size : undefined, text: info?.text !== false && !demo }, ready: async () => {} }
+  return { dir: folder.dir, world: { kind: demo ? 'demo' : 'sdxl', size: demo ? size : undefined, text: info?.text !== false && !demo }, info, ready: async () => folder }
 }
 
 /** The checks of the sampling settings against each other and the models folder. */
@@ -103,23 +115,24 @@ export function checkJob(job: JobSettings & { prompt?: string }, world: WorldCon
   return notes
 }
 
-/** A job checked and complete, before its models folder is ready (the demo world not yet built). */
+/** A job checked and complete but for its models folder, which ready() opens (building the demo world on first use). */
 export interface PlannedJob {
-  job: GuideJob
-  /** builds the embedded demo world on first use */
-  ready(): Promise<void>
+  job: JobPlan
+  /** the job with its folder opened (the embedded demo world built on first use) */
+  ready(): Promise<GuideJob>
 }
 
-/** The job of `options`, every setting checked (see guideJob), without building anything yet. */
-export async function planGuideJob(options: GuideJobOptions = {}): Promise<PlannedJob> {
-  const location = await locateModels(options)
+/** The job of `options`, every setting checked (see guideJob), without building anything yet; `location`: where locateModels found the models. */
+export async function planGuideJob(options: GuideJobOptions = {}, location?: ModelsLocation): Promise<PlannedJob> {
+  location ??= await locateModels(options)
   const settings = withDefaults(JOB_SETTINGS, options, location.world.kind)
   const notes = checkJob({ ...settings, prompt: options.prompt }, location.world, options.methods)
-  if (settings.ref !== undefined) await (settings.ref.startsWith('world:') ? checkWorldFace(settings.ref, location.dir) : checkReadable(settings.ref))
+  if (settings.ref !== undefined) await (settings.ref.startsWith('world:') ? checkWorldFace(settings.ref, location.info) : checkReadable(settings.ref))
   for (const note of notes) options.note?.(note)
   const { onStep, onIteration, onPreview, warn, note } = options
   const job = { ...settings, prompt: options.prompt ?? DEFAULT_PROMPT, models: location.dir, world: location.world.kind, onStep, onIteration, onPreview, warn, note }
-  return { job, ready: location.ready }
+  const { ready } = location
+  return { job, ready: async () => ({ ...job, folder: await ready() }) }
 }
 
 /**
@@ -128,9 +141,7 @@ export async function planGuideJob(options: GuideJobOptions = {}): Promise<Plann
  * `runGuideJob(await guideJob({ world: 'demo', ref: 'world:dev', seed: 3 }))`.
  */
 export async function guideJob(options: GuideJobOptions = {}): Promise<GuideJob> {
-  const { job, ready } = await planGuideJob(options)
-  await ready()
-  return job
+  return (await planGuideJob(options)).ready()
 }
 
 /** Refuses an image file sharp cannot read, before any work (its header only is read). */
@@ -138,9 +149,8 @@ async function checkReadable(path: string): Promise<void> {
   await sharp(path).metadata().catch((error: Error) => { throw new UserError(`cannot read image ${path}: ${error.message.split('\n')[0]}`) })
 }
 
-/** Refuses a `world:NAME` that names no drawn face of the folder's demo world (the default one: before it is built). */
-async function checkWorldFace(ref: string, models: string): Promise<void> {
-  const info = (await ModelsFolder.at(models)).world
+/** Refuses a `world:NAME` that names no drawn face of the folder's demo world (`info` null: the default one, drawn). */
+function checkWorldFace(ref: string, info: WorldInfo | null): void {
   const names = info ? (info.source === 'drawn' ? (info.identities as string[]) : []) : drawnFaces(32).map(f => f.name)
   check(names.length > 0, `--ref ${ref}: world:NAME names a face of a demo world built from the drawn faces (use --world demo)`)
   check(names.includes(ref.slice('world:'.length)), `--ref ${ref}: the demo world's faces are ${names.join(', ')}`)
@@ -150,7 +160,7 @@ async function checkWorldFace(ref: string, models: string): Promise<void> {
 export const REFERENCE_MAX_SIDE = 2048
 
 /** A reference image: a file (shrunk early when huge), or `world:NAME`, one of the drawn faces of a demo world. */
-export async function referenceImage(ref: string, models: string, note?: (message: string) => void): Promise<ImageTensor> {
+export async function referenceImage(ref: string, folder: ModelsFolder, note?: (message: string) => void): Promise<ImageTensor> {
   const name = /^world:(.+)$/.exec(ref)?.[1]
   if (name === undefined) {
     const { width = 0, height = 0 } = await sharp(ref).metadata().catch(() => ({ width: 0, height: 0 }))
@@ -159,7 +169,7 @@ export async function referenceImage(ref: string, models: string, note?: (messag
     note?.(`shrinking the reference ${width}×${height} to at most ${REFERENCE_MAX_SIDE} px a side`)
     return loadImage(ref, { size: { width: Math.max(1, Math.round(width * scale)), height: Math.max(1, Math.round(height * scale)) }, fit: 'fill' })
   }
-  const world = await demoWorld(models)
+  const world = await demoWorld(folder)
   check(world?.source === 'drawn', `--ref ${ref}: world:NAME names a face of a demo world built from the drawn faces (use --world demo)`)
   const face = drawnFaces(world.codec.imageSize).find(f => f.name === name)
   check(face, `--ref ${ref}: the demo world's faces are ${world.identities.join(', ')}`)
@@ -192,9 +202,9 @@ export interface PreparedJob {
 export async function prepareJob(job: GuideJob, guided = job.preview !== 'none'): Promise<PreparedJob> {
   // the guides' and metrics' own sessions (face detection, reference embeddings) run where the job says
   setSessionDefaults({ device: job.device, threads: job.threads })
-  const reference = job.ref ? await referenceImage(job.ref, job.models, job.note) : undefined
-  const settings = { models: job.models, warn: job.warn, idNetwork: job.idNetwork }
-  const evaluation = await prepareEvaluation(job.models, reference, settings)
+  const reference = job.ref ? await referenceImage(job.ref, job.folder, job.note) : undefined
+  const settings = { folder: job.folder, warn: job.warn, idNetwork: job.idNetwork }
+  const evaluation = await prepareEvaluation(job.folder, reference, settings)
   if (!guided) return { evaluation }
   const guide = guideFromSpec(job.loss, settings)
   await guide.prepare({ image: reference, text: job.refText })
@@ -205,6 +215,7 @@ export async function prepareJob(job: GuideJob, guided = job.preview !== 'none')
 export function engineSettings(job: GuideJob, guide?: Guide): LookaheadSettings {
   return {
     ...job,
+    models: job.folder,
     preview: job.preview === 'best' ? 'none' : job.preview,
     size: { height: job.size, width: job.size },
     session: { device: job.device, threads: job.threads },
@@ -250,8 +261,8 @@ export async function dryRunJob(job: GuideJob): Promise<DryRun & { bestOf?: numb
 /** The first lower-memory settings whose gradient pass fits in `limitBytes` (see fitMemory). */
 export const fitMemoryJob = (job: GuideJob, limitBytes: number): Promise<MemoryFit | undefined> => fitMemory(engineSettings(job), limitBytes, job.world === 'demo' ? [] : undefined)
 
-/** A job's settings as plain data, for --json and reports: no callbacks. */
-export function jobSettings(job: GuideJob) {
-  const { onStep, onIteration, onPreview, warn, note, ...settings } = job
+/** A job's settings as plain data, for --json and reports: no callbacks, the folder by its path (models). */
+export function jobSettings(job: JobPlan & { folder?: ModelsFolder }) {
+  const { onStep, onIteration, onPreview, warn, note, folder, ...settings } = job
   return settings
 }

@@ -1,6 +1,6 @@
 // LPIPS (v0.1, alex or vgg trunk, linear heads) from the user's export: distance of the preview to the
 // reference image. Contract of the export: two image inputs [1,3,H,W] in [-1,1], one output with the distance.
-import { LAYOUT, ModelsFolder } from '../src/diffusion/models-folder.js'
+import { LAYOUT } from '../src/diffusion/models-folder.js'
 import { UserError } from '../src/errors.js'
 import { resizeImage, type ImageTensor } from '../src/image/image.js'
 import type { GraphBuilder } from '../src/onnx/builder.js'
@@ -20,9 +20,8 @@ export class LpipsGuide implements Guide {
   constructor(private readonly settings: GuideSettings & { net?: LpipsNet } = {}) {}
 
   async prepare(reference: GuideReference): Promise<void> {
-    const { models } = this.settings
-    if (!models) throw new UserError(`the lpips guide needs --models DIR with ${LAYOUT.lpips_vgg} or ${LAYOUT.lpips_alex}`)
-    const folder = await ModelsFolder.at(models)
+    const { folder } = this.settings
+    if (!folder) throw new UserError(`the lpips guide needs --models DIR with ${LAYOUT.lpips_vgg} or ${LAYOUT.lpips_alex}`)
     const net = this.settings.net ?? (folder.has('lpips_vgg') ? 'vgg' : 'alex')
     const path = folder.need(`lpips_${net}`, 'the lpips guide')
     this.model = await readModel(path)

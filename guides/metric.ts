@@ -4,7 +4,7 @@
 // its own alignment (5-point similarity at 224) and with faces detected afresh on every scored image. Beside
 // it, the loss network's own score, so that a gap between the two can show guidance fooling its loss network.
 // Plus CLIP text alignment where a CLIP export is present.
-import { ModelsFolder } from '../src/diffusion/models-folder.js'
+import type { ModelsFolder } from '../src/diffusion/models-folder.js'
 import { UserError } from '../src/errors.js'
 import type { ImageTensor } from '../src/image/image.js'
 import { readModel } from '../src/onnx/proto.js'
@@ -88,11 +88,11 @@ export class IdentityMetric {
 
   /** The held-apart metric; with `lossNetwork`, also the score of that id network (as the id guide resolves it). */
   static async create(reference: ImageTensor, settings: GuideSettings & { lossNetwork?: IdNetwork } = {}): Promise<IdentityMetric> {
-    const detect = await detectOptions(settings.models)
+    const detect = await detectOptions(settings.folder)
     const face = await mainFace(reference, detect)
     if (!face) throw new UserError('no face found in the reference image for the identity metric')
     const heldApart = await FaceScorer.create(await faceresRecognizer(), reference, face)
-    const loss = settings.lossNetwork ? await FaceScorer.create(await chooseRecognizer(settings.lossNetwork, settings.models), reference, face) : undefined
+    const loss = settings.lossNetwork ? await FaceScorer.create(await chooseRecognizer(settings.lossNetwork, settings.folder), reference, face) : undefined
     const description = `identity metric: ${heldApart.recognizer.description}${loss ? `; loss network: ${loss.recognizer.description}` : ''}`
     return new IdentityMetric(description, detect, heldApart, loss)
   }
@@ -109,10 +109,8 @@ export class IdentityMetric {
 }
 
 /** CLIP score: 100 · cos(image, text), or undefined when the models folder has no CLIP export. */
-export async function clipTextScore(models: string | undefined, image: ImageTensor, text: string): Promise<number | undefined> {
-  if (!models) return undefined
-  const folder = await ModelsFolder.at(models)
-  if (!folder.has('clip_vision') || !folder.has('clip_text')) return undefined
+export async function clipTextScore(folder: ModelsFolder | undefined, image: ImageTensor, text: string): Promise<number | undefined> {
+  if (!folder?.has('clip_vision') || !folder.has('clip_text')) return undefined
   const visionPath = folder.path('clip_vision')
   const vision = await readModel(visionPath)
   const [imageEmbedding] = await evaluateFragment(image, (g, x, size) => [clipImageEmbedding(g, vision, visionPath, x, size)])

@@ -1,40 +1,20 @@
 // The cache of derived models (gradient models, previews, folded UNets, LoRA'd UNets, the demo world): where it
-// is, how an entry is built (in a temporary folder, renamed into place only once it loads: never a broken entry),
-// how a derived model's entry is keyed and opened, and how entries are listed and cleaned (`lookahead cache`).
-import { createHash, randomBytes } from 'node:crypto'
+// is, how a derived model's entry is keyed and opened (built as a cachedFolder, fsutil.ts: in a temporary folder,
+// renamed into place only once it loads, so never a broken entry), and how entries are listed and cleaned
+// (`lookahead cache`).
+import { createHash } from 'node:crypto'
 import { existsSync, readdirSync, readFileSync } from 'node:fs'
-import { mkdir, readdir, rename, rm, stat } from 'node:fs/promises'
+import { readdir, rm, stat } from 'node:fs/promises'
 import { homedir } from 'node:os'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
+import { unfinishedFolder } from './fsutil.js'
 import { encodeModel, externalDataFiles, writeModel, type LoadedModel } from './onnx/proto.js'
 import { openCachedModel, type Session, type SessionSettings } from './onnx/session.js'
 
 /** Where derived models are cached: $LOOKAHEAD_CACHE or ~/.cache/lcm-lookahead. */
 export function cacheRoot(): string {
   return process.env.LOOKAHEAD_CACHE || join(homedir(), '.cache', 'lcm-lookahead')
-}
-
-/**
- * The cache entry `dir`: built by `build` in a temporary folder beside it, checked by `verify` (e.g. that
- * onnxruntime loads it), then renamed into place. Whatever fails or is interrupted leaves only a temporary
- * folder (named *.tmp-*), which `cleanCache` removes.
- */
-export async function cachedFolder(dir: string, build: (tmp: string) => Promise<void>, verify: (tmp: string) => Promise<void> = async () => {}): Promise<string> {
-  if (existsSync(dir)) return dir
-  await mkdir(dirname(dir), { recursive: true })
-  const tmp = `${dir}.tmp-${randomBytes(4).toString('hex')}`
-  try {
-    await build(tmp)
-    await verify(tmp)
-    await rename(tmp, dir).catch(async error => {
-      // another process finished the same entry first: keep its copy
-      if (!existsSync(dir)) throw error
-    })
-  } finally {
-    await rm(tmp, { recursive: true, force: true })
-  }
-  return dir
 }
 
 let derivationCode: string | undefined
@@ -73,14 +53,15 @@ export interface CacheSettings {
  * A model derived from `source` (folded, differentiated), written once under the cache and opened. `tag` names
  * the entry and everything the result depends on besides `source` (the dims it is folded at, the options): the
  * key hashes `source` as given, the tag and the deriving code's version, so a hit derives nothing. The model is
- * written to a temporary folder and moved into the cache only once onnxruntime loads it.
+ * written to a temporary folder and moved into the cache only once onnxruntime loads it. `name`: what the
+ * session's errors call the model, the user's file it is derived from where there is one (never the cache's copy).
  */
-export async function cachedSession(source: LoadedModel, derive: (m: LoadedModel) => LoadedModel, tag: string, settings: CacheSettings): Promise<Session> {
+export async function cachedSession(source: LoadedModel, derive: (m: LoadedModel) => LoadedModel, tag: string, settings: CacheSettings, name = `the derived model ${tag}`): Promise<Session> {
   const dir = join(settings.cacheDir ?? cacheRoot(), `${tag}-${await modelKey(source, `${tag}|${derivationVersion()}`)}`)
   return openCachedModel(dir, async tmp => {
     settings.progress?.(`deriving ${tag} (once: it is cached)`)
     await writeModel(derive(source), join(tmp, 'model.onnx'))
-  }, tag, settings.session)
+  }, name, settings.session)
 }
 
 /** A tag for a model folded at `dims`: the name and the dims' values (e.g. unet-1x77x1x8x8). */
@@ -113,7 +94,7 @@ export async function listCache(root = cacheRoot()): Promise<CacheEntry[]> {
   if (!existsSync(root)) return []
   const entries = await Promise.all((await readdir(root)).map(async name => {
     const { bytes, modified } = await folderStats(join(root, name))
-    return { name, bytes, modified: new Date(modified), unfinished: /\.tmp-[0-9a-f]+$/.test(name) }
+    return { name, bytes, modified: new Date(modified), unfinished: unfinishedFolder(name) }
   }))
   return entries.sort((a, b) => b.bytes - a.bytes)
 }

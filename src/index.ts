@@ -1,10 +1,8 @@
 // The programmatic API: scripts import the toolkit from the package root.
-import { cacheRoot } from './cache.js'
-import { cudaInstalled, ort } from './onnx/session.js'
-
 export { UserError, check } from './errors.js'
-export { writeFileAtomic } from './fsutil.js'
-export { cacheRoot, cachedFolder, cachedSession, listCache, cleanCache, type CacheEntry, type CacheSettings } from './cache.js'
+export { cachedFolder, writeFileAtomic } from './fsutil.js'
+export { cacheRoot, cachedSession, listCache, cleanCache, type CacheEntry, type CacheSettings } from './cache.js'
+export { runtimeInfo } from './runtime-info.js'
 export { SETTINGS, GUIDE_NAMES, parseLossSpec, defaultOf, type Setting, type SettingKey, type WorldKind, type GuideName } from './cli/settings.js'
 
 // ONNX: model I/O, graph building, composition, autodiff, sessions
@@ -54,12 +52,3 @@ export * from './world/models.js'
 export * from './world/mixture.js'
 export * from './world/codec.js'
 
-/** What this installation can run on. */
-export function runtimeInfo() {
-  return {
-    onnxruntime: ort.env.versions.node ?? ort.env.versions.common,
-    providers: ['cpu', ...(cudaInstalled() ? ['cuda'] : [])],
-    models: process.env.LOOKAHEAD_MODELS || '(not set: pass --models DIR or set LOOKAHEAD_MODELS)',
-    cache: cacheRoot(),
-  }
-}

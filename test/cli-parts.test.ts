@@ -6,7 +6,9 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { checkFileOutput, checkFolderOutput, checkImageOutput } from '../src/cli/output.js'
 import { LINE_INTERVAL_MS, Progress, progressMode } from '../src/cli/progress.js'
-import { cachedFolder, cleanCache, listCache } from '../src/cache.js'
+import { cleanCache, listCache } from '../src/cache.js'
+import { cachedFolder } from '../src/fsutil.js'
+import { ModelsFolder } from '../src/diffusion/models-folder.js'
 import { UserError } from '../src/errors.js'
 import { stat, summaryTable, type MethodSummary } from '../guides/report.js'
 
@@ -87,7 +89,7 @@ describe('references and guide descriptions', () => {
       const path = join(dir, 'huge.png')
       await sharp({ create: { width: 4100, height: 3000, channels: 3, background: '#808080' } }).png().toFile(path)
       const notes: string[] = []
-      const image = await referenceImage(path, dir, note => notes.push(note))
+      const image = await referenceImage(path, await ModelsFolder.at(dir), note => notes.push(note))
       assert.deepEqual([image.width, image.height], [REFERENCE_MAX_SIDE, Math.round(3000 * REFERENCE_MAX_SIDE / 4100)])
       assert.match(notes.join(), /shrinking the reference 4100×3000/)
     } finally {

@@ -11,7 +11,7 @@ import { GUIDE_NAMES, guideFromSpec } from '../guides/index.js'
 import { LpipsGuide } from '../guides/lpips.js'
 import { IdentityMetric, clipTextScore } from '../guides/metric.js'
 import { PerceptualGuide } from '../guides/perceptual.js'
-import { LAYOUT } from '../src/diffusion/models-folder.js'
+import { LAYOUT, ModelsFolder } from '../src/diffusion/models-folder.js'
 import { UserError } from '../src/errors.js'
 import { loadImage, resizeImage, type ImageTensor } from '../src/image/image.js'
 import { GraphBuilder } from '../src/onnx/builder.js'
@@ -158,16 +158,17 @@ async function descend(run: Awaited<ReturnType<typeof lossSession>>, image: Imag
 
 describe('guides', function () {
   let dir: string
-  let models: string
+  let folder: ModelsFolder
   before(async () => {
     dir = await mkdtemp(join(tmpdir(), 'lookahead-guides-'))
-    models = join(dir, 'models')
+    const models = join(dir, 'models')
     // each where the models folder's layout says (writeModel makes the folders)
     await writeModel({ model: arcfaceStandIn(), dir }, join(models, LAYOUT.arcface))
     await writeModel({ model: lpipsStandIn(), dir }, join(models, LAYOUT.lpips_alex))
     await writeModel({ model: clipVisionStandIn(), dir }, join(models, LAYOUT.clip_vision))
     const vocabulary = await writeTinyTokenizer(join(models, LAYOUT.clip))
     await writeModel({ model: clipTextStandIn(vocabulary), dir }, join(models, LAYOUT.clip_text))
+    folder = await ModelsFolder.at(models)
   })
   after(async () => {
     await closeSessions()
@@ -190,37 +191,38 @@ describe('guides', function () {
   it('asks the models folder for its networks: a missing one is named by its layout path, with how `models` says to make it', async () => {
     const empty = join(dir, 'empty')
     await mkdir(empty)
+    const emptyFolder = await ModelsFolder.at(empty)
     const image = pattern(8, 8, 0)
     const missing = [
-      ['lpips_alex', () => new LpipsGuide({ models: empty }).prepare({ image }), /LPIPS alex or vgg/],
-      ['clip_vision', () => new ClipGuide({ models: empty }).prepare({ image }), /transformers\.js CLIP export/],
-      ['arcface', () => new IdentityGuide({ network: 'arcface', models: empty }).prepare({ image }), /w600k_r50/],
+      ['lpips_alex', () => new LpipsGuide({ folder: emptyFolder }).prepare({ image }), /LPIPS alex or vgg/],
+      ['clip_vision', () => new ClipGuide({ folder: emptyFolder }).prepare({ image }), /transformers\.js CLIP export/],
+      ['arcface', () => new IdentityGuide({ network: 'arcface', folder: emptyFolder }).prepare({ image }), /w600k_r50/],
     ] as const
     for (const [piece, prepare, howTo] of missing) {
       await assert.rejects(prepare(), (error: Error) => error instanceof UserError && error.message.startsWith(`no ${LAYOUT[piece]} in ${empty}`) && howTo.test(error.message), piece)
     }
     // the CLIP text target needs the text model beside the vision model
     await writeModel({ model: clipVisionStandIn(), dir }, join(empty, LAYOUT.clip_vision))
-    await assert.rejects(new ClipGuide({ models: empty }).prepare({ text: 'a face' }), (error: Error) => error.message.startsWith(`no ${LAYOUT.clip_text} in ${empty}`))
+    await assert.rejects(new ClipGuide({ folder: emptyFolder }).prepare({ text: 'a face' }), (error: Error) => error.message.startsWith(`no ${LAYOUT.clip_text} in ${empty}`))
     // the SCRFD detector where the layout puts it, else face-api's
-    assert.deepEqual(await detectOptions(empty), {})
+    assert.deepEqual(await detectOptions(emptyFolder), {})
     await mkdir(dirname(join(empty, LAYOUT.scrfd)), { recursive: true })
     await writeFile(join(empty, LAYOUT.scrfd), '')
-    assert.deepEqual(await detectOptions(empty), { scrfd: join(empty, LAYOUT.scrfd) })
+    assert.deepEqual(await detectOptions(emptyFolder), { scrfd: join(empty, LAYOUT.scrfd) })
   })
 
   describe('lpips (stand-in export)', () => {
     const size = { height: 32, width: 40 }
     it('is zero on the reference and positive elsewhere', async () => {
       const reference = pattern(40, 32, 0)
-      const guide = new LpipsGuide({ models })
+      const guide = new LpipsGuide({ folder })
       await guide.prepare({ image: reference })
       const run = await lossSession(guide, size, dir)
       assert.ok(Math.abs((await run(reference.data, {})).loss) < 1e-6)
       assert.ok((await run(pattern(40, 32, 1).data, {})).loss > 0.01)
     })
     it('has the gradient finite differences give, and descent lowers it', async function () {
-      const guide = new LpipsGuide({ models })
+      const guide = new LpipsGuide({ folder })
       await guide.prepare({ image: pattern(80, 64, 0) }) // resized to the preview's size
       const run = await lossSession(guide, size, dir, true)
       await checkGradient(run, pattern(40, 32, 1), {})
@@ -236,21 +238,21 @@ describe('guides', function () {
     const size = { height: 48, width: 64 }
     it('is zero against its own image, positive against another, and reads text targets', async () => {
       const reference = pattern(64, 48, 0)
-      const guide = new ClipGuide({ models })
+      const guide = new ClipGuide({ folder })
       await guide.prepare({ image: reference })
       const run = await lossSession(guide, size, dir)
       assert.ok(Math.abs((await run(reference.data, {})).loss) < 1e-5)
       assert.ok((await run(pattern(64, 48, 2).data, {})).loss > 1e-3)
-      const text = new ClipGuide({ models })
+      const text = new ClipGuide({ folder })
       await text.prepare({ text: 'a photo of a face' })
       const textRun = await lossSession(text, size, dir)
       const loss = (await textRun(reference.data, {})).loss
       assert.ok(loss >= 0 && loss <= 2)
-      const score = await clipTextScore(models, reference, 'a photo of a face')
+      const score = await clipTextScore(folder, reference, 'a photo of a face')
       assert.ok(Math.abs(score! - 100 * (1 - loss)) < 1e-3, 'the metric agrees with the loss')
     })
     it('has the gradient finite differences give, and descent lowers it', async function () {
-      const guide = new ClipGuide({ models })
+      const guide = new ClipGuide({ folder })
       await guide.prepare({ image: pattern(64, 48, 0) })
       const run = await lossSession(guide, size, dir, true)
       await checkGradient(run, pattern(64, 48, 2), {})
@@ -258,7 +260,7 @@ describe('guides', function () {
       assert.ok(losses.at(-1)! < 0.7 * losses[0], `losses ${losses.map(l => l.toFixed(4))}`)
     })
     it('has the right gradient through the pooled resize of a large preview', async function () {
-      const guide = new ClipGuide({ models })
+      const guide = new ClipGuide({ folder })
       await guide.prepare({ image: pattern(160, 120, 0) })
       const large = { height: 460, width: 520 } // shrinks by more than 2: average pool, then bilinear
       await checkGradient(await lossSession(guide, large, dir, true), pattern(large.width, large.height, 2), {})
@@ -268,8 +270,8 @@ describe('guides', function () {
   it('combines weighted guides into one loss', async () => {
     const reference = pattern(40, 32, 0)
     const size = { height: 32, width: 40 }
-    const lpips = new LpipsGuide({ models })
-    const clip = new ClipGuide({ models })
+    const lpips = new LpipsGuide({ folder })
+    const clip = new ClipGuide({ folder })
     const both = combineGuides([{ guide: lpips, weight: 1 }, { guide: clip, weight: 0.5 }])
     assert.equal(both.name, 'lpips=1,clip=0.5')
     await both.prepare({ image: reference })
@@ -277,8 +279,8 @@ describe('guides', function () {
     const combined = (await (await lossSession(both, size, dir))(other, {})).loss
     const parts = [(await (await lossSession(lpips, size, dir))(other, {})).loss, (await (await lossSession(clip, size, dir))(other, {})).loss]
     assert.ok(Math.abs(combined - (parts[0] + 0.5 * parts[1])) < 1e-5)
-    assert.equal(guideFromSpec('clip', { models }).name, 'clip')
-    assert.equal(guideFromSpec('id=1,clip=0.5', { models }).name, 'id=1,clip=0.5')
+    assert.equal(guideFromSpec('clip', { folder }).name, 'clip')
+    assert.equal(guideFromSpec('id=1,clip=0.5', { folder }).name, 'id=1,clip=0.5')
   })
 
   describe('face guides', () => {
@@ -303,7 +305,7 @@ describe('guides', function () {
 
       for (const [label, make] of [
         ['id, face-api network', () => new IdentityGuide({ network: 'faceapi' })],
-        ['id, ArcFace stand-in', () => new IdentityGuide({ network: 'arcface', models })],
+        ['id, ArcFace stand-in', () => new IdentityGuide({ network: 'arcface', folder })],
         ['perceptual', () => new PerceptualGuide()],
       ] as const) {
         it(`${label}: zero on the reference itself, larger for another person (in an opset-18 graph)`, async () => {
@@ -344,7 +346,7 @@ describe('guides', function () {
 
       for (const [label, make] of [
         ['id, face-api network', () => new IdentityGuide({ network: 'faceapi' })],
-        ['id, ArcFace stand-in', () => new IdentityGuide({ network: 'arcface', models })],
+        ['id, ArcFace stand-in', () => new IdentityGuide({ network: 'arcface', folder })],
         ['perceptual', () => new PerceptualGuide()],
       ] as const) {
         it(`${label}: has the gradient finite differences give, and descent lowers it`, async function () {
@@ -377,7 +379,7 @@ describe('guides', function () {
         assert.deepEqual([detected.detected, detected.similarity, detected.loss], [true, same.similarity, same.loss])
         const plain = await IdentityMetric.create(obama)
         assert.equal((await plain.measure(obama2))!.loss, undefined)
-        const withArcface = await IdentityMetric.create(obama, { models, lossNetwork: 'auto' })
+        const withArcface = await IdentityMetric.create(obama, { folder, lossNetwork: 'auto' })
         assert.match(withArcface.description, /loss network: ArcFace/)
       })
     })

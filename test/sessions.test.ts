@@ -7,7 +7,10 @@ import { join } from 'node:path'
 import { detectFaces } from '../guides/face.js'
 import { drawnFaces } from '../src/world/world.js'
 import { GraphBuilder } from '../src/onnx/builder.js'
-import { writeModel } from '../src/onnx/proto.js'
+import { generate } from '../src/diffusion/pipeline.js'
+import { writeTinyModels } from '../src/diffusion/tiny/index.js'
+import { UserError } from '../src/errors.js'
+import { graphOf, readModel, writeModel, type ModelProto } from '../src/onnx/proto.js'
 import { closeSessions, openCachedModel, openSession, ort, sessionSettings, setSessionDefaults } from '../src/onnx/session.js'
 
 describe('sessions and face detection', () => {
@@ -38,10 +41,46 @@ describe('sessions and face detection', () => {
       await closeSessions()
       await openCachedModel(join(root, 'entry'), async () => assert.fail('a hit builds nothing'), 'test', { threads: 1 })
       assert.equal(created, 2, 'a hit opens the entry once')
-      await assert.rejects(openCachedModel(join(root, 'broken'), async tmp => { await build(tmp); await rm(join(tmp, 'model.onnx')) }, 'broken-model', { threads: 1 }), /the derived model broken-model does not load: model file .* does not exist/)
+      await assert.rejects(openCachedModel(join(root, 'broken'), async tmp => { await build(tmp); await rm(join(tmp, 'model.onnx')) }, 'broken-model', { threads: 1 }), /model file .* does not exist/)
       assert.ok(!existsSync(join(root, 'broken')))
     } finally {
       ort.InferenceSession.create = create
+      await closeSessions()
+      await rm(root, { recursive: true, force: true })
+    }
+  })
+
+  it('names the folder\'s UNet, not its folded copy in the cache, where that cannot load or run: in one line', async () => {
+    const root = await mkdtemp(join(tmpdir(), 'lookahead-broken-unet-'))
+    const savedCache = process.env.LOOKAHEAD_CACHE
+    process.env.LOOKAHEAD_CACHE = join(root, 'cache')
+    try {
+      const models = join(root, 'models')
+      await writeTinyModels(models)
+      const unet = join(models, 'unet', 'model.onnx')
+      const original = await readModel(unet)
+      const sample = (model: ModelProto) => graphOf(model).input.find(i => i.name === 'sample')!.type!.tensorType!.shape!.dim!
+      const broken: [string, (model: ModelProto) => void, RegExp][] = [
+        ['an op onnxruntime does not know', model => { graphOf(model).node[0].opType = 'NoSuchOp' }, /^onnxruntime cannot load (\S+) \(folded for sampling\): .*NoSuchOp/],
+        ['3 latent channels for a UNet built for 4', model => { sample(model)[1].dimValue = 3 }, /^onnxruntime cannot run (\S+) \(folded for sampling\): .*channels/],
+      ]
+      for (const [what, edit, expected] of broken) {
+        const model = await readModel(unet)
+        edit(model.model)
+        await writeModel(model, unet)
+        await assert.rejects(generate({ prompt: 'a cat', steps: 1, cfg: 1, seed: 0, size: { height: 64, width: 64 }, models }), (error: Error) => {
+          assert.ok(error instanceof UserError, `${what}: ${error.stack}`)
+          assert.match(error.message, expected, what)
+          assert.equal(expected.exec(error.message)![1], unet, what)
+          assert.ok(!error.message.includes('\n') && !error.message.includes(join(root, 'cache')), `${what}: ${error.message}`)
+          return true
+        })
+        await writeModel(original, unet)
+        await closeSessions()
+      }
+    } finally {
+      if (savedCache === undefined) delete process.env.LOOKAHEAD_CACHE
+      else process.env.LOOKAHEAD_CACHE = savedCache
       await closeSessions()
       await rm(root, { recursive: true, force: true })
     }

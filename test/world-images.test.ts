@@ -32,7 +32,7 @@ describe('demo world from a folder of images', function () {
     // the default rank is at least identities − 1 and keeps 90% of the variance
     assert.ok(world.rank >= 3 && world.explainedVariance >= 0.9)
     assert.deepEqual((await readdir(join(dir, 'world'))).sort(), ['lcm_unet', 'taesdxl_decoder', 'unet', 'vae_decoder', 'vae_encoder', 'world.json'])
-    assert.ok(existsSync(files.lcmUnet))
+    assert.ok(existsSync(files.lcm_unet))
   })
 
   it('refuses a folder with fewer than two images, and a missing folder, with a UserError', async () => {

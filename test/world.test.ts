@@ -11,7 +11,8 @@ import { encodeModel, readModel } from '../src/onnx/proto.js'
 import { closeSessions, openSession, ort, type Session } from '../src/onnx/session.js'
 import { VAE_SCALING, encodeImage } from '../src/world/codec.js'
 import { chiQuantile, flowEndpoint, lift, posteriorMean, project, responsibilities } from '../src/world/mixture.js'
-import { WORLD_FILES, ensureDefaultWorld, writeWorld } from '../src/world/models.js'
+import { LAYOUT } from '../src/diffusion/models-folder.js'
+import { WORLD_PIECES, ensureDefaultWorld, writeWorld } from '../src/world/models.js'
 import { DEFAULT_WORLD_SETTINGS, buildWorld, componentLatent, drawnFaces, parseWorld, placeLatent, type DemoWorld } from '../src/world/world.js'
 
 const distance = (a: ArrayLike<number>, b: ArrayLike<number>) => Math.sqrt(Array.from(a).reduce((s, v, i) => s + (v - b[i]) ** 2, 0))
@@ -30,8 +31,8 @@ describe('demo world', function () {
     world = buildWorld(drawnFaces(DEFAULT_WORLD_SETTINGS.size))
     await writeWorld(world, dir)
     buildSeconds = (performance.now() - start) / 1000
-    unet = await openSession(join(dir, WORLD_FILES.unet))
-    lcm = await openSession(join(dir, WORLD_FILES.lcmUnet))
+    unet = await openSession(join(dir, LAYOUT.unet))
+    lcm = await openSession(join(dir, LAYOUT.lcm_unet))
   })
   after(async () => {
     await closeSessions()
@@ -76,17 +77,17 @@ describe('demo world', function () {
     const again = await mkdtemp(join(tmpdir(), 'lookahead-world-'))
     try {
       await ensureDefaultWorld(again)
-      for (const file of Object.values(WORLD_FILES)) assert.ok((await readFile(join(dir, file))).equals(await readFile(join(again, file))), file)
-      const written = (await stat(join(again, WORLD_FILES.lcmUnet))).mtimeMs
+      for (const file of WORLD_PIECES.map(piece => LAYOUT[piece])) assert.ok((await readFile(join(dir, file))).equals(await readFile(join(again, file))), file)
+      const written = (await stat(join(again, LAYOUT.lcm_unet))).mtimeMs
       await ensureDefaultWorld(again)
-      assert.equal((await stat(join(again, WORLD_FILES.lcmUnet))).mtimeMs, written)
+      assert.equal((await stat(join(again, LAYOUT.lcm_unet))).mtimeMs, written)
     } finally {
       await rm(again, { recursive: true, force: true })
     }
   })
 
   it('reads world.json back to the same subspace and components', async () => {
-    const read = parseWorld(await readFile(join(dir, WORLD_FILES.world), 'utf8'), 'world.json')
+    const read = parseWorld(await readFile(join(dir, LAYOUT.world), 'utf8'), 'world.json')
     assert.deepEqual(read.mean, world.mean)
     assert.deepEqual(read.basis, world.basis)
     assert.deepEqual(read.coords, world.coords)
@@ -95,9 +96,9 @@ describe('demo world', function () {
   })
 
   it('decodes as the inverse of the encoder on the data subspace; the VAE decoder takes latents/0.13025', async () => {
-    const encoder = await openSession(join(dir, WORLD_FILES.vaeEncoder))
-    const taesd = await openSession(join(dir, WORLD_FILES.taesdDecoder))
-    const vae = await openSession(join(dir, WORLD_FILES.vaeDecoder))
+    const encoder = await openSession(join(dir, LAYOUT.vae_encoder))
+    const taesd = await openSession(join(dir, LAYOUT.taesdxl_decoder))
+    const vae = await openSession(join(dir, LAYOUT.vae_decoder))
     const latent = Float32Array.from(componentLatent(world, 5), (v, i) => v + 0.3 * world.basis[i * world.rank + 2])
     const image = (await taesd.run({ latent_sample: new ort.Tensor('float32', latent, shape()) })).sample
     const vaeImage = (await vae.run({ latent_sample: new ort.Tensor('float32', latent.map(v => v / VAE_SCALING), shape()) })).sample
@@ -141,7 +142,7 @@ describe('demo world', function () {
   })
 
   it('x0 preview at an early step is a blurry blend; the LCM preview is sharp and predicts the 50-step DDIM result', async () => {
-    const taesd = await openSession(join(dir, WORLD_FILES.taesdDecoder))
+    const taesd = await openSession(join(dir, LAYOUT.taesdxl_decoder))
     const size = world.codec.imageSize
     /** Mean squared difference of horizontally adjacent pixels of the decoded image: a sharpness measure. */
     const sharpness = async (latent: Float32Array) => {
@@ -193,7 +194,7 @@ describe('demo world', function () {
   })
 
   it("both UNets are differentiated by the project's autodiff (checked by finite differences)", async () => {
-    for (const file of [WORLD_FILES.unet, WORLD_FILES.lcmUnet]) {
+    for (const file of [LAYOUT.unet, LAYOUT.lcm_unet]) {
       // loss = Σ c ⊙ ε(x, t) with fixed random weights c, zero text conditioning
       const g = new GraphBuilder('loss', 17)
       const x = g.input('x', 'float32', shape())

@@ -12,6 +12,7 @@ import { join } from 'node:path'
 import { guideFromSpec } from '../../guides/index.js'
 import { conditioning } from '../../src/diffusion/conditioning.js'
 import { decode, openDecoder } from '../../src/diffusion/decoders.js'
+import { ModelsFolder } from '../../src/diffusion/models-folder.js'
 import { initialNoise, latentDims, loadSdxl, unetEpsModel } from '../../src/diffusion/pipeline.js'
 import { writeTinyModels } from '../../src/diffusion/tiny/index.js'
 import { lookahead, type LookaheadSettings } from '../../src/guidance/engine.js'
@@ -52,7 +53,7 @@ async function fastest(work: () => Promise<unknown>): Promise<number> {
 
 async function bench(name: string, models: string, side: number, cache: string) {
   const reference = drawnFaces(side)[3]
-  const guide = guideFromSpec('id', { models, idNetwork: 'faceapi', warn: () => {} })
+  const guide = guideFromSpec('id', { folder: await ModelsFolder.at(models), idNetwork: 'faceapi', warn: () => {} })
   await guide.prepare({ image: { data: reference.pixels, width: side, height: side } })
   const base: LookaheadSettings = {
     prompt: 'a portrait photo', steps: 50, cfg: 5, seed: 0, size: { height: side, width: side }, models,

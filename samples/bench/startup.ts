@@ -1,5 +1,5 @@
 // `lookahead`'s start-up: the median time to the first output byte (stdout or stderr) and to the exit, of bare node
-// and of the built CLI's --version, --help, COMMAND --help and one real command (grad on a three-node model),
+// and of the built CLI's --version, --help, COMMAND --help, info and one real command (grad on a three-node model),
 // interleaved run by run so that a shared machine's load falls on all alike. Build first (`npm run build`: tsc
 // and the help table; after a bare tsc the help goes through oclif, as this then shows).
 // Usage: npx tsx samples/bench/startup.ts [--runs 15]
@@ -44,6 +44,7 @@ try {
     ['guide --help', [bin, 'guide', '--help']],
     ['grad --help', [bin, 'grad', '--help']],
     ['help world build', [bin, 'help', 'world', 'build']],
+    ['info', [bin, 'info']],
     ['grad tiny.onnx', [bin, 'grad', 'tiny.onnx', '--wrt', 'x', '-o', 'tiny_grad.onnx']],
   ]
   const times = cases.map(() => ({ first: [] as number[], exit: [] as number[] }))

@@ -5,6 +5,7 @@
 // 3. one seed guided towards a face through no preview, the x0 preview and the LCM preview, with the loss curves.
 import { join } from 'node:path'
 import { guideFromSpec } from '../../guides/index.js'
+import { ModelsFolder } from '../../src/diffusion/models-folder.js'
 import { alphaBar, ddimTimesteps, lcmScalings, naiveX0Coefficients } from '../../src/diffusion/schedulers.js'
 import { lookahead, type LookaheadSettings } from '../../src/guidance/engine.js'
 import { PREVIEW_KINDS } from '../../src/guidance/previews.js'
@@ -14,7 +15,7 @@ import { defaultWorldCache, ensureDefaultWorld } from '../../src/world/models.js
 import { drawnFaces } from '../../src/world/world.js'
 
 const out = process.argv[2] ?? join('out', 'teaching')
-const models = await ensureDefaultWorld(defaultWorldCache())
+const models = await ModelsFolder.at(await ensureDefaultWorld(defaultWorldCache()))
 const side = 256
 const steps = 50
 const timesteps = ddimTimesteps(steps)
@@ -38,7 +39,7 @@ await saveImage(previewFigureImage(figure, { title: `seed 1, ${steps} DDIM steps
 console.log(`   → ${join(out, 'previews.png')}\n`)
 
 const reference = drawnFaces(side).find(f => f.name === 'dev')!
-const guide = guideFromSpec('id', { models, idNetwork: 'faceapi', warn: () => {} })
+const guide = guideFromSpec('id', { folder: models, idNetwork: 'faceapi', warn: () => {} })
 await guide.prepare({ image: { data: reference.pixels, width: side, height: side } })
 const settings: LookaheadSettings = {
   prompt: '', steps, cfg: 1, seed: 3, size: { height: side, width: side }, models, guide, guideSteps: [10], iters: 10, preview: 'none',

@@ -37,6 +37,8 @@ export const LAYOUT = {
   taesdxl_weights: 'taesdxl_decoder.safetensors',
   lcm_unet: join('lcm_unet', 'model.onnx'),
   lcm_lora: join('lcm_lora', 'pytorch_lora_weights.safetensors'),
+  /** a demo world's image → latent encoder (src/world/models.ts), as SDXL's vae_encoder */
+  vae_encoder: join('vae_encoder', 'model.onnx'),
   arcface: join('guides', 'arcface', 'model.onnx'),
   scrfd: join('guides', 'scrfd', 'model.onnx'),
   lpips_alex: join('guides', 'lpips_alex', 'model.onnx'),
@@ -67,6 +69,11 @@ export class ModelsFolder {
   /** The folder at `dir`, with its world.json read. */
   static async at(dir: string): Promise<ModelsFolder> {
     return new ModelsFolder(resolve(dir), await readWorld(dir))
+  }
+
+  /** A folder a run opened already (a command opens it once and passes it on), or one opened from its path (scripts). */
+  static async of(models: string | ModelsFolder): Promise<ModelsFolder> {
+    return typeof models === 'string' ? ModelsFolder.at(models) : models
   }
 
   path(piece: PieceName): string {
@@ -122,9 +129,9 @@ export class ModelsFolder {
     return built.path
   }
 
-  /** Every piece checked (see checkModels). */
+  /** Every piece checked (see checkFolder). */
   check(): Promise<PieceReport[]> {
-    return checkModels(this.dir)
+    return checkFolder(this)
   }
 }
 
@@ -305,9 +312,13 @@ export function heldPieces(dir: string): string[] {
   return [...PIECES.map(p => LAYOUT[p.piece]), LAYOUT.world].filter(path => existsSync(join(dir, path)))
 }
 
-/** Checks every piece of a models folder; text pieces are skipped where world.json says "text": false. */
+/** Checks every piece of the models folder at `dir` (see checkFolder). */
 export async function checkModels(dir: string): Promise<PieceReport[]> {
-  const folder = await ModelsFolder.at(dir)
+  return checkFolder(await ModelsFolder.at(dir))
+}
+
+/** Checks every piece of a models folder; text pieces are skipped where world.json says "text": false. */
+async function checkFolder(folder: ModelsFolder): Promise<PieceReport[]> {
   const world = folder.world
   const reports: PieceReport[] = []
   for (const piece of PIECES) {

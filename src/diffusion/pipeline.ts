@@ -30,8 +30,8 @@ export interface SamplerShape extends Omit<CacheSettings, 'session'> {
  * sampler's dims (onnx/fold.ts) and cached: a torch export's shape arithmetic folds away, and onnxruntime creates
  * the session several times faster. Without it, the export as it is (any batch and size).
  */
-export async function loadSdxl(dir: string, settings: SessionSettings = {}, sampler?: SamplerShape): Promise<SdxlModels> {
-  const folder = await ModelsFolder.at(dir)
+export async function loadSdxl(models: string | ModelsFolder, settings: SessionSettings = {}, sampler?: SamplerShape): Promise<SdxlModels> {
+  const folder = await ModelsFolder.of(models)
   const unet = sampler ? await foldedUnet(folder.path('unet'), sampler, settings) : await openSession(folder.path('unet'), settings)
   const text = folder.world?.text === false ? null : await loadTextEncoders(folder, settings)
   return { folder, unet, text }
@@ -40,7 +40,8 @@ export async function loadSdxl(dir: string, settings: SessionSettings = {}, samp
 async function foldedUnet(path: string, sampler: SamplerShape, settings: SessionSettings): Promise<Session> {
   const unet = await readModel(path)
   const dims = samplerDims(graphOf(unet.model), sampler.cfg, sampler.size)
-  return cachedSession(unet, m => foldGraph(m, dims), foldedTag('unet', dims), { cacheDir: sampler.cacheDir, progress: sampler.progress, session: settings })
+  const cache = { cacheDir: sampler.cacheDir, progress: sampler.progress, session: settings }
+  return cachedSession(unet, m => foldGraph(m, dims), foldedTag('unet', dims), cache, `${path} (folded for sampling)`)
 }
 
 /** The dims the pipeline feeds: the batch, 77 text tokens, a timestep of [1] where it is int64 [steps] (optimum ≤ 1.23). */
@@ -145,8 +146,8 @@ export interface GenerateSettings {
   cfg: number
   seed: number
   size: { height: number; width: number }
-  /** the models folder */
-  models: string
+  /** the models folder (a command's, opened once), or its path */
+  models: string | ModelsFolder
   session?: SessionSettings
   /** default: the VAE when the folder has one, else TAESDXL */
   decoder?: DecoderKind

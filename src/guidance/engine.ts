@@ -83,8 +83,8 @@ export interface PreviewModels {
 }
 
 /** The ε model and decoder a preview runs through; `progress` hears of the LoRA'd UNet being built. */
-export async function previewModels(models: string, kind: PreviewKind, decoder?: DecoderKind, progress?: (line: string) => void): Promise<PreviewModels> {
-  const folder = await ModelsFolder.at(models)
+export async function previewModels(models: string | ModelsFolder, kind: PreviewKind, decoder?: DecoderKind, progress?: (line: string) => void): Promise<PreviewModels> {
+  const folder = await ModelsFolder.of(models)
   const unetPath = PREVIEWS[kind].unet === 'lcm' ? await folder.lcmUnet(progress) : folder.path('unet')
   const decoderKind = folder.previewDecoder(decoder)
   const decoderModel = await readModel(await folder.decoderPath(decoderKind))
@@ -180,7 +180,7 @@ export async function lookahead(settings: LookaheadSettings): Promise<LookaheadR
     const guide = settings.guide!
     const previewCfg = previewCfgOf(settings, kind)
     const steps = previewStepsOf(kind, settings.previewSteps)
-    const parts = await previewModels(settings.models, kind, settings.previewDecoder, settings.progress)
+    const parts = await previewModels(models.folder, kind, settings.previewDecoder, settings.progress)
     const built = performance.now()
     const shape = previewShape(previewCfg, dims, settings.guideSize, steps)
     const gradient = await gradientSession(parts, guide, shape, settings, segments)

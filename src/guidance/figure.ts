@@ -31,7 +31,7 @@ export async function previewFigure(settings: GenerateSettings & { at: number[];
   const previews = {} as Record<PreviewKind, { session: Awaited<ReturnType<typeof previewImageSession>>; cond: typeof cond }>
   for (const kind of PREVIEW_KINDS) {
     const cfg = PREVIEWS[kind].defaultCfg(settings.cfg)
-    const session = await previewImageSession(await previewModels(settings.models, kind), previewShape(cfg, dims), settings)
+    const session = await previewImageSession(await previewModels(models.folder, kind), previewShape(cfg, dims), settings)
     previews[kind] = { session, cond: cfg === settings.cfg ? cond : await conditioning({ ...settings, cfg }, models.unet, models.text) }
   }
   const rows: FigureRow[] = []

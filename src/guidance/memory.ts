@@ -49,14 +49,14 @@ export async function dryRun(settings: LookaheadSettings, held?: HeldSessions): 
 
 /** The base UNet (its graph; no weights are read) and the latent shape it samples at these settings. */
 async function samplingUnet(settings: LookaheadSettings): Promise<{ base: LoadedModel; latentShape: number[] }> {
-  const base = await readModel((await ModelsFolder.at(settings.models)).path('unet'))
+  const base = await readModel((await ModelsFolder.of(settings.models)).path('unet'))
   const channels = graphOf(base.model).input.find(i => i.name === 'sample')?.type?.tensorType?.shape?.dim?.[1]?.dimValue
   return { base, latentShape: [1, channels ? toNumber(channels) : 4, settings.size.height / 8, settings.size.width / 8] }
 }
 
 /** The sessions a run holds beside the gradient pass: the sampling UNet, the text encoders, the final decoder. */
 async function heldSessions(settings: LookaheadSettings, base: LoadedModel): Promise<HeldSessions> {
-  const folder = await ModelsFolder.at(settings.models)
+  const folder = await ModelsFolder.of(settings.models)
   let weights = await weightBytes(base)
   for (const { encoder } of folder.textEncoders()) if (existsSync(encoder)) weights += await weightBytes(await readModel(encoder))
   // the final decoder where it is: an ONNX export, or TAESDXL's .safetensors built into its graph (weights as held)

@@ -8,9 +8,11 @@ import { existsSync } from 'node:fs'
 import { readFile, stat } from 'node:fs/promises'
 import { basename, dirname, join } from 'node:path'
 import { check, UserError } from '../errors.js'
+import { LAYOUT, type ModelsFolder, type PieceName } from '../diffusion/models-folder.js'
 import { alphasCumprod } from '../diffusion/schedulers.js'
 import { TAESD_IO, taesdModel } from '../diffusion/taesd.js'
-import { writeFileAtomic, cacheRoot } from '../fsutil.js'
+import { cacheRoot } from '../cache.js'
+import { writeFileAtomic } from '../fsutil.js'
 import { GraphBuilder } from '../onnx/builder.js'
 import { embedModel } from '../onnx/compose.js'
 import { DataType, encodeModel, onnx, readModel, type LoadedModel, type ModelProto } from '../onnx/proto.js'
@@ -199,37 +201,31 @@ export async function encodeImages(encoder: ModelProto, images: Float32Array[], 
   return latents
 }
 
-/** The files of a demo-world models folder, relative to it. */
-export const WORLD_FILES = {
-  unet: 'unet/model.onnx',
-  lcmUnet: 'lcm_unet/model.onnx',
-  vaeDecoder: 'vae_decoder/model.onnx',
-  taesdDecoder: 'taesdxl_decoder/model.onnx',
-  vaeEncoder: 'vae_encoder/model.onnx',
-  world: 'world.json',
-} as const
+/** The pieces of a demo-world models folder (where each lives: the models folder's LAYOUT). */
+export const WORLD_PIECES = ['unet', 'lcm_unet', 'vae_decoder', 'taesdxl_decoder', 'vae_encoder', 'world'] as const satisfies readonly PieceName[]
+export type WorldPiece = (typeof WORLD_PIECES)[number]
 
 /** A face image [3,S,S]'s latent in a world: the linear codec in float64, or TAESDXL through the folder's vae_encoder. */
-export async function imageLatent(dir: string, world: DemoWorld, image: Float32Array): Promise<Float64Array> {
+export async function imageLatent(folder: ModelsFolder, world: DemoWorld, image: Float32Array): Promise<Float64Array> {
   if (world.codecKind === 'linear') return encodeImage(world.codec, image)
-  const [latent] = await encodeImages((await readModel(join(dir, WORLD_FILES.vaeEncoder))).model, [image], world.codec.imageSize)
+  const [latent] = await encodeImages((await readModel(folder.path('vae_encoder'))).model, [image], world.codec.imageSize)
   return latent
 }
 
 /** Writes the world's models folder with its codec's decoders and encoder; each file is written atomically. */
-export async function writeWorld(world: DemoWorld, dir: string, codec = linearCodec(world)): Promise<Record<keyof typeof WORLD_FILES, string>> {
-  const contents: Record<keyof typeof WORLD_FILES, Uint8Array | string> = {
+export async function writeWorld(world: DemoWorld, dir: string, codec = linearCodec(world)): Promise<Record<WorldPiece, string>> {
+  const contents: Record<WorldPiece, Uint8Array | string> = {
     unet: encodeModel(unetModel(world, 'exact')),
-    lcmUnet: encodeModel(unetModel(world, 'lcm')),
-    vaeDecoder: encodeModel(decoderModel(world, 'vae', codec)),
-    taesdDecoder: encodeModel(decoderModel(world, 'taesd', codec)),
-    vaeEncoder: encodeModel(encoderModel(world.codec.imageSize, codec)),
+    lcm_unet: encodeModel(unetModel(world, 'lcm')),
+    vae_decoder: encodeModel(decoderModel(world, 'vae', codec)),
+    taesdxl_decoder: encodeModel(decoderModel(world, 'taesd', codec)),
+    vae_encoder: encodeModel(encoderModel(world.codec.imageSize, codec)),
     world: `${JSON.stringify(worldJson(world), null, 1)}\n`,
   }
-  const paths = {} as Record<keyof typeof WORLD_FILES, string>
-  for (const key of Object.keys(WORLD_FILES) as (keyof typeof WORLD_FILES)[]) {
-    paths[key] = join(dir, WORLD_FILES[key])
-    await writeFileAtomic(paths[key], contents[key])
+  const paths = {} as Record<WorldPiece, string>
+  for (const piece of WORLD_PIECES) {
+    paths[piece] = join(dir, LAYOUT[piece])
+    await writeFileAtomic(paths[piece], contents[piece])
   }
   return paths
 }
@@ -268,8 +264,8 @@ export async function buildWorldFolder(dir: string, options: WorldFolderOptions 
  * of this code (the embedded default: `--world demo` needs nothing but the project).
  */
 export async function ensureDefaultWorld(dir: string): Promise<string> {
-  const current = await readFile(join(dir, WORLD_FILES.world), 'utf8').then(text => JSON.parse(text), () => undefined)
-  const complete = Object.values(WORLD_FILES).every(file => existsSync(join(dir, file)))
+  const current = await readFile(join(dir, LAYOUT.world), 'utf8').then(text => JSON.parse(text), () => undefined)
+  const complete = WORLD_PIECES.every(piece => existsSync(join(dir, LAYOUT[piece])))
   if (!complete || current?.version !== WORLD_VERSION || current?.source !== 'drawn') await buildWorldFolder(dir)
   return dir
 }
