@@ -391,6 +391,19 @@ describe('gradients at ties', () => {
     assert.deepEqual(mask(below), inside(-Infinity, 1))
   })
 
+  it('HardSwish has torch\'s slope at ±3 and one float beside them', async () => {
+    const beside = (v: number) => {
+      const bits = new Int32Array(new Float32Array([v]).buffer)
+      bits[0] += 1
+      return new Float32Array(bits.buffer)[0]
+    }
+    const xs = [-4, beside(-3), -3, -1.5, 0, 2, 3, beside(3), 5]
+    // torch's hardswish_backward: 0 below −3, x/3 + ½ up to 3, 1 above
+    const slopes = xs.map(x => (x < -3 ? 0 : x <= 3 ? x / 3 + 0.5 : 1))
+    const { dx, dy } = await gradientAt(17, xs, [1, xs.length], (g, x) => g.op('HardSwish', [x]))
+    close(dx, dy.map((d, i) => d * slopes[i]))
+  })
+
   for (const opset of [13, 14, 17, 18]) {
     it(`Max and Min split the gradient between tied inputs (opset ${opset})`, async () => {
       const half = (g: GraphBuilder) => g.constant([0.5, 0.5, 0.5, 0.5], [4])
