@@ -261,7 +261,8 @@ function convAsConvs(c: GradContext, kernel: number[], group: number): string | 
  * (u[s·i] = g[i]), and dx[m] = Σ_t u[m + p − t]·w[t] is the flipped kernel's Conv of u with begin pad k − 1 − p.
  * onnxruntime runs a depthwise ConvTranspose as one small GEMM and col2im per channel; timed alone (1 thread, 16–336
  * channels), the spread form is faster where that per-channel overhead dominates: 5×5 kernels (0.3–0.8× its time,
- * once 1.1×), 3×3 ones with g up to 4×4 (0.85–0.9×); slower for 3×3 beyond (1.5–1.7× at 8×8). Undefined elsewhere.
+ * once 1.1×), smaller ones with g of at most 16 positions (3×3 at 4×4: 0.85–0.9×); slower beyond (1.5–1.7× at 8×8).
+ * Undefined elsewhere.
  */
 function depthwiseSpread(c: GradContext, kernel: number[], group: number): string | undefined {
   const { e } = c
