@@ -76,6 +76,18 @@ const cases: Case[] = [
       const total = (v: string) => g.op('ReduceSum', [g.op('Mul', [v, g.op('Sin', [v])])], { keepdims: 0 })
       return g.op('Sum', [total(square), total(unequal), total(grouped), total(pointwise), total(line)])
     } },
+  // strided depthwise: g spread out with zeros, then a stride-1 depthwise Conv (gradients.ts depthwiseSpread) for 5×5
+  // kernels and small g; a channel multiplier and a 3×3 kernel on a larger g stay ConvTransposes
+  { name: 'Conv strided depthwise: 5×5 stride 2, 3×3 strides 2 and 3 with asymmetric pads, multiplier 2, larger g', inputs: { x: [1, 4, 9, 8], t: [1, 4, 5, 6] }, symbolic: true,
+    build: (g, { x, t }, rand) => {
+      const wide = g.op('Conv', [x, randomWeight(g, rand, [4, 1, 5, 5], 0.2)], { pads: [2, 2, 2, 2], strides: [2, 2], group: 4 })
+      const small = g.op('Conv', [t, randomWeight(g, rand, [4, 1, 3, 3], 0.3)], { pads: [1, 1, 1, 1], strides: [2, 2], group: 4 })
+      const three = g.op('Conv', [t, randomWeight(g, rand, [4, 1, 3, 3], 0.3)], { pads: [1, 0, 2, 1], strides: [3, 3], group: 4 })
+      const doubled = g.op('Conv', [t, randomWeight(g, rand, [8, 1, 3, 3], 0.3)], { pads: [1, 1, 1, 1], strides: [2, 2], group: 4 })
+      const larger = g.op('Conv', [x, randomWeight(g, rand, [4, 1, 3, 3], 0.3)], { strides: [2, 1], group: 4 })
+      const total = (v: string) => g.op('ReduceSum', [g.op('Mul', [v, g.op('Sin', [v])])], { keepdims: 0 })
+      return g.op('Sum', [total(wide), total(small), total(three), total(doubled), total(larger)])
+    } },
   // stride 1: the input gradient is a Conv with the kernel flipped (gradients.ts convAsConvs)
   { name: 'Conv at stride 1: depthwise, depthwise ×2, groups, asymmetric pads, auto_pad, 1-D, pads past the kernel', inputs: { x: [1, 6, 6, 7], t: [1, 4, 9] }, symbolic: true,
     build: (g, { x, t }, rand) => {
@@ -389,6 +401,19 @@ describe('gradients at ties', () => {
     assert.deepEqual(mask(clip), inside(-4, f(6.1)))
     const below = await gradientAt(17, xs, [xs.length], (g, x) => g.op('Clip', [x, '', s(g, 1)]))
     assert.deepEqual(mask(below), inside(-Infinity, 1))
+  })
+
+  it('HardSwish has torch\'s slope at ±3 and one float beside them', async () => {
+    const beside = (v: number) => {
+      const bits = new Int32Array(new Float32Array([v]).buffer)
+      bits[0] += 1
+      return new Float32Array(bits.buffer)[0]
+    }
+    const xs = [-4, beside(-3), -3, -1.5, 0, 2, 3, beside(3), 5]
+    // torch's hardswish_backward: 0 below −3, x/3 + ½ up to 3, 1 above
+    const slopes = xs.map(x => (x < -3 ? 0 : x <= 3 ? x / 3 + 0.5 : 1))
+    const { dx, dy } = await gradientAt(17, xs, [1, xs.length], (g, x) => g.op('HardSwish', [x]))
+    close(dx, dy.map((d, i) => d * slopes[i]))
   })
 
   for (const opset of [13, 14, 17, 18]) {
