@@ -75,7 +75,7 @@ export function plannedPeak(nodes: NodeProto[], bytes: (v: string) => number, ke
         const viewed = bufferOf.get(node.input?.[0] ?? '')
         if (viewed === undefined) continue
         bufferOf.set(v, viewed)
-        buffers[viewed].uses += (readers.get(v) ?? 0) + (outputs.has(v) ? 1 : 0) + 1
+        buffers[viewed].uses += (readers.get(v) ?? 0) + 1
         continue
       }
       const k = reuse && !outputs.has(v) ? key(v) : undefined
