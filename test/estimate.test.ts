@@ -8,11 +8,11 @@ import { encodeModel, graphOf, onnx, type NodeProto } from '../src/onnx/proto.js
 import { ort } from '../src/onnx/session.js'
 import { LATENT } from '../src/guidance/preview.js'
 
-/** The node names in the order onnxruntime ran them (its profile), at graphOptimizationLevel 'disabled'. */
-async function ranOrder(model: Uint8Array, feeds: Record<string, ort.Tensor>): Promise<string[]> {
+/** The node names in the order onnxruntime ran them (its profile), at graphOptimizationLevel `level`. */
+async function ranOrder(model: Uint8Array, feeds: Record<string, ort.Tensor>, level: 'disabled' | 'all' = 'disabled'): Promise<string[]> {
   const dir = await mkdtemp(join(tmpdir(), 'estimate-order-'))
   try {
-    const session = await ort.InferenceSession.create(model, { graphOptimizationLevel: 'disabled', enableProfiling: true, profileFilePrefix: join(dir, 'profile') })
+    const session = await ort.InferenceSession.create(model, { graphOptimizationLevel: level, enableProfiling: true, profileFilePrefix: join(dir, 'profile') })
     await session.run(feeds)
     session.endProfiling()
     await session.release()
@@ -68,10 +68,40 @@ describe('cost estimates (--dry-run)', () => {
     g.outputAs(g.op('Add', [g.op('Mul', [c, d]), g.op('Tanh', [a])]), 'y', 'float32', [2, 3])
     const model = g.build()
     const graph = graphOf(model)
-    const order = executionOrder(graph.node as NodeProto[], new Set(graph.initializer.map(t => t.name!))).map(n => n.name!)
-    const ran = await ranOrder(encodeModel(model), { x: new ort.Tensor('float32', new Float32Array(6), [2, 3]) })
-    assert.deepEqual(order, ran.filter(name => name !== graph.node[0].name)) // onnxruntime at 'disabled' still runs the Exp on weights
+    const order = executionOrder(graph.node as NodeProto[], new Set(graph.initializer.map(t => t.name!)), new Set(['y'])).map(n => n.name!)
+    const ran = await ranOrder(encodeModel(model), { x: new ort.Tensor('float32', new Float32Array(6), [2, 3]) }, 'all')
+    assert.deepEqual(order, ran) // the Exp on weights folded, the output's Identity gone (its producer writes y)
     assert.notDeepEqual(order, graph.node.slice(1).map(n => n.name)) // the graph's own order differs
+  })
+
+  it('follows onnxruntime\'s Identity elimination: a graph output written through one starts the walk at its producer', async () => {
+    // a forward f1 → f2 → f3 (the image) and a backward reading f1 through a term of its own (d = sigmoid(f1), as
+    // a gradient rule's factor that needs no incoming gradient); the outputs are Identities, last in the graph, as
+    // foldGraph writes them. onnxruntime drops the Identities of loss and grad (their inputs have no other reader):
+    // the walk starts from the image's Identity, runs the whole forward first and holds f1 until d.
+    const g = new GraphBuilder('identities')
+    const x = g.input('x', 'float32', [1, 256]) // 1 KB values
+    const f1 = g.op('Exp', [x])
+    const f2 = g.op('Tanh', [f1])
+    const f3 = g.op('Neg', [f2])
+    const loss = g.op('ReduceSum', [f3], { keepdims: 0 })
+    const g1 = g.op('Mul', [f2, f3]) // the gradient coming in
+    const d = g.op('Sigmoid', [f1])
+    const grad = g.op('Mul', [g1, d])
+    g.outputAs(loss, 'loss', 'float32', [])
+    g.outputAs(f3, 'image', 'float32', [1, 256])
+    g.outputAs(grad, 'grad', 'float32', [1, 256])
+    const model = g.build()
+    const graph = graphOf(model)
+    const outputs = new Set(['loss', 'image', 'grad'])
+    const order = executionOrder(graph.node as NodeProto[], new Set(), outputs)
+    assert.deepEqual(order.map(n => n.output[0]), [f1, f2, f3, 'image', d, g1, 'grad', 'loss'])
+    const ran = await ranOrder(encodeModel(model), { x: new ort.Tensor('float32', new Float32Array(256), [1, 256]) }, 'all')
+    assert.deepEqual(order.map(n => n.name), ran)
+    // at the Sigmoid f1, f2, f3, the image (a copy: a graph output has a buffer of its own) and d: 5 KB. Walked
+    // from grad's Identity (the Identities kept) d comes first, f1 goes after the Tanh, and the peak is 4 KB.
+    const bytes = (v: string) => (v === 'loss' ? 4 : v === 'x' ? 0 : 1024)
+    assert.equal(plannedPeak(order, bytes, () => undefined, outputs), 5 * 1024)
   })
 
   it('counts a view (Reshape, Squeeze, …) in its input\'s buffer, and none of a view of a weight', () => {

@@ -12,13 +12,10 @@ import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { promisify } from 'node:util'
 import { writeTinyModels } from '../../src/diffusion/tiny/index.js'
-import { previewForward, previewModels, previewShape } from '../../src/guidance/engine.js'
-import { pipelineDims } from '../../src/guidance/engine.js'
+import { pipelineDims, previewForward, previewModels, previewShape } from '../../src/guidance/engine.js'
 import { graphMemory } from '../../src/guidance/estimate.js'
 import { pixelGuide } from '../../src/guidance/guide.js'
-import { LATENT, LOSS } from '../../src/guidance/preview.js'
-import { differentiate } from '../../src/onnx/autodiff.js'
-import { foldGraph } from '../../src/onnx/fold.js'
+import { previewGradient } from '../../src/guidance/preview.js'
 import { writeModel } from '../../src/onnx/proto.js'
 import { QUARTER_SDXL_UNET } from './sdxl-shape.js'
 
@@ -43,8 +40,8 @@ try {
   for (const { segments, steps } of [{ segments: 1, steps: 1 }, { segments: 4, steps: 1 }, { segments: 8, steps: 1 }, { segments: 1, steps: 2 }]) {
     const memory = await graphMemory(forward(steps), DIMS, segments)
     const path = join(dir, `grad-${segments}-${steps}`, 'model.onnx')
-    // folded as the engine's gradientSession folds it (and as graphMemory estimates it)
-    await writeModel(foldGraph(differentiate(forward(steps), { wrt: [LATENT], of: LOSS, dims: DIMS, segments }), DIMS), path)
+    // as the engine's gradientSession derives it (and graphMemory estimates it)
+    await writeModel(previewGradient(forward(steps), segments), path)
     const dims = Object.entries(DIMS).map(([name, value]) => `${name}=${value}`)
     const { stdout } = await promisify(execFile)(process.execPath, ['--import', 'tsx', join(here, 'measure.ts'), path, runs, threads, ...dims])
     const measured = JSON.parse(stdout.trim().split('\n').pop()!) as { best_ms: number; baseline_kb: number; peak_kb: number }

@@ -8,14 +8,13 @@
 // peak in use, from its profiler: measure.ts --arena). Session creation is what a user waits for: on a cache hit
 // the session is created from the cached file; on a miss the gradient is first derived and written, and its session
 // created once (openCachedModel: the session that verified the entry is kept). Creation is given as wall time and as
-// the process's CPU time, the steadier on a shared machine. The graphs are the engine's own
-// (previewForward; the gradient as gradientSession derives it, folded by src/onnx/fold.ts where the checkout has it:
-// the output says which). A session that is not created and run within --timeout seconds is reported as such.
+// the process's CPU time, the steadier on a shared machine. The graphs are the engine's own (previewForward, and
+// previewGradient: the gradient as gradientSession derives it and the estimate measures it, folded). A session that
+// is not created and run within --timeout seconds is reported as such.
 // Usage: npx tsx samples/bench/real-export.ts [--depth real|tiny] [--width 32] [--runs 3] [--threads 1] [--timeout 900]
 //   [--models DIR]
 //   --models: a fixture folder written before (sdxl_fixture.py), else one is exported into a temporary folder.
 import { execFile } from 'node:child_process'
-import { existsSync } from 'node:fs'
 import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { dirname, join } from 'node:path'
@@ -24,8 +23,7 @@ import { promisify } from 'node:util'
 import { pipelineDims, previewForward, previewModels, previewShape } from '../../src/guidance/engine.js'
 import { graphMemory } from '../../src/guidance/estimate.js'
 import { pixelGuide } from '../../src/guidance/guide.js'
-import { IMAGE, LATENT, LOSS } from '../../src/guidance/preview.js'
-import { differentiate } from '../../src/onnx/autodiff.js'
+import { previewGradient } from '../../src/guidance/preview.js'
 import { graphOf, readModel, writeModel, type LoadedModel } from '../../src/onnx/proto.js'
 import { closeSessions } from '../../src/onnx/session.js'
 import { torchMissing, writeTorchFixture } from '../export/torch/fixture.js'
@@ -71,14 +69,6 @@ async function measure(path: string): Promise<Measured | undefined> {
   return result && { ...result, workingMB: (result.peak_kb - result.baseline_kb) / 1024 }
 }
 
-/** The engine's fold pass (src/onnx/fold.ts) where this checkout has it, else none. */
-async function engineFold(): Promise<((model: LoadedModel) => LoadedModel) | undefined> {
-  const path = join(here, '../../src/onnx/fold.ts')
-  if (!existsSync(path)) return undefined
-  const fold = (await import(path)) as { foldGraph: (model: LoadedModel) => LoadedModel }
-  return model => fold.foldGraph(model)
-}
-
 if (!given) {
   const missing = await torchMissing()
   if (missing) {
@@ -94,23 +84,20 @@ try {
     const start = performance.now()
     console.log(`${await writeTorchFixture(models, { depth, width })} (${((performance.now() - start) / 1000).toFixed(0)} s)`)
   }
-  const fold = await engineFold()
-  console.log(`src/onnx/fold.ts ${fold ? 'present: the gradient model is folded as the engine folds it' : 'absent: the graphs as exported (nothing folded)'}; ` +
-    `${threads} thread(s), best of ${runs}, each session given ${timeout} s`)
+  console.log(`${threads} thread(s), best of ${runs}, each session given ${timeout} s`)
 
   const unet = await readModel(join(models, 'unet', 'model.onnx'))
   console.log(`\nexport unet/model.onnx: ${nodes(unet)} nodes`)
   console.log(opCounts(unet).map(([op, n]) => `${op} ${n}`).join(', '))
 
-  // as the engine's gradientSession builds them (previewForward folds the forward itself where fold.ts is merged)
+  // as the engine's gradientSession builds them
   const parts = await previewModels(models, 'lcm')
   const shape = previewShape(1, [1, 4, 8, 8])
   const forwardPath = join(dir, 'forward', 'model.onnx')
   // as written: writeModel points the model's external data at the files beside it
   const forward = await writeModel(previewForward(parts, shape, pixelGuide()), forwardPath)
   const start = performance.now()
-  const differentiated = differentiate(forward, { wrt: [LATENT], of: LOSS, keep: [IMAGE] })
-  const gradient = fold ? fold(differentiated) : differentiated
+  const gradient = previewGradient(forward)
   const gradientPath = join(dir, 'gradient', 'model.onnx')
   await writeModel(gradient, gradientPath)
   const deriveMs = performance.now() - start // as a cache miss derives and writes it

@@ -11,12 +11,13 @@
 // says 710 and 568, freeing at the last reader alone 641 and 418.
 //
 // onnxruntime does not run the nodes in the graph's order but in its own (executionOrder below), after folding
-// the nodes that read weights only; on a gradient graph that order can hold twice the graph order's peak.
-// Checked against onnxruntime's arena (its profile's mem_in_use_peak) on the torch fixture's LCM-preview gradient
-// at the tiny depth: the planner in the graph's order 28.6 MB, in onnxruntime's order 33.2 MB, the arena's peak
-// 33.0 MB, RSS 34.0 MB (at graphOptimizationLevel 'disabled', which folds nothing: 58.6 modelled, 59.4 measured).
+// the nodes that read weights only and removing Identities; on a gradient graph that order can hold twice the
+// graph order's peak. Checked against onnxruntime's arena (its profile's mem_in_use_peak) on the torch fixture's
+// LCM-preview gradient at the tiny depth (graphOptimizationLevel 'all', the fused SiLU rule): 24.8 MB modelled,
+// 27.2 MB in the arena (25.6 MB at 'basic', without the CPU's NCHWc layout copies), RSS 30.0 MB; the planner
+// replayed on onnxruntime's own optimised graph in its order: 27.4 MB.
 import { stat } from 'node:fs/promises'
-import { externalDataFiles, graphOf, isExternal, type GraphProto, type LoadedModel, type NodeProto, type TensorProto } from '../onnx/proto.js'
+import { externalDataFiles, graphOf, isExternal, onnx, type GraphProto, type LoadedModel, type NodeProto, type TensorProto } from '../onnx/proto.js'
 import { floatBytes, inferShapes, type Info } from '../onnx/shapes.js'
 import { LATENT, previewGradient } from './preview.js'
 import { previewUnetCalls } from './previews.js'
@@ -53,7 +54,8 @@ const VIEWS = new Set(['Reshape', 'Squeeze', 'Unsqueeze', 'Flatten', 'Identity']
 /**
  * Peak bytes of a node list's buffers, in order. Each output takes the most recently freed buffer with its key,
  * else a new one; a view (VIEWS) takes its input's buffer, or none where that is a weight or a graph input; a
- * buffer is freed when its last value's readers are done (graph outputs never are).
+ * graph output has a buffer of its own, even from a view (onnxruntime's kAllocateOutput); a buffer is freed when
+ * its last value's readers are done (graph outputs never are).
  * `reuse: false` returns each buffer at once instead: the lower bound.
  */
 export function plannedPeak(nodes: NodeProto[], bytes: (v: string) => number, key: (v: string) => string | undefined, outputs: Set<string>, reuse = true): number {
@@ -69,14 +71,14 @@ export function plannedPeak(nodes: NodeProto[], bytes: (v: string) => number, ke
   nodes.forEach((node, at) => {
     for (const v of node.output ?? []) {
       if (!v) continue
-      if (VIEWS.has(node.opType ?? '')) {
+      if (VIEWS.has(node.opType ?? '') && !outputs.has(v)) {
         const viewed = bufferOf.get(node.input?.[0] ?? '')
         if (viewed === undefined) continue
         bufferOf.set(v, viewed)
-        buffers[viewed].uses += (readers.get(v) ?? 0) + (outputs.has(v) ? 1 : 0) + 1
+        buffers[viewed].uses += (readers.get(v) ?? 0) + 1
         continue
       }
-      const k = reuse ? key(v) : undefined
+      const k = reuse && !outputs.has(v) ? key(v) : undefined
       const free = k === undefined ? -1 : freeList.findIndex(b => buffers[b].key === k)
       const b = free >= 0 ? freeList.splice(free, 1)[0] : buffers.push({ bytes: bytes(v), key: k, born: at, freed: at, uses: 0 }) - 1
       bufferOf.set(v, b)
@@ -99,17 +101,49 @@ export function plannedPeak(nodes: NodeProto[], bytes: (v: string) => number, ke
 /**
  * The nodes in the order onnxruntime runs them (its default ExecutionOrder: GraphViewer's reverse depth-first
  * walk, graph.cc ReverseDFSFrom): from the nodes nobody reads, the last first, depth first into each node's
- * producers, the latest in the graph first; a node runs once its producers have. Nodes that read only weights
- * (or nothing) do not run: onnxruntime folds them into weights when it loads the graph (Constant nodes, its
- * ConstantFolding pass).
+ * producers, the latest in the graph first; a node runs once its producers have. Before that onnxruntime rewrites
+ * the graph when it loads it, and two of its rewrites change what the walk sees:
+ * - nodes that read only weights (or nothing) do not run: they are folded into weights (Constant nodes, its
+ *   ConstantFolding pass);
+ * - Identity nodes go (its EliminateIdentity rule): their readers read the input instead; one that writes a graph
+ *   output goes where its input is another node's output that nothing else reads and that is no graph output
+ *   itself, and that node writes the graph output instead. That makes the node, not the Identity, one the walk
+ *   starts from, at its own place in the graph: a gradient graph whose outputs are Identities (foldGraph names them
+ *   so) then runs the whole forward first and holds what the backward reads of it (on the torch fixture: 24.8 MB
+ *   in this order, 25.6 MB in onnxruntime's arena at 'basic'; walked from the Identities, 21.0 MB).
+ * Returns the nodes that run, in that order, with those Identities gone and their values renamed.
  */
-export function executionOrder(nodes: NodeProto[], weights: Set<string>): NodeProto[] {
+export function executionOrder(nodes: NodeProto[], weights: Set<string>, graphOutputs: Set<string>): NodeProto[] {
   const constant = new Set(weights)
-  const running: NodeProto[] = []
+  const folded: NodeProto[] = []
   for (const node of nodes) {
     if ((node.input ?? []).every(v => !v || constant.has(v))) for (const v of node.output ?? []) constant.add(v)
-    else running.push(node)
+    else folded.push(node)
   }
+  const identities = folded.filter(node => node.opType === 'Identity' && (node.domain ?? '') === '')
+  const eliminated = new Set<NodeProto>()
+  const readInstead = new Map<string, string>() // an eliminated Identity's output → its input
+  for (const node of identities) {
+    if (graphOutputs.has(node.output[0])) continue
+    readInstead.set(node.output[0], node.input[0])
+    eliminated.add(node)
+  }
+  const source = (v: string): string => (readInstead.has(v) ? source(readInstead.get(v)!) : v)
+  const readers = new Map<string, number>()
+  for (const node of folded) if (!eliminated.has(node)) for (const v of node.input ?? []) if (v) readers.set(source(v), (readers.get(source(v)) ?? 0) + 1)
+  const produced = new Set(folded.flatMap(node => node.output ?? []))
+  const writtenAs = new Map<string, string>() // a node's output → the graph output its eliminated Identity wrote
+  for (const node of identities) {
+    const input = source(node.input[0])
+    if (!graphOutputs.has(node.output[0]) || !produced.has(input) || graphOutputs.has(input) || readers.get(input) !== 1) continue
+    writtenAs.set(input, node.output[0])
+    eliminated.add(node)
+  }
+  const running = folded.filter(node => !eliminated.has(node)).map(node => {
+    const input = (node.input ?? []).map(v => (v ? source(v) : v))
+    const output = (node.output ?? []).map(v => writtenAs.get(v) ?? v)
+    return input.every((v, i) => v === node.input[i]) && output.every((v, i) => v === node.output[i]) ? node : new onnx.NodeProto({ ...node, input, output })
+  })
   const producer = new Map<string, number>()
   running.forEach((node, i) => { for (const v of node.output ?? []) if (v) producer.set(v, i) })
   const producers = running.map(node => [...new Set((node.input ?? []).flatMap(v => (producer.has(v) ? [producer.get(v)!] : [])))].sort((a, b) => a - b))
@@ -144,7 +178,7 @@ export function activationPeak(graph: GraphProto, infos = inferShapes(graph)): {
   const bytes = (value: string) => size(value) ?? 0
   const key = reuseKey(infos)
   const outputs = new Set(graph.output.map(o => o.name!))
-  const nodes = executionOrder(graph.node as NodeProto[], new Set(graph.initializer.map(t => t.name!)))
+  const nodes = executionOrder(graph.node as NodeProto[], new Set(graph.initializer.map(t => t.name!)), outputs)
   return { peak: plannedPeak(nodes, bytes, key, outputs), lowerBound: plannedPeak(nodes, bytes, key, outputs, false) }
 }
 
