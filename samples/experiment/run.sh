@@ -9,8 +9,8 @@
 # Usage: samples/experiment/run.sh [world] [taesd-world] [decided] [sweep] [main] [perceptual] [taesd] [tables]
 # Environment: OUT (default /tmp/lookahead-experiment-13), FIXTURES (default ../shared/fixtures beside the repo),
 # SEEDS (0-63), SWEEP_SEEDS (0-7), SWEEP_LRS, LR (the main runs' step size: chosen from the sweep by the rule in
-# RESULTS.md), BEFORE and AFTER (guide steps, from the decided step by that rule), TAESD_BEFORE (the TAESD world's
-# guide step; default: by the same rule from its decided.ts table), TAESD_SEEDS (0-31),
+# RESULTS.md), BEFORE and AFTER (guide steps, from the decided step by that rule), TAESD_BEFORE and TAESD_AFTER (the TAESD
+# world's guide steps; default: by the same rule from its decided.ts table), TAESD_SEEDS (0-31),
 # PERCEPTUAL_SEEDS (0-31). Results: samples/experiment/RESULTS.md.
 set -euo pipefail
 
@@ -87,10 +87,14 @@ fi
 if has perceptual; then
   methods "perceptual-step$(printf %02d "$BEFORE")-lr$LR" "$OUT/world" perceptual "$PERCEPTUAL_SEEDS" --guide-step "$BEFORE" --lr "$LR"
 fi
+# the decided step d: the first measured step where the agreement reaches 95 %; "after" it is 2·d
+decided_step() { awk -F'|' '/^\| [0-9]/ { split($3, f, "/"); if (step == "" && f[1] >= 0.95 * f[2]) step = $2 } END { gsub(/ /, "", step); print step }' "$1"; }
 if has taesd; then
-  step=${TAESD_BEFORE:-$(before_decided "$OUT/decided-taesd.md")}
-  step=${step:-0}
-  methods "taesd-id-step$(printf %02d "$step")-lr$LR" "$OUT/world-taesd" id "$TAESD_SEEDS" --guide-step "$step" --lr "$LR"
+  before=${TAESD_BEFORE:-$(before_decided "$OUT/decided-taesd.md")}
+  after=${TAESD_AFTER:-$((2 * $(decided_step "$OUT/decided-taesd.md")))}
+  for step in ${before:-0} $after; do
+    methods "taesd-id-step$(printf %02d "$step")-lr$LR" "$OUT/world-taesd" id "$TAESD_SEEDS" --guide-step "$step" --lr "$LR"
+  done
 fi
 if has tables; then
   # the identity metrics rescored where the detector misses the blurred faces (held-apart.ts); obama: the identity
