@@ -4,7 +4,9 @@
 // With --arena it runs once with onnxruntime's profiler on and prints {arena_peak_bytes} instead: the CPU arena's
 // peak bytes in use during the run above those in use before it (the profile's mem_in_use_peak), onnxruntime's own
 // count of the run's working memory (the profiler's events would distort the RSS, hence a process of its own).
-// Usage: tsx samples/bench/measure.ts MODEL RUNS THREADS [--arena] [dim=value ...]
+// With --disable-prepacking the session does not pre-pack constant weights per node (onnxruntime's session option
+// session.disable_prepacking), which the project's sessions do.
+// Usage: tsx samples/bench/measure.ts MODEL RUNS THREADS [--arena] [--disable-prepacking] [dim=value ...]
 import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -18,9 +20,14 @@ async function status(field: 'VmRSS' | 'VmHWM'): Promise<number> {
 
 const [model, runs, threads, ...rest] = process.argv.slice(2)
 const arena = rest.includes('--arena')
-const dims = Object.fromEntries(rest.filter(d => d !== '--arena').map(d => d.split('=')).map(([name, value]) => [name, Number(value)]))
+const prepacking = !rest.includes('--disable-prepacking')
+const dims = Object.fromEntries(rest.filter(d => !d.startsWith('--')).map(d => d.split('=')).map(([name, value]) => [name, Number(value)]))
 const profileDir = arena ? await mkdtemp(join(tmpdir(), 'lookahead-measure-')) : undefined
-const options = { ...sessionOptions('cpu', Number(threads)), ...(profileDir ? { enableProfiling: true, profileFilePrefix: join(profileDir, 'profile') } : {}) }
+const options = {
+  ...sessionOptions('cpu', Number(threads)),
+  ...(profileDir ? { enableProfiling: true, profileFilePrefix: join(profileDir, 'profile') } : {}),
+  ...(prepacking ? {} : { extra: { session: { disable_prepacking: '1' } } }),
+}
 const cpu = process.cpuUsage()
 const created = performance.now()
 const session = await ort.InferenceSession.create(model, options)
