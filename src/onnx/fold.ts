@@ -297,7 +297,8 @@ class Peepholes {
   private readonly gemms = new Map<string, NodeProto>()
   /** kept elementwise nodes, by output */
   private readonly elementwise = new Map<string, NodeProto>()
-  private readonly nodesByKey = new Map<string, NodeProto>()
+  /** kept nodes by their first input (a name already hashed), for merging identical ones */
+  private readonly readersOf = new Map<string, NodeProto[]>()
   private readonly touched = new Set<string>()
   rewrites = 0
 
@@ -305,8 +306,8 @@ class Peepholes {
     private readonly infos: Map<string, Info>,
     private readonly values: Map<string, Known>,
     private readonly alias: Map<string, string>,
-    /** each value's readers in the graph at the start of the pass (an output counts as one) */
-    private readonly readers: Map<string, NodeProto[]>,
+    /** each value's count of readers in the graph at the start of the pass (being an output counts as one) */
+    private readonly readers: Map<string, number>,
     private readonly names: Set<string>,
   ) {}
 
@@ -319,7 +320,7 @@ class Peepholes {
   }
 
   /** Whether `name` is read only by the node at hand, as the graph stood at the start of the pass. */
-  private readOnce(name: string) { return this.readers.get(name)?.length === 1 && !this.touched.has(name) }
+  private readOnce(name: string) { return this.readers.get(name) === 1 && !this.touched.has(name) }
 
   private fresh(base: string) {
     let name = base
@@ -352,8 +353,9 @@ class Peepholes {
 
   /** Whether `node` only changes the shape of its input, both shapes static (no empty dims: 0 in a target copies). */
   private isView(node: NodeProto): boolean {
+    if (!VIEWS.has(node.opType) || node.output.length !== 1) return false
     const [x, y] = [this.shape(node.input[0]), this.shape(node.output[0])]
-    if (!VIEWS.has(node.opType) || node.output.length !== 1 || !x || !y || x.includes(0)) return false
+    if (!x || !y || x.includes(0)) return false
     if (node.opType !== 'Transpose') return true
     const moved = permOf(node, x.length).filter(p => x[p] !== 1)
     return moved.every((p, i) => i === 0 || moved[i - 1] < p)
@@ -365,7 +367,13 @@ class Peepholes {
     const op = view ? this.hoistable(node) : undefined
     if (op) return this.hoist(node, op)
     const rewritten = view ? this.view(node) : node.opType === 'Transpose' ? this.transpose(node) : ELEMENTWISE.has(node.opType) ? this.sink(node) : [node]
-    return rewritten.flatMap(n => this.fuseGemm(n)).flatMap(n => this.merge(n))
+    return this.keep(rewritten)
+  }
+
+  private keep(nodes: NodeProto[]): NodeProto[] {
+    const kept: NodeProto[] = []
+    for (const node of nodes) for (const fused of this.fuseGemm(node)) if (this.merge(fused)) kept.push(fused)
+    return kept
   }
 
   /** The elementwise op on one value and scalars that a view alone reads, if so. */
@@ -395,7 +403,7 @@ class Peepholes {
     this.rewrites++
     const view = this.rewrite(new onnx.NodeProto({ ...node, input: [this.read(x), ...node.input.slice(1)], output: [viewed] }))
     const hoisted = new onnx.NodeProto({ ...op, input: [this.read(this.alias.get(viewed) ?? viewed), ...op.input.slice(1)], output: node.output })
-    return [...view, ...this.fuseGemm(hoisted).flatMap(n => this.merge(n))]
+    return [...view, ...this.keep([hoisted])]
   }
 
   private transpose(node: NodeProto): NodeProto[] {
@@ -415,24 +423,29 @@ class Peepholes {
 
   /** op(view(x), view(y), scalar) → view(op(x, y, scalar)), where a view then goes (read only here). */
   private sink(node: NodeProto): NodeProto[] {
+    const viewed = node.input.filter(name => this.views.has(name))
+    if (viewed.length === 0 || node.output.length !== 1) return [node]
     const output = node.output[0]
     const shape = this.shape(output)
-    const viewed = node.input.filter(name => this.views.has(name))
-    if (!shape || viewed.length === 0 || node.output.length !== 1) return [node]
+    if (!shape) return [node]
     const sourceShape = this.shape(this.views.get(viewed[0])!)!
     const fits = node.input.every(name => (this.views.has(name) ? sameShape(this.shape(name)!, shape) && sameShape(this.shape(this.views.get(name)!)!, sourceShape) : this.scalar(name, sourceShape.length)))
     if (!fits || !viewed.some(name => this.readOnce(name))) return [node]
+    // a source read only by a view read only here is read only by the op: a Gemm there may still take C
+    const solo = viewed.filter(name => this.readOnce(name) && this.readOnce(this.views.get(name)!)).map(name => this.views.get(name)!)
     const unviewed = this.fresh(`${output}__unviewed`)
     this.infos.set(unviewed, { dtype: this.infos.get(output)?.dtype, shape: sourceShape })
     this.views.set(output, unviewed)
     this.rewrites++
     const op = new onnx.NodeProto({ ...node, input: node.input.map(name => this.read(this.views.get(name) ?? name)), output: [unviewed] })
+    solo.forEach(name => this.touched.delete(name))
     return [op, this.reshape(unviewed, shape, output, `${node.name ?? ''}__view`)]
   }
 
   private fuseGemm(node: NodeProto): NodeProto[] {
+    if (!(node.opType === 'Add' || node.opType === 'Sum') || node.input.length < 2) return [node]
     const shape = this.shape(node.output[0])
-    if (!(node.opType === 'Add' || node.opType === 'Sum') || node.input.length < 2 || !shape || node.input.some(name => !sameShape(this.shape(name) ?? [], shape))) return [node]
+    if (!shape || node.input.some(name => !sameShape(this.shape(name) ?? [], shape))) return [node]
     const fusible = node.input.filter(name => this.gemms.has(name) && this.readOnce(name))
     const rest = node.input.filter(name => !fusible.includes(name))
     if (fusible.length === 0 || rest.length > 1) return [node]
@@ -452,19 +465,23 @@ class Peepholes {
     })
   }
 
-  /** The node kept, unless an identical one was: then its outputs are that one's. */
-  private merge(node: NodeProto): NodeProto[] {
-    const key = JSON.stringify([node.opType, node.input, node.output.map(o => o === ''), node.attribute.map(a => onnx.AttributeProto.toObject(a as AttributeProto, { longs: String, bytes: String }))])
-    const earlier = unrepeatable(node.opType) ? undefined : this.nodesByKey.get(key)
+  /** Whether the node is kept: not where an identical one was (its outputs are then that one's). */
+  private merge(node: NodeProto): boolean {
+    const first = node.input[0] ?? ''
+    const same = this.readersOf.get(first) ?? this.readersOf.set(first, []).get(first)!
+    const attributes = (n: NodeProto) => JSON.stringify(n.attribute.map(a => onnx.AttributeProto.toObject(a as AttributeProto, { longs: String, bytes: String })))
+    const identical = (n: NodeProto) => n.opType === node.opType && n.input.length === node.input.length && n.input.every((name, i) => name === node.input[i]) &&
+      n.output.length === node.output.length && n.output.every((name, i) => (name === '') === (node.output[i] === '')) && attributes(n) === attributes(node)
+    const earlier = unrepeatable(node.opType) ? undefined : same.find(identical)
     if (!earlier) {
-      this.nodesByKey.set(key, node)
+      same.push(node)
       if (node.opType === 'Gemm' && node.input.length === 2) this.gemms.set(node.output[0], node)
       if (ELEMENTWISE.has(node.opType) && node.output.length === 1) this.elementwise.set(node.output[0], node)
-      return [node]
+      return true
     }
     node.output.forEach((name, i) => name && this.alias.set(name, this.read(earlier.output[i])))
     this.rewrites++
-    return []
+    return false
   }
 }
 
@@ -516,11 +533,13 @@ function foldPass(graph: GraphProto, dims: Record<string, number>): { graph: Gra
   const kept: NodeProto[] = []
   const moved: TensorProto[] = []
   const pinned = new Set((graph.node as NodeProto[]).flatMap(subgraphReads))
-  const readers = new Map<string, NodeProto[]>()
-  const addReader = (name: string, node: NodeProto) => (readers.get(name) ?? readers.set(name, []).get(name)!).push(node)
-  for (const node of graph.node as NodeProto[]) for (const name of node.input) addReader(name, node)
-  for (const o of graph.output) addReader(o.name ?? '', new onnx.NodeProto({ opType: 'output' }))
-  const names = new Set([...(graph.node as NodeProto[]).flatMap(n => n.output), ...graph.initializer.map(t => t.name ?? ''), ...graph.input.map(i => i.name ?? '')])
+  const readers = new Map<string, number>()
+  const addReader = (name: string) => readers.set(name, (readers.get(name) ?? 0) + 1)
+  for (const node of graph.node as NodeProto[]) node.input.forEach(addReader)
+  graph.output.forEach(o => addReader(o.name ?? ''))
+  const names = new Set<string>(graph.input.map(i => i.name ?? ''))
+  for (const t of graph.initializer) names.add(t.name ?? '')
+  for (const node of graph.node as NodeProto[]) node.output.forEach(name => names.add(name))
   const peepholes = new Peepholes(infos, values, alias, readers, names)
   for (const original of graph.node as NodeProto[]) {
     const node = new onnx.NodeProto({ ...original, input: original.input.map(renamed) })
