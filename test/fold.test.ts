@@ -178,6 +178,18 @@ describe('fold', () => {
     await sameOutputs(model, folded, { x: tensorOf([2, 3, 4]), s: new ort.Tensor('float32', Float32Array.of(0.7), []) }, 'hoist')
   })
 
+  it('peepholes: a view sunk below an op that merges with an earlier one reads that one', async () => {
+    const g = new GraphBuilder('sunk-merged', 17)
+    const [a, b] = ['a', 'b'].map(name => g.input(name, 'float32', [6, 4]))
+    g.outputAs(g.op('Sigmoid', [g.op('Add', [a, b])]), 'y', 'float32', [6, 4])
+    const view = (x: string) => g.op('Reshape', [x, g.ints([2, 3, 4])])
+    g.outputAs(g.op('Add', [view(a), view(b)]), 'z', 'float32', [2, 3, 4])
+    const model = { model: g.build(), dir }
+    const folded = foldGraph(model)
+    assert.deepEqual(opCounts(folded.model), { Add: 1, Sigmoid: 1, Reshape: 1, Identity: 2 })
+    await sameOutputs(model, folded, { a: tensorOf([6, 4]), b: tensorOf([6, 4], 2) }, 'sunk-merged')
+  })
+
   it("peepholes on attention's gradient (LoRA'd q, k, v; heads split and merged): no view of a view, and the finite-difference check passes", async () => {
     const g = new GraphBuilder('attention', 17)
     const rand = L.seededNormal(7)

@@ -370,9 +370,13 @@ class Peepholes {
     return this.keep(rewritten)
   }
 
+  /** Nodes made in place of one, in order: each reads what the ones before it were merged into. */
   private keep(nodes: NodeProto[]): NodeProto[] {
     const kept: NodeProto[] = []
-    for (const node of nodes) for (const fused of this.fuseGemm(node)) if (this.merge(fused)) kept.push(fused)
+    for (const node of nodes) {
+      node.input = node.input.map(name => this.alias.get(name) ?? name)
+      for (const fused of this.fuseGemm(node)) if (this.merge(fused)) kept.push(fused)
+    }
     return kept
   }
 
@@ -402,7 +406,7 @@ class Peepholes {
     this.infos.set(viewed, { dtype: this.infos.get(x)?.dtype, shape: this.shape(node.output[0]) })
     this.rewrites++
     const view = this.rewrite(new onnx.NodeProto({ ...node, input: [this.read(x), ...node.input.slice(1)], output: [viewed] }))
-    const hoisted = new onnx.NodeProto({ ...op, input: [this.read(this.alias.get(viewed) ?? viewed), ...op.input.slice(1)], output: node.output })
+    const hoisted = new onnx.NodeProto({ ...op, input: [this.read(viewed), ...op.input.slice(1)], output: node.output })
     return [...view, ...this.keep([hoisted])]
   }
 
