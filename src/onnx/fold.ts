@@ -287,7 +287,8 @@ const permOf = (node: NodeProto, rank: number) => intsAttr(node, 'perm') ?? Arra
  *   such Gemms and one more value is a chain of them;
  * - a node identical to one before it (op, inputs, attributes) is that node.
  * Each rewrite that makes a node read a value marks it `touched`: its count of readers from the start of the pass
- * is then stale, and the fusions that need a single reader wait for the next pass.
+ * is then stale, and the rewrites that need a single reader wait for the next pass (except where a sunk op takes
+ * over the only reader of a source: a Gemm summed in 2-D still takes C in the same pass).
  */
 class Peepholes {
   /** value → the value it is a view of (the first non-view value up the chain) */
