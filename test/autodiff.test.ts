@@ -5,10 +5,11 @@ import { mkdtemp, readFile, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { differentiate, writeGradientModel } from '../src/onnx/autodiff.js'
+import { foldGraph } from '../src/onnx/fold.js'
 import { GraphBuilder } from '../src/onnx/builder.js'
 import { gradcheck } from '../src/onnx/gradcheck.js'
 import * as L from '../src/onnx/layers.js'
-import { encodeModel, graphOf, writeModelWithExternalData, type ModelProto } from '../src/onnx/proto.js'
+import { encodeModel, graphOf, writeModelWithExternalData, type LoadedModel, type ModelProto } from '../src/onnx/proto.js'
 import { ort } from '../src/onnx/session.js'
 
 /** 1 − cos(e, t) against a random target, as the identity and CLIP guides score. */
@@ -141,7 +142,7 @@ describe('autodiff end to end', () => {
     assert.ok(graph.node.every(n => !n.domain))
   })
 
-  it('reads Linear weights as they are (Gemm with transB, no Transpose to fold), a LoRA branch in 2-D between its down and up', () => {
+  it('reads Linear weights as they are (Gemm with transB, no Transpose to fold); folded, a LoRA branch is in 2-D between its down and up and summed in 2-D', () => {
     const g = new GraphBuilder('linear', 17)
     const rand = L.seededNormal(3)
     const x = g.input('x', 'float32', [2, 3, 4])
@@ -149,8 +150,10 @@ describe('autodiff end to end', () => {
     const y = g.op('Add', [g.op('MatMul', [x, weight(4, 5)]), g.op('MatMul', [g.op('MatMul', [x, weight(4, 2)]), weight(2, 5)])])
     g.outputAs(g.op('ReduceSum', [g.op('Mul', [y, y])], { keepdims: 0 }), 'loss', 'float32', [])
     const gradient = differentiate({ model: g.build(), dir: '.' }, { wrt: ['x'], of: 'loss' })
-    const count = (op: string) => graphOf(gradient.model).node.filter(n => n.opType === op && n.name!.startsWith('grad__')).length
-    assert.deepEqual(['Transpose', 'MatMul', 'Gemm', 'Flatten', 'Reshape'].map(count), [0, 0, 3, 1, 2])
+    const count = (model: LoadedModel, op: string) => graphOf(model.model).node.filter(n => n.opType === op && n.name!.startsWith('grad__')).length
+    assert.deepEqual(['Transpose', 'MatMul', 'Gemm', 'Flatten', 'Reshape', 'Add'].map(op => count(gradient, op)), [0, 0, 3, 2, 3, 2])
+    // fold.ts: the down's Flatten of the up's Reshape is the up's Gemm; the sum is the down's Gemm with C, reshaped once
+    assert.deepEqual(['Transpose', 'MatMul', 'Gemm', 'Flatten', 'Reshape', 'Add'].map(op => count(foldGraph(gradient), op)), [0, 0, 3, 1, 1, 1])
   })
 
   it('names the op and node when a rule is missing on the path, and ignores ops off the path', () => {

@@ -3,7 +3,7 @@
 // Expand(t, Where(Equal(s, -1), ConstantOfShape(..), s)), Constant nodes) becomes an initializer; dead terms
 // (baddbmm's `Mul(ConstantOfShape(..), 0)` added to the scores) and no-op Casts and Identities disappear. The result
 // has static shapes, so the autodiff emits no dynamic un-broadcasts and onnxruntime plans it quickly.
-import { DataType, dims as tensorDims, graphOf, inlineTensorValues, isExternal, onnx, toNumber, type GraphProto, type LoadedModel, type NodeProto, type TensorProto, type ValueInfoProto } from './proto.js'
+import { DataType, dims as tensorDims, graphOf, inlineTensorValues, isExternal, onnx, toNumber, type AttributeProto, type GraphProto, type LoadedModel, type NodeProto, type TensorProto, type ValueInfoProto } from './proto.js'
 import { attrOf, broadcastShapes, inferShapes, intAttr, intsAttr, type Info } from './shapes.js'
 
 /** A value known while folding: its elements (small tensors), or one element repeated (`fill`, any size). */
@@ -263,6 +263,233 @@ function deadTerm(node: NodeProto, ins: (Known | undefined)[], infos: Map<string
   return undefined
 }
 
+/** Ops whose repeated evaluation may differ: never merged with an identical node. */
+const unrepeatable = (op: string) => op.startsWith('Random') || op === 'Multinomial' || op === 'Bernoulli' || op === 'Dropout'
+/** Ops that keep the elements in order and change only the shape (a Transpose where it moves only size-1 dims). */
+const VIEWS = new Set(['Reshape', 'Flatten', 'Squeeze', 'Unsqueeze', 'Transpose'])
+/** Elementwise ops that commute with a view of all their non-scalar inputs. */
+const ELEMENTWISE = new Set(['Add', 'Sub', 'Mul', 'Div', 'Sum'])
+const sameShape = (a: number[], b: number[]) => a.length === b.length && a.every((d, i) => d === b[i])
+const permOf = (node: NodeProto, rank: number) => intsAttr(node, 'perm') ?? Array.from({ length: rank }, (_, i) => rank - 1 - i)
+
+/**
+ * Peepholes on the nodes that stay, where shapes are static (they follow the gradients' patterns: a MatMul's
+ * input gradient is a Gemm on the flattened dY reshaped back, attention heads are split and merged by
+ * Reshape → Transpose → Reshape):
+ * - a view of a view is one Reshape of the first one's input, or that input itself where the shape comes back (the
+ *   next MatMul's Flatten of the reshaped Gemm); a view to the shape it had is its input;
+ * - Transpose∘Transpose is one Transpose, or none;
+ * - an elementwise op on views of same-shaped values (and scalars) is the op on those values, viewed once, where
+ *   that removes a view (the gradients of q, k, v and of a LoRA branch summed in 2-D before one Reshape);
+ * - a view of x·s (s a scalar; any elementwise op on one value and scalars) that alone reads it is view(x)·s, so
+ *   that view(x) is the one the other readers of x have (the LoRA branch's scaled dY flattened beside the base's);
+ * - Add(Gemm(a, b), x) with x of the Gemm's shape is Gemm(a, b, x), where nothing else reads the Gemm; a Sum of
+ *   such Gemms and one more value is a chain of them;
+ * - a node identical to one before it (op, inputs, attributes) is that node.
+ * Each rewrite that makes a node read a value marks it `touched`: its count of readers from the start of the pass
+ * is then stale, and the rewrites that need a single reader wait for the next pass (except where a sunk op takes
+ * over the only reader of a source: a Gemm summed in 2-D still takes C in the same pass).
+ */
+class Peepholes {
+  /** value → the value it is a view of (the first non-view value up the chain) */
+  private readonly views = new Map<string, string>()
+  private readonly transposes = new Map<string, { source: string; perm: number[] }>()
+  /** kept Gemms without C, by output */
+  private readonly gemms = new Map<string, NodeProto>()
+  /** kept elementwise nodes, by output */
+  private readonly elementwise = new Map<string, NodeProto>()
+  /** kept nodes by their first input (a name already hashed), for merging identical ones */
+  private readonly readersOf = new Map<string, NodeProto[]>()
+  private readonly touched = new Set<string>()
+  rewrites = 0
+
+  constructor(
+    private readonly infos: Map<string, Info>,
+    private readonly values: Map<string, Known>,
+    private readonly alias: Map<string, string>,
+    /** each value's count of readers in the graph at the start of the pass (being an output counts as one) */
+    private readonly readers: Map<string, number>,
+    private readonly names: Set<string>,
+  ) {}
+
+  private shape(name: string) { return numeric(this.infos.get(name)?.shape) }
+
+  /** Whether `name` has one value, broadcast into a result of `rank` without growing it. */
+  private scalar(name: string, rank: number) {
+    const shape = this.shape(name)
+    return shape !== undefined && count(shape) === 1 && shape.length <= rank
+  }
+
+  /** Whether `name` is read only by the node at hand, as the graph stood at the start of the pass. */
+  private readOnce(name: string) { return this.readers.get(name) === 1 && !this.touched.has(name) }
+
+  private fresh(base: string) {
+    let name = base
+    for (let i = 1; this.names.has(name); i++) name = `${base}_${i}`
+    this.names.add(name)
+    return name
+  }
+
+  private read(name: string) { this.touched.add(name); return name }
+
+  private aliasTo(output: string, value: string): NodeProto[] {
+    this.alias.set(output, this.read(value))
+    this.rewrites++
+    return []
+  }
+
+  /** An int64 initializer holding `shape` (one per shape, so Reshapes to the same shape can be merged). */
+  private target(shape: number[]): string {
+    const base = `fold__shape_${shape.join('x')}`
+    const existing = this.values.get(base)
+    if (existing?.values && sameShape(existing.values, shape) && existing.dtype === DataType.INT64) return base
+    const name = this.fresh(base)
+    this.values.set(name, { dtype: DataType.INT64, shape: [shape.length], values: shape })
+    return name
+  }
+
+  private reshape(input: string, shape: number[], output: string, name: string): NodeProto {
+    return new onnx.NodeProto({ opType: 'Reshape', name, input: [this.read(input), this.target(shape)], output: [output] })
+  }
+
+  /** Whether `node` only changes the shape of its input, both shapes static (no empty dims: 0 in a target copies). */
+  private isView(node: NodeProto): boolean {
+    if (!VIEWS.has(node.opType) || node.output.length !== 1) return false
+    const [x, y] = [this.shape(node.input[0]), this.shape(node.output[0])]
+    if (!x || !y || x.includes(0)) return false
+    if (node.opType !== 'Transpose') return true
+    const moved = permOf(node, x.length).filter(p => x[p] !== 1)
+    return moved.every((p, i) => i === 0 || moved[i - 1] < p)
+  }
+
+  /** The nodes to keep in place of `node` (its inputs renamed): none where its outputs became aliases. */
+  rewrite(node: NodeProto): NodeProto[] {
+    const view = this.isView(node)
+    const op = view ? this.hoistable(node) : undefined
+    if (op) return this.hoist(node, op)
+    const rewritten = view ? this.view(node) : node.opType === 'Transpose' ? this.transpose(node) : ELEMENTWISE.has(node.opType) ? this.sink(node) : [node]
+    return this.keep(rewritten)
+  }
+
+  /** Nodes made in place of one, in order: each reads what the ones before it were merged into. */
+  private keep(nodes: NodeProto[]): NodeProto[] {
+    const kept: NodeProto[] = []
+    for (const node of nodes) {
+      node.input = node.input.map(name => this.alias.get(name) ?? name)
+      for (const fused of this.fuseGemm(node)) if (this.merge(fused)) kept.push(fused)
+    }
+    return kept
+  }
+
+  /** The elementwise op on one value and scalars that a view alone reads, if so. */
+  private hoistable(node: NodeProto): NodeProto | undefined {
+    const op = this.elementwise.get(node.input[0])
+    const rank = this.shape(node.output[0])!.length
+    const scalars = op?.input.slice(1).every(name => this.scalar(name, rank))
+    return op && scalars && sameShape(this.shape(op.input[0]) ?? [], this.shape(node.input[0])!) && this.readOnce(node.input[0]) ? op : undefined
+  }
+
+  private view(node: NodeProto): NodeProto[] {
+    const [input, output] = [node.input[0], node.output[0]]
+    const shape = this.shape(output)!
+    const source = this.views.get(input) ?? input
+    if (sameShape(this.shape(source)!, shape)) return this.aliasTo(output, source)
+    this.views.set(output, source)
+    if (source === input && node.opType !== 'Transpose') return [node]
+    this.rewrites++
+    return [this.reshape(source, shape, output, node.name ?? '')]
+  }
+
+  /** view(op(x, scalars)) → op(view(x), scalars), view(x) rewritten as any view (and merged with an identical one). */
+  private hoist(node: NodeProto, op: NodeProto): NodeProto[] {
+    const x = op.input[0]
+    const viewed = this.fresh(`${node.output[0]}__hoisted`)
+    this.infos.set(viewed, { dtype: this.infos.get(x)?.dtype, shape: this.shape(node.output[0]) })
+    this.rewrites++
+    const view = this.rewrite(new onnx.NodeProto({ ...node, input: [this.read(x), ...node.input.slice(1)], output: [viewed] }))
+    const hoisted = new onnx.NodeProto({ ...op, input: [this.read(viewed), ...op.input.slice(1)], output: node.output })
+    return [...view, ...this.keep([hoisted])]
+  }
+
+  private transpose(node: NodeProto): NodeProto[] {
+    const [input, output] = [node.input[0], node.output[0]]
+    const rank = this.shape(input)?.length
+    if (rank === undefined) return [node]
+    const inner = this.transposes.get(input)
+    const outer = permOf(node, rank)
+    const perm = inner ? outer.map(p => inner.perm[p]) : outer
+    const source = inner?.source ?? input
+    if (perm.every((p, i) => p === i)) return this.aliasTo(output, source)
+    this.transposes.set(output, { source, perm })
+    if (!inner) return [node]
+    this.rewrites++
+    return [new onnx.NodeProto({ opType: 'Transpose', name: node.name, input: [this.read(source)], output: [output], attribute: [{ name: 'perm', type: onnx.AttributeProto.AttributeType.INTS, ints: perm }] })]
+  }
+
+  /** op(view(x), view(y), scalar) → view(op(x, y, scalar)), where a view then goes (read only here). */
+  private sink(node: NodeProto): NodeProto[] {
+    const viewed = node.input.filter(name => this.views.has(name))
+    if (viewed.length === 0 || node.output.length !== 1) return [node]
+    const output = node.output[0]
+    const shape = this.shape(output)
+    if (!shape) return [node]
+    const sourceShape = this.shape(this.views.get(viewed[0])!)!
+    const fits = node.input.every(name => (this.views.has(name) ? sameShape(this.shape(name)!, shape) && sameShape(this.shape(this.views.get(name)!)!, sourceShape) : this.scalar(name, sourceShape.length)))
+    if (!fits || !viewed.some(name => this.readOnce(name))) return [node]
+    // a source read only by a view read only here is read only by the op: a Gemm there may still take C
+    const solo = viewed.filter(name => this.readOnce(name) && this.readOnce(this.views.get(name)!)).map(name => this.views.get(name)!)
+    const unviewed = this.fresh(`${output}__unviewed`)
+    this.infos.set(unviewed, { dtype: this.infos.get(output)?.dtype, shape: sourceShape })
+    this.views.set(output, unviewed)
+    this.rewrites++
+    const op = new onnx.NodeProto({ ...node, input: node.input.map(name => this.read(this.views.get(name) ?? name)), output: [unviewed] })
+    solo.forEach(name => this.touched.delete(name))
+    return [op, this.reshape(unviewed, shape, output, `${node.name ?? ''}__view`)]
+  }
+
+  private fuseGemm(node: NodeProto): NodeProto[] {
+    if (!(node.opType === 'Add' || node.opType === 'Sum') || node.input.length < 2) return [node]
+    const shape = this.shape(node.output[0])
+    if (!shape || node.input.some(name => !sameShape(this.shape(name) ?? [], shape))) return [node]
+    const fusible = node.input.filter(name => this.gemms.has(name) && this.readOnce(name))
+    const rest = node.input.filter(name => !fusible.includes(name))
+    if (fusible.length === 0 || rest.length > 1) return [node]
+    // C of the first Gemm: the one other value, else the first Gemm itself
+    const first = rest[0] ?? fusible.shift()!
+    this.rewrites++
+    const outputs = fusible.map((_, i) => (i === fusible.length - 1 ? node.output[0] : this.fresh(`${node.output[0]}__sum${i + 1}`)))
+    outputs.slice(0, -1).forEach(name => this.infos.set(name, { dtype: this.infos.get(node.output[0])?.dtype, shape }))
+    return fusible.map((name, i) => {
+      const gemm = this.gemms.get(name)!
+      return new onnx.NodeProto({
+        ...gemm,
+        input: [...gemm.input.map(u => this.read(u)), this.read(i === 0 ? first : outputs[i - 1])],
+        output: [outputs[i]],
+        attribute: [...gemm.attribute.filter(a => a.name !== 'beta'), { name: 'beta', type: onnx.AttributeProto.AttributeType.FLOAT, f: 1 }],
+      })
+    })
+  }
+
+  /** Whether the node is kept: not where an identical one was (its outputs are then that one's). */
+  private merge(node: NodeProto): boolean {
+    const first = node.input[0] ?? ''
+    const same = this.readersOf.get(first) ?? this.readersOf.set(first, []).get(first)!
+    const attributes = (n: NodeProto) => JSON.stringify(n.attribute.map(a => onnx.AttributeProto.toObject(a as AttributeProto, { longs: String, bytes: String })))
+    const identical = (n: NodeProto) => n.opType === node.opType && n.input.length === node.input.length && n.input.every((name, i) => name === node.input[i]) &&
+      n.output.length === node.output.length && n.output.every((name, i) => (name === '') === (node.output[i] === '')) && attributes(n) === attributes(node)
+    const earlier = unrepeatable(node.opType) ? undefined : same.find(identical)
+    if (!earlier) {
+      same.push(node)
+      if (node.opType === 'Gemm' && node.input.length === 2) this.gemms.set(node.output[0], node)
+      if (ELEMENTWISE.has(node.opType) && node.output.length === 1) this.elementwise.set(node.output[0], node)
+      return true
+    }
+    node.output.forEach((name, i) => name && this.alias.set(name, this.read(earlier.output[i])))
+    this.rewrites++
+    return false
+  }
+}
+
 /** An input's declared shape with the given symbolic dims set to numbers. */
 export function specialiseInput(input: ValueInfoProto, dims: Record<string, number>): ValueInfoProto {
   const copy = onnx.ValueInfoProto.fromObject(onnx.ValueInfoProto.toObject(input))
@@ -298,8 +525,8 @@ function subgraphReads(node: NodeProto): string[] {
   return reads
 }
 
-/** One pass: fold what the current shapes allow, then prune to the outputs. Returns the new graph. */
-function foldPass(graph: GraphProto, dims: Record<string, number>): GraphProto {
+/** One pass: fold what the current shapes allow, rewrite (Peepholes), then prune to the outputs. */
+function foldPass(graph: GraphProto, dims: Record<string, number>): { graph: GraphProto; rewrites: number } {
   const infos = inferShapes(graph, dims)
   const values = new Map<string, Known>()
   for (const t of graph.initializer as TensorProto[]) {
@@ -311,6 +538,14 @@ function foldPass(graph: GraphProto, dims: Record<string, number>): GraphProto {
   const kept: NodeProto[] = []
   const moved: TensorProto[] = []
   const pinned = new Set((graph.node as NodeProto[]).flatMap(subgraphReads))
+  const readers = new Map<string, number>()
+  const addReader = (name: string) => readers.set(name, (readers.get(name) ?? 0) + 1)
+  for (const node of graph.node as NodeProto[]) node.input.forEach(addReader)
+  graph.output.forEach(o => addReader(o.name ?? ''))
+  const names = new Set<string>(graph.input.map(i => i.name ?? ''))
+  for (const t of graph.initializer) names.add(t.name ?? '')
+  for (const node of graph.node as NodeProto[]) node.output.forEach(name => names.add(name))
+  const peepholes = new Peepholes(infos, values, alias, readers, names)
   for (const original of graph.node as NodeProto[]) {
     const node = new onnx.NodeProto({ ...original, input: original.input.map(renamed) })
     const ins = node.input.map(name => (name ? values.get(name) : undefined))
@@ -328,7 +563,7 @@ function foldPass(graph: GraphProto, dims: Record<string, number>): GraphProto {
     const dead = plain ? deadTerm(node, ins, infos) : undefined
     if (typeof dead === 'number') alias.set(node.output[0], node.input[dead])
     else if (dead) values.set(node.output[0], dead)
-    else kept.push(node)
+    else kept.push(...(plain ? peepholes.rewrite(node) : [node]))
   }
   // prune from the outputs; known values still read become initializers, outputs that are aliases Identities
   const needed = new Set<string>()
@@ -359,12 +594,13 @@ function foldPass(graph: GraphProto, dims: Record<string, number>): GraphProto {
     nodes.unshift(...made.nodes)
     made.nodes.forEach(n => produced.add(n.output[0]))
   }
-  return new onnx.GraphProto({
+  const folded = new onnx.GraphProto({
     ...graph,
     node: nodes,
     initializer: initializers,
     valueInfo: graph.valueInfo.filter(v => produced.has(v.name ?? '')),
   })
+  return { graph: folded, rewrites: peepholes.rewrites }
 }
 
 /**
@@ -381,8 +617,9 @@ export function foldGraph(loaded: LoadedModel, dims: Record<string, number> = {}
   })
   for (let pass = 0; pass < MAX_PASSES; pass++) {
     const before = graph.node.length
-    graph = foldPass(graph, dims)
-    if (graph.node.length === before) break
+    const folded = foldPass(graph, dims)
+    graph = folded.graph
+    if (graph.node.length === before && folded.rewrites === 0) break
   }
   return { model: new onnx.ModelProto({ ...loaded.model, graph }), dir: loaded.dir }
 }

@@ -389,14 +389,11 @@ function insideMask(e: Emitter, y: string, b: number | undefined, side: 'above' 
     : e.op('HardSigmoid', [y], { alpha: float(-alpha), beta: float(alpha * b) })
 }
 
-/** Per derivation: MatMul input gradients reshaped from a 2-D Gemm result, to that result (flattening them is a no-op). */
-const flatSources = new WeakMap<Emitter, Map<string, string>>()
-
 /**
  * Y = A·B (Y is c.y[0], its gradient c.g): dA = dY·Bᵀ, dB = Aᵀ·dY, shaped with Y's batch dims (the walk sums broadcast
  * ones). A 2-D B (a Linear's weight) is read by a Gemm with transB, dY flattened to 2-D and the result reshaped
  * (views): a Transpose of a weight would be constant-folded by onnxruntime at every load, into a second copy of it.
- * A dY that such a Gemm made (LoRA's up then down) is used in 2-D, without a Reshape and Flatten between.
+ * Where dY is such a reshaped Gemm (LoRA's up then down), fold.ts reads the Gemm in 2-D without the Reshape and Flatten.
  */
 function matMulBackward(c: GradContext, a: string, b: string, needs: boolean[]): (string | undefined)[] {
   const { e } = c
@@ -408,11 +405,7 @@ function matMulBackward(c: GradContext, a: string, b: string, needs: boolean[]):
   const gTimesBT = () => {
     if (rb > 2) return e.op('MatMul', [c.g, transposed(b, rb)])
     if (ra === 2) return e.op('Gemm', [c.g, b], { transB: 1 })
-    const sources = flatSources.get(e) ?? flatSources.set(e, new Map()).get(e)!
-    const flat = e.op('Gemm', [sources.get(c.g) ?? e.cached('Flatten', [c.g], { axis: ra - 1 }), b], { transB: 1 })
-    const reshaped = e.op('Reshape', [flat, e.shape(a)])
-    sources.set(reshaped, flat)
-    return reshaped
+    return e.op('Reshape', [e.op('Gemm', [e.cached('Flatten', [c.g], { axis: ra - 1 }), b], { transB: 1 }), e.shape(a)])
   }
   return [
     needs[0] ? shaped(e, gTimesBT(), a, withBatch(a)) : undefined,
