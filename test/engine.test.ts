@@ -22,6 +22,7 @@ import { LAYOUT } from '../src/diffusion/models-folder.js'
 import { f32, writeSafetensors, type NamedTensor } from '../src/diffusion/safetensors.js'
 import { TAESD_LAYERS } from '../src/diffusion/taesd.js'
 import { seededNormal } from '../src/onnx/layers.js'
+import { cpuNchwcBlock } from '../src/guidance/estimate.js'
 
 const SIZE = 64
 
@@ -163,8 +164,12 @@ describe('lookahead engine (demo world)', function () {
     assert.ok(worst < 1e-4, `latents differ by ${worst}`)
     assert.ok((await readdir(settings.cacheDir!)).some(name => name.startsWith('grad-image-recompute3-')))
     const [one, four] = [await dryRun(base), await dryRun({ ...base, recompute: 4 })]
-    assert.ok(four.memory.peak < 0.8 * one.memory.peak, `peak ${one.memory.peak} → ${four.memory.peak}`)
+    // estimated 0.81 with the CPU's NCHWc layout (onnxruntime's arena measured 0.87 on this preview's gradient)
+    assert.ok(four.memory.peak < 0.85 * one.memory.peak, `peak ${one.memory.peak} → ${four.memory.peak}`)
     assert.ok(four.guidanceEvaluations > one.guidanceEvaluations)
+    // CUDA runs the Convs in NCHW: its estimate has neither the CPU layout's reordered copies nor its fused Adds
+    const cuda = await dryRun({ ...base, session: { device: 'cuda' } })
+    if (cpuNchwcBlock() > 1) assert.notEqual(cuda.memory.peak, one.memory.peak)
     // a limit 20% of the activations below the kept pass's total
     const limit = one.peakBytes - 0.2 * one.memory.peak
     const fit = await fitMemory(base, limit)

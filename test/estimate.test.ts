@@ -3,24 +3,32 @@ import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { GraphBuilder } from '../src/onnx/builder.js'
-import { executionOrder, graphMemory, plannedPeak, runCost } from '../src/guidance/estimate.js'
+import { cpuNchwcBlock, executionOrder, graphMemory, nchwcLayout, plannedPeak, runCost } from '../src/guidance/estimate.js'
 import { encodeModel, graphOf, onnx, type NodeProto } from '../src/onnx/proto.js'
 import { ort } from '../src/onnx/session.js'
 import { LATENT } from '../src/guidance/preview.js'
+import { floatBytes, inferShapes } from '../src/onnx/shapes.js'
 
-/** The node names in the order onnxruntime ran them (its profile), at graphOptimizationLevel `level`. */
-async function ranOrder(model: Uint8Array, feeds: Record<string, ort.Tensor>, level: 'disabled' | 'all' = 'disabled'): Promise<string[]> {
+interface NodeEvent { cat: string; name: string; args: { op_name: string; output_type_shape: Record<string, number[]>[] } }
+
+/** The profile's node events of one run of onnxruntime, at graphOptimizationLevel `level`. */
+async function profiled(model: Uint8Array, feeds: Record<string, ort.Tensor>, level: 'disabled' | 'all'): Promise<NodeEvent[]> {
   const dir = await mkdtemp(join(tmpdir(), 'estimate-order-'))
   try {
     const session = await ort.InferenceSession.create(model, { graphOptimizationLevel: level, enableProfiling: true, profileFilePrefix: join(dir, 'profile') })
     await session.run(feeds)
     session.endProfiling()
     await session.release()
-    const events = JSON.parse(await readFile(join(dir, (await readdir(dir))[0]), 'utf8')) as { cat: string; name: string }[]
-    return events.filter(e => e.cat === 'Node').map(e => e.name.replace(/_kernel_time$/, ''))
+    const events = JSON.parse(await readFile(join(dir, (await readdir(dir))[0]), 'utf8')) as NodeEvent[]
+    return events.filter(e => e.cat === 'Node')
   } finally {
     await rm(dir, { recursive: true, force: true })
   }
+}
+
+/** The node names in the order onnxruntime ran them (its profile), at graphOptimizationLevel `level`. */
+async function ranOrder(model: Uint8Array, feeds: Record<string, ort.Tensor>, level: 'disabled' | 'all' = 'disabled'): Promise<string[]> {
+  return (await profiled(model, feeds, level)).map(e => e.name.replace(/_kernel_time$/, ''))
 }
 
 describe('cost estimates (--dry-run)', () => {
@@ -102,6 +110,40 @@ describe('cost estimates (--dry-run)', () => {
     // from grad's Identity (the Identities kept) d comes first, f1 goes after the Tanh, and the peak is 4 KB.
     const bytes = (v: string) => (v === 'loss' ? 4 : v === 'x' ? 0 : 1024)
     assert.equal(plannedPeak(order, bytes, () => undefined, outputs), 5 * 1024)
+  })
+
+  it('lays Convs out in NCHWc blocks as onnxruntime\'s CPU does: its reorder copies, padded channels, fused Sums', async () => {
+    // x (16 channels) feeds two Convs through one reordered copy; b's 4 channels are padded to the block in its
+    // blocked form, and c reads b as NCHW (fewer channels than a block), so b gets a ReorderOutput; a + c fuses into
+    // a's Conv; s · tanh(s) and the nearest Resize stay blocked; the image (NCHW) comes from a ReorderOutput.
+    const block = cpuNchwcBlock()
+    const g = new GraphBuilder('nchwc')
+    const x = g.input('x', 'float32', [1, 16, 8, 8])
+    const weights = (dims: number[]) => g.constant(new Float32Array(dims.reduce((a, b) => a * b, 1)).map((_, i) => Math.sin(i)), dims)
+    const a = g.op('Conv', [x, weights([32, 16, 3, 3]), weights([32])], { pads: [1, 1, 1, 1] })
+    const b = g.op('Conv', [x, weights([4, 16, 1, 1])])
+    const c = g.op('Conv', [b, weights([32, 4, 1, 1])])
+    const s = g.op('Add', [a, c])
+    const y = g.op('Mul', [s, g.op('Tanh', [s])])
+    const scales = g.constant(new Float32Array([1, 1, 2, 2]), [4])
+    const u = g.op('Resize', [y, '', scales], { mode: 'nearest', coordinate_transformation_mode: 'asymmetric', nearest_mode: 'floor' })
+    g.outputAs(u, 'image', 'float32', [1, 32, 16, 16])
+    g.outputAs(g.op('ReduceSum', [b], { keepdims: 0 }), 'loss', 'float32', [])
+    const model = g.build()
+    const graph = graphOf(model)
+    const infos = inferShapes(graph)
+    const order = executionOrder(graph.node as NodeProto[], new Set(graph.initializer.map(t => t.name!)), new Set(['image', 'loss']), nchwcLayout(infos, block))
+    const events = await profiled(encodeModel(model), { x: new ort.Tensor('float32', new Float32Array(16 * 64), [1, 16, 8, 8]) }, 'all')
+    // the same nodes in the same order, each output of the size onnxruntime allocated
+    const ran = events.map(e => ({ op: e.args.op_name, bytes: e.args.output_type_shape.map(t => Object.values(t)[0].reduce((p, d) => p * d, 4)) }))
+    const ours = order.map(n => ({ op: n.opType, bytes: n.output.map(v => floatBytes(infos.get(v))) }))
+    assert.deepEqual(ours, ran)
+    if (block > 1) {
+      const ops = order.map(n => `${n.domain === 'com.microsoft.nchwc' ? 'nchwc.' : ''}${n.opType}`)
+      assert.deepEqual(ops.filter(op => op.startsWith('nchwc.')).sort(), ['nchwc.Conv', 'nchwc.Conv', 'nchwc.Conv', 'nchwc.ReorderInput', 'nchwc.ReorderOutput', 'nchwc.ReorderOutput', 'nchwc.Upsample'])
+      assert.equal(floatBytes(infos.get(`${b}#nchwc`)), block * 64 * 4)
+      assert.equal(order.find(n => n.output[0] === `${a}#nchwc`)?.input[3], `${c}#nchwc`) // the Sum fused into a's Conv
+    }
   })
 
   it('counts a view (Reshape, Squeeze, …) in its input\'s buffer, and none of a view of a weight', () => {

@@ -13,12 +13,14 @@
 // onnxruntime does not run the nodes in the graph's order but in its own (executionOrder below), after folding
 // the nodes that read weights only and removing Identities; on a gradient graph that order can hold twice the
 // graph order's peak. Checked against onnxruntime's arena (its profile's mem_in_use_peak) on the torch fixture's
-// LCM-preview gradient at the tiny depth (graphOptimizationLevel 'all', the fused SiLU rule): 24.8 MB modelled,
-// 27.2 MB in the arena (25.6 MB at 'basic', without the CPU's NCHWc layout copies), RSS 30.0 MB; the planner
-// replayed on onnxruntime's own optimised graph in its order: 27.4 MB.
+// LCM-preview gradient at the tiny depth (graphOptimizationLevel 'all', the fused SiLU rule): 27.4 MB modelled
+// with the CPU's NCHWc layout (nchwcLayout; 24.9 MB without), 27.2 MB in the arena (25.6 MB at 'basic', which has
+// no NCHWc layout), RSS 30.0 MB; the planner replayed on onnxruntime's own optimised graph in its order: 27.4 MB.
+import { readFileSync } from 'node:fs'
 import { stat } from 'node:fs/promises'
+import { arch } from 'node:os'
 import { externalDataFiles, graphOf, isExternal, onnx, type GraphProto, type LoadedModel, type NodeProto, type TensorProto } from '../onnx/proto.js'
-import { floatBytes, inferShapes, type Info } from '../onnx/shapes.js'
+import { attrOf, floatBytes, inferShapes, intAttr, type Info } from '../onnx/shapes.js'
 import { LATENT, previewGradient } from './preview.js'
 import { previewUnetCalls } from './previews.js'
 
@@ -111,9 +113,10 @@ export function plannedPeak(nodes: NodeProto[], bytes: (v: string) => number, ke
  *   starts from, at its own place in the graph: a gradient graph whose outputs are Identities (foldGraph names them
  *   so) then runs the whole forward first and holds what the backward reads of it (on the torch fixture: 24.8 MB
  *   in this order, 25.6 MB in onnxruntime's arena at 'basic'; walked from the Identities, 21.0 MB).
+ * `layout` rewrites the nodes that run before they are ordered, as onnxruntime's layout passes do (nchwcLayout).
  * Returns the nodes that run, in that order, with those Identities gone and their values renamed.
  */
-export function executionOrder(nodes: NodeProto[], weights: Set<string>, graphOutputs: Set<string>): NodeProto[] {
+export function executionOrder(nodes: NodeProto[], weights: Set<string>, graphOutputs: Set<string>, layout?: Layout): NodeProto[] {
   const constant = new Set(weights)
   const folded: NodeProto[] = []
   for (const node of nodes) {
@@ -144,17 +147,18 @@ export function executionOrder(nodes: NodeProto[], weights: Set<string>, graphOu
     const output = (node.output ?? []).map(v => writtenAs.get(v) ?? v)
     return input.every((v, i) => v === node.input[i]) && output.every((v, i) => v === node.output[i]) ? node : new onnx.NodeProto({ ...node, input, output })
   })
+  const laid = layout ? layout(running, constant, graphOutputs) : running
   const producer = new Map<string, number>()
-  running.forEach((node, i) => { for (const v of node.output ?? []) if (v) producer.set(v, i) })
-  const producers = running.map(node => [...new Set((node.input ?? []).flatMap(v => (producer.has(v) ? [producer.get(v)!] : [])))].sort((a, b) => a - b))
+  laid.forEach((node, i) => { for (const v of node.output ?? []) if (v) producer.set(v, i) })
+  const producers = laid.map(node => [...new Set((node.input ?? []).flatMap(v => (producer.has(v) ? [producer.get(v)!] : [])))].sort((a, b) => a - b))
   const read = new Set(producers.flat())
   // a stack of [node, leaving]: a node is entered, its producers pushed above it, and it runs when left
-  const stack: [number, boolean][] = running.flatMap((_, i) => (read.has(i) ? [] : [[i, false] as [number, boolean]]))
-  const entered = new Array<boolean>(running.length).fill(false)
+  const stack: [number, boolean][] = laid.flatMap((_, i) => (read.has(i) ? [] : [[i, false] as [number, boolean]]))
+  const entered = new Array<boolean>(laid.length).fill(false)
   const order: NodeProto[] = []
   while (stack.length > 0) {
     const [i, leaving] = stack.pop()!
-    if (leaving) order.push(running[i])
+    if (leaving) order.push(laid[i])
     else if (!entered[i]) {
       entered[i] = true
       stack.push([i, true])
@@ -162,6 +166,172 @@ export function executionOrder(nodes: NodeProto[], weights: Set<string>, graphOu
     }
   }
   return order
+}
+
+/** A rewrite onnxruntime applies to the nodes that run (after folding and Identity elimination), before it orders them. */
+export type Layout = (running: NodeProto[], constant: Set<string>, graphOutputs: Set<string>) => NodeProto[]
+
+/**
+ * MLAS's NCHWc channel block on this machine (MlasNchwcGetBlockSize): 16 with AVX-512F, 8 with AVX2, else 1,
+ * where onnxruntime leaves the layout alone (it registers its NchwcTransformer only for a block above 1; x86-64
+ * only, read from /proc/cpuinfo where there is one, else AVX2 assumed).
+ */
+export function cpuNchwcBlock(): number {
+  if (arch() !== 'x64') return 1
+  let flags: string
+  try {
+    flags = readFileSync('/proc/cpuinfo', 'utf8')
+  } catch {
+    return 8
+  }
+  return /\bavx512f\b/.test(flags) ? 16 : /\bavx2\b/.test(flags) ? 8 : 1
+}
+
+const NCHWC = 'com.microsoft.nchwc'
+const FLOAT = onnx.TensorProto.DataType.FLOAT
+
+/**
+ * onnxruntime's CPU NCHWc layout (its NchwcTransformer, at graphOptimizationLevel 'all', with MLAS's channel
+ * block `block`): a Conv with constant float weights whose channels suit the block runs on blocked tensors, its
+ * output's channels padded up to the block. Its input gets a reordered copy (ReorderInput, shared by the Convs
+ * that read the same value) unless it is blocked already or has fewer channels than a block (read as it is).
+ * Pools, and nodes all of whose computed inputs are blocked (Add, Sum, Mul of equal shapes, Concat on channels,
+ * Relu/Sigmoid/Tanh, nearest Resize), stay blocked; an Add of a single-use Conv's output is fused into the Conv
+ * (its 4th input) and so is an activation. A blocked value that any other node, or the graph's outputs, still
+ * reads gets a NCHW copy (ReorderOutput). The new nodes go after the others, as onnxruntime adds them (their
+ * indices decide the walk's order); a blocked value is named `value#nchwc`, its Info set in `infos` (padded).
+ * BatchNormalization and Transpose, which onnxruntime also converts after a blocked value, are left as they are.
+ */
+export function nchwcLayout(infos: Map<string, Info>, block: number): Layout {
+  return (running, constant, graphOutputs) => {
+    if (block <= 1) return running
+    const uses = new Map<string, number>()
+    for (const node of running) for (const v of node.input ?? []) if (v) uses.set(v, (uses.get(v) ?? 0) + 1)
+    for (const v of graphOutputs) uses.set(v, (uses.get(v) ?? 0) + 1)
+    const produced = new Set(running.flatMap(node => node.output ?? []))
+    interface Blocked { value: string; producer: NodeProto; channels: number; uses: number; remaining: number }
+    const blocked = new Map<string, Blocked>() // an original value → its blocked form
+    const reordered = new Map<string, string>() // an original value → its ReorderInput copy
+    const activated = new Set<NodeProto>()
+    const kept: (NodeProto | undefined)[] = [...running]
+    const added: NodeProto[] = []
+    const shapeOf = (v: string) => infos.get(v)?.shape
+    const add = (opType: string, input: string[], output: string[], node?: NodeProto) => {
+      const created = new onnx.NodeProto({ name: `${output[0]}_${opType}`, opType, domain: NCHWC, input, output, attribute: node?.attribute })
+      added.push(created)
+      return created
+    }
+    // the node's output becomes blocked, `channels` of it real; `producer` writes its blocked form
+    const makeBlocked = (original: string, producer: NodeProto, channels: number) => {
+      const value = `${original}#nchwc`
+      const shape = shapeOf(original)
+      infos.set(value, { dtype: FLOAT, shape: shape && [shape[0], Math.ceil(channels / block) * block, ...shape.slice(2)] })
+      producer.output[0] = value
+      blocked.set(original, { value, producer, channels, uses: uses.get(original) ?? 0, remaining: uses.get(original) ?? 0 })
+    }
+    // the node's first input as a blocked value: the blocked form, or a shared ReorderInput copy
+    const blockedInput = (v: string) => {
+      const b = blocked.get(v)
+      if (b) {
+        b.remaining--
+        return b.value
+      }
+      if (!reordered.has(v)) {
+        reordered.set(v, `${v}#reordered`)
+        infos.set(`${v}#reordered`, infos.get(v) ?? {})
+        add('ReorderInput', [v], [`${v}#reordered`])
+      }
+      return reordered.get(v)!
+    }
+    // a kept node now reading blocked inputs and writing a blocked value
+    const keepBlocked = (at: number, node: NodeProto, input: string[], channels: number) => {
+      for (const v of node.input) if (blocked.has(v)) blocked.get(v)!.remaining--
+      const rewritten = new onnx.NodeProto({ ...node, input, output: [...node.output] })
+      kept[at] = rewritten
+      makeBlocked(node.output[0], rewritten, channels)
+    }
+    // a single-use nchwc Conv that has no activation nor Sum yet takes over `node` (an Add or activation)
+    const fusable = (b: Blocked) => b.producer.opType === 'Conv' && b.producer.domain === NCHWC && b.uses === 1 && !activated.has(b.producer)
+    const fuse = (at: number, node: NodeProto, into: Blocked) => {
+      kept[at] = undefined
+      blocked.set(node.output[0], { ...into, uses: uses.get(node.output[0]) ?? 0, remaining: uses.get(node.output[0]) ?? 0 })
+    }
+    const stringAttr = (node: NodeProto, name: string) => {
+      const a = attrOf(node, name)
+      return a?.s ? new TextDecoder().decode(a.s) : undefined
+    }
+    running.forEach((node, at) => {
+      const op = (node.domain ?? '') === '' ? node.opType : ''
+      const input = node.input ?? []
+      const x = input[0]
+      if (op === 'Conv') {
+        const w = infos.get(input[1])
+        const b = input[2] ? infos.get(input[2]) : undefined
+        if (!constant.has(input[1]) || w?.dtype !== FLOAT || w.shape?.length !== 4) return
+        if (input[2] && (!constant.has(input[2]) || b?.dtype !== FLOAT || b.shape?.length !== 1 || b.shape[0] !== w.shape[0])) return
+        const [outC, inC] = w.shape as number[]
+        const group = intAttr(node, 'group', 1)
+        let reorder = true
+        if (group > 1) {
+          if (outC % block !== 0) return
+          if (!(inC === 1 && outC === group) && (inC % block !== 0 || outC % group !== 0 || (outC / group) % block !== 0)) return
+        } else if (inC < block) reorder = false
+        else if (inC % block !== 0) return
+        const conv = add('Conv', [reorder ? blockedInput(x) : x, ...input.slice(1)], [node.output[0]], node)
+        kept[at] = undefined
+        makeBlocked(node.output[0], conv, outC)
+        return
+      }
+      const shape = shapeOf(x)
+      // the global pools only after a blocked value
+      if (op === 'MaxPool' || op === 'AveragePool' || ((op === 'GlobalMaxPool' || op === 'GlobalAveragePool') && blocked.has(x))) {
+        const channels = shape?.[1]
+        if (node.output.length > 1 || infos.get(x)?.dtype !== FLOAT || shape?.length !== 4 || typeof channels !== 'number' || channels % block !== 0) return
+        kept[at] = undefined
+        makeBlocked(node.output[0], add(op, [blockedInput(x)], [node.output[0]], node), channels)
+        return
+      }
+      // the rest only where every computed input is blocked already
+      if (input.length === 0 || !input.every(v => !v || !produced.has(v) || blocked.has(v))) return
+      const ins = input.map(v => blocked.get(v))
+      if (op === 'Add' || op === 'Sum' || op === 'Mul') {
+        if (!ins.every(b => b && b.channels === ins[0]!.channels)) return
+        if (!input.every(v => JSON.stringify(shapeOf(v)) === JSON.stringify(shape) && shape?.every(d => typeof d === 'number'))) return
+        const into = op !== 'Mul' && ins.length === 2 ? ins.find(b => fusable(b!) && b!.producer.input.length < 4) : undefined
+        if (into) {
+          for (const b of ins) b!.remaining--
+          into.producer.input[2] ??= ''
+          into.producer.input[3] = ins.find(b => b !== into)!.value
+          return fuse(at, node, into)
+        }
+        return keepBlocked(at, node, ins.map(b => b!.value), ins[0]!.channels)
+      }
+      if (op === 'Concat') {
+        if (intAttr(node, 'axis', 0) !== 1 || !ins.every(b => b && b.channels % block === 0)) return
+        return keepBlocked(at, node, ins.map(b => b!.value), ins.reduce((sum, b) => sum + b!.channels, 0))
+      }
+      const first = ins[0]
+      if (!first) return
+      if (op === 'Relu' || op === 'Sigmoid' || op === 'Tanh') {
+        if (!fusable(first)) return keepBlocked(at, node, [first.value], first.channels)
+        first.remaining--
+        activated.add(first.producer)
+        return fuse(at, node, first)
+      }
+      if (op === 'Resize' || op === 'Upsample') {
+        // nearest, by integer scales of the spatial dims only (onnxruntime reads them from the constant scales)
+        const out = shapeOf(node.output[0])
+        if ((stringAttr(node, 'mode') ?? 'nearest') !== 'nearest' || !constant.has(input[input.length - 1]) || input.length > 3) return
+        if (op === 'Resize' && input.length === 3 && (stringAttr(node, 'coordinate_transformation_mode') !== 'asymmetric' || stringAttr(node, 'nearest_mode') !== 'floor')) return
+        if (!shape || !out || out.length !== 4 || !out.every((d, i) => typeof d === 'number' && typeof shape[i] === 'number' && d % (shape[i] as number) === 0 && (i > 1 || d === shape[i]))) return
+        first.remaining--
+        kept[at] = undefined
+        makeBlocked(node.output[0], add('Upsample', [first.value], [node.output[0]]), first.channels)
+      }
+    })
+    for (const [original, b] of blocked) if (b.remaining > 0) add('ReorderOutput', [b.value], [original])
+    return [...kept.filter((node): node is NodeProto => node !== undefined), ...added]
+  }
 }
 
 /** Bytes of a model's weights: its external data files and its inline initializers. */
@@ -173,12 +343,13 @@ export async function weightBytes(model: LoadedModel): Promise<number> {
 }
 
 /** A graph's peak bytes of activations as onnxruntime runs and plans it, and if each were freed at once (`infos`: its inferred shapes, dims fixed). */
-export function activationPeak(graph: GraphProto, infos = inferShapes(graph)): { peak: number; lowerBound: number } {
-  const size = sizes(infos)
-  const bytes = (value: string) => size(value) ?? 0
-  const key = reuseKey(infos)
+export function activationPeak(graph: GraphProto, infos = inferShapes(graph), nchwcBlock = cpuNchwcBlock()): { peak: number; lowerBound: number } {
+  const laidInfos = new Map(infos) // with the blocked values the NCHWc layout adds
   const outputs = new Set(graph.output.map(o => o.name!))
-  const nodes = executionOrder(graph.node as NodeProto[], new Set(graph.initializer.map(t => t.name!)), outputs)
+  const nodes = executionOrder(graph.node as NodeProto[], new Set(graph.initializer.map(t => t.name!)), outputs, nchwcLayout(laidInfos, nchwcBlock))
+  const size = sizes(laidInfos)
+  const bytes = (value: string) => size(value) ?? 0
+  const key = reuseKey(laidInfos)
   return { peak: plannedPeak(nodes, bytes, key, outputs), lowerBound: plannedPeak(nodes, bytes, key, outputs, false) }
 }
 
@@ -186,7 +357,7 @@ export function activationPeak(graph: GraphProto, infos = inferShapes(graph)): {
  * The memory of the gradient pass of a forward graph whose input `latent` is differentiated (output `loss`).
  * `dims` fixes symbolic dims (batch_size, sequence_length, steps) as the pipeline feeds them.
  */
-export async function graphMemory(forward: LoadedModel, dims: Record<string, number> = {}, segments = 1): Promise<GraphMemory> {
+export async function graphMemory(forward: LoadedModel, dims: Record<string, number> = {}, segments = 1, nchwcBlock = cpuNchwcBlock()): Promise<GraphMemory> {
   const graph = graphOf(forward.model)
   const weights = await weightBytes(forward)
 
@@ -213,7 +384,7 @@ export async function graphMemory(forward: LoadedModel, dims: Record<string, num
   const forwardNodes = new Set(graph.node.map(n => n.name))
   const forwardValues = new Set(graph.node.flatMap(n => n.output ?? []))
   const saved = new Set(gradient.node.filter(n => !forwardNodes.has(n.name)).flatMap(n => n.input ?? []).filter(v => forwardValues.has(v)))
-  return { weights, ...activationPeak(gradient, infos), saved: [...saved].reduce((sum, v) => sum + bytes(v), 0), upperBound, unknown }
+  return { weights, ...activationPeak(gradient, infos, nchwcBlock), saved: [...saved].reduce((sum, v) => sum + bytes(v), 0), upperBound, unknown }
 }
 
 export interface RunCost {

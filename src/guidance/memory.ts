@@ -8,7 +8,7 @@ import { readDecoderFile } from '../diffusion/decoders.js'
 import { ModelsFolder } from '../diffusion/models-folder.js'
 import { samplerDims } from '../diffusion/pipeline.js'
 import { pipelineDims, previewCfgOf, previewForward, previewModels, previewShape, type LookaheadSettings } from './engine.js'
-import { activationPeak, graphMemory, runCost, weightBytes, type GraphMemory, type RunCost } from './estimate.js'
+import { activationPeak, cpuNchwcBlock, graphMemory, runCost, weightBytes, type GraphMemory, type RunCost } from './estimate.js'
 import { pixelGuide } from './guide.js'
 import { previewStepsOf } from './previews.js'
 
@@ -42,7 +42,7 @@ export async function dryRun(settings: LookaheadSettings, held?: HeldSessions): 
   if (kind === 'none' || !guided) return { ...cost, memory: { weights: 0, peak: 0, lowerBound: 0, saved: 0, upperBound: 0, unknown: 0 }, sessions, peakBytes: others, latentShape }
   const parts = await previewModels(settings.models, kind, settings.previewDecoder)
   const shape = previewShape(previewCfg, latentShape, settings.guideSize, previewStepsOf(kind, settings.previewSteps))
-  const memory = await graphMemory(previewForward(parts, shape, settings.guide ?? pixelGuide()), pipelineDims(previewCfg), settings.recompute)
+  const memory = await graphMemory(previewForward(parts, shape, settings.guide ?? pixelGuide()), pipelineDims(previewCfg), settings.recompute, layoutBlock(settings))
   return { ...cost, memory, sessions, peakBytes: memory.weights + memory.peak + others, latentShape }
 }
 
@@ -65,8 +65,11 @@ async function heldSessions(settings: LookaheadSettings, base: LoadedModel): Pro
   // a CUDA arena keeps the sampling UNet's activations at their peak between its runs
   const graph = graphOf(base.model)
   const infos = inferShapes(graph, samplerDims(graph, settings.cfg, settings.size))
-  return { weights, samplingActivations: activationPeak(graph, infos).peak }
+  return { weights, samplingActivations: activationPeak(graph, infos, layoutBlock(settings)).peak }
 }
+
+/** The channel block of the layout onnxruntime runs Convs in: its NCHWc on the CPU; CUDA keeps NCHW. */
+const layoutBlock = (settings: LookaheadSettings) => (settings.session?.device === 'cuda' ? 1 : cpuNchwcBlock())
 
 /** A way to fit the gradient pass into less memory, with its estimate. */
 export interface MemoryFit {
