@@ -20,7 +20,7 @@ import { readFileSync } from 'node:fs'
 import { stat } from 'node:fs/promises'
 import { arch } from 'node:os'
 import { externalDataFiles, graphOf, isExternal, onnx, type GraphProto, type LoadedModel, type NodeProto, type TensorProto } from '../onnx/proto.js'
-import { attrOf, floatBytes, inferShapes, intAttr, type Info } from '../onnx/shapes.js'
+import { floatBytes, inferShapes, intAttr, stringAttr, type Info } from '../onnx/shapes.js'
 import { LATENT, previewGradient } from './preview.js'
 import { previewUnetCalls } from './previews.js'
 
@@ -177,6 +177,12 @@ export type Layout = (running: NodeProto[], constant: Set<string>, graphOutputs:
  * only, read from /proc/cpuinfo where there is one, else AVX2 assumed).
  */
 export function cpuNchwcBlock(): number {
+  cpuBlock ??= readCpuNchwcBlock() // every estimate asks; the CPU does not change
+  return cpuBlock
+}
+let cpuBlock: number | undefined
+
+function readCpuNchwcBlock(): number {
   if (arch() !== 'x64') return 1
   let flags: string
   try {
@@ -256,10 +262,6 @@ export function nchwcLayout(infos: Map<string, Info>, block: number): Layout {
       kept[at] = undefined
       blocked.set(node.output[0], { ...into, uses: uses.get(node.output[0]) ?? 0, remaining: uses.get(node.output[0]) ?? 0 })
     }
-    const stringAttr = (node: NodeProto, name: string) => {
-      const a = attrOf(node, name)
-      return a?.s ? new TextDecoder().decode(a.s) : undefined
-    }
     running.forEach((node, at) => {
       const op = (node.domain ?? '') === '' ? node.opType : ''
       const input = node.input ?? []
@@ -321,8 +323,8 @@ export function nchwcLayout(infos: Map<string, Info>, block: number): Layout {
       if (op === 'Resize' || op === 'Upsample') {
         // nearest, by integer scales of the spatial dims only (onnxruntime reads them from the constant scales)
         const out = shapeOf(node.output[0])
-        if ((stringAttr(node, 'mode') ?? 'nearest') !== 'nearest' || !constant.has(input[input.length - 1]) || input.length > 3) return
-        if (op === 'Resize' && input.length === 3 && (stringAttr(node, 'coordinate_transformation_mode') !== 'asymmetric' || stringAttr(node, 'nearest_mode') !== 'floor')) return
+        if (stringAttr(node, 'mode', 'nearest') !== 'nearest' || !constant.has(input[input.length - 1]) || input.length > 3) return
+        if (op === 'Resize' && input.length === 3 && (stringAttr(node, 'coordinate_transformation_mode', '') !== 'asymmetric' || stringAttr(node, 'nearest_mode', '') !== 'floor')) return
         if (!shape || !out || out.length !== 4 || !out.every((d, i) => typeof d === 'number' && typeof shape[i] === 'number' && d % (shape[i] as number) === 0 && (i > 1 || d === shape[i]))) return
         first.remaining--
         kept[at] = undefined

@@ -31,7 +31,8 @@ export interface DryRun extends RunCost {
  * What `lookahead` would cost with these settings, from the graphs alone (no session is opened, no weights
  * are read): UNet evaluations, gradient passes, and the gradient pass's peak memory.
  */
-export async function dryRun(settings: LookaheadSettings, held?: HeldSessions): Promise<DryRun> {
+export async function dryRun(options: LookaheadSettings, held?: HeldSessions): Promise<DryRun> {
+  const settings = { ...options, models: await ModelsFolder.of(options.models) } // opened once for the pieces below
   const kind = settings.preview
   const guided = kind !== 'none' && settings.iters > 0 && settings.guideSteps.length > 0
   const previewCfg = kind === 'none' ? 1 : previewCfgOf(settings, kind)
@@ -83,7 +84,8 @@ export interface MemoryFit {
  * (full resolution, at most one more UNet evaluation per iteration), then a smaller preview (--guide-size, a
  * blurrier guide) with it, at `guideSizes` (none in a demo world, whose models work at its own size only).
  */
-export async function fitMemory(settings: LookaheadSettings, limitBytes: number, guideSizes = [768, 512]): Promise<MemoryFit | undefined> {
+export async function fitMemory(options: LookaheadSettings, limitBytes: number, guideSizes = [768, 512]): Promise<MemoryFit | undefined> {
+  const settings = { ...options, models: await ModelsFolder.of(options.models) } // opened once for every candidate
   const { base } = await samplingUnet(settings)
   const held = await heldSessions(settings, base) // the same for every candidate
   const side = Math.min(settings.size.height, settings.size.width)
