@@ -177,7 +177,7 @@ const rules: Record<string, Rule> = {
   // torch's F.pad reverses its pads with Reshape → Slice → Transpose (Swin's window pads)
   Transpose: (node, [x]) => {
     if (!x) return undefined
-    const perm = intsAttr(node, 'perm') ?? x.shape.map((_, i) => x.shape.length - 1 - i)
+    const perm = permOf(node, x.shape.length)
     const shape = perm.map(p => x.shape[p])
     return [x.values === undefined ? { ...x, shape } : gatherElements(x, shape, c => perm.reduce((source, p, i) => { source[p] = c[i]; return source }, [...c]))]
   },

@@ -96,11 +96,17 @@ function attentionCore(softmax: NodeProto, readers: Map<string, NodeProto[]>, gr
   return { node, matMul }
 }
 
+/** The node reading `value`, where it is the only reader, an `op` of the default domain, and `value` no graph output. */
+function onlyReaderOf(value: string, op: string, readers: Map<string, NodeProto[]>, graphOutputs: Set<string>): NodeProto | undefined {
+  const found = readers.get(value)
+  return found?.length === 1 && !graphOutputs.has(value) && found[0].opType === op && (found[0].domain ?? '') === '' ? found[0] : undefined
+}
+
 /** x·sigmoid(x), the sigmoid read by that Mul alone: one fused SiLU(x) → (y, sigmoid) node. */
 function siluOf(sigmoid: NodeProto, readers: Map<string, NodeProto[]>, graphOutputs: Set<string>): { node: NodeProto; mul: NodeProto } | undefined {
   const [x, s] = [sigmoid.input[0], sigmoid.output[0]]
-  const mul = (readers.get(s) ?? [])[0]
-  if (readers.get(s)?.length !== 1 || graphOutputs.has(s) || mul.opType !== 'Mul' || (mul.domain ?? '') !== '') return undefined
+  const mul = onlyReaderOf(s, 'Mul', readers, graphOutputs)
+  if (!mul) return undefined
   if (!((mul.input[0] === x && mul.input[1] === s) || (mul.input[0] === s && mul.input[1] === x))) return undefined
   return { node: new onnx.NodeProto({ opType: 'SiLU', domain: FUSED_DOMAIN, name: sigmoid.name, input: [x], output: [mul.output[0], s] }), mul }
 }
@@ -110,10 +116,7 @@ function siluOf(sigmoid: NodeProto, readers: Map<string, NodeProto[]>, graphOutp
  * the next node alone: one fused ErfGelu(x) → (y, erf + 1, x/√2) node, standing at the last Mul.
  */
 function erfGeluOf(erf: NodeProto, producers: Map<string, NodeProto>, readers: Map<string, NodeProto[]>, graphOutputs: Set<string>, e: Emitter): { node: NodeProto; originals: NodeProto[] } | undefined {
-  const onlyReader = (value: string, op: string) => {
-    const found = readers.get(value)
-    return found?.length === 1 && !graphOutputs.has(value) && found[0].opType === op && (found[0].domain ?? '') === '' ? found[0] : undefined
-  }
+  const onlyReader = (value: string, op: string) => onlyReaderOf(value, op, readers, graphOutputs)
   const near = (value: string | undefined, target: number) => {
     const values = value === undefined ? undefined : e.floatValues(value)
     return values?.length === 1 && Math.abs(values[0] - target) < 1e-6
