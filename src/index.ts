@@ -1,7 +1,8 @@
 // The programmatic API: scripts import the toolkit from the package root.
 export { UserError, check } from './errors.js'
 export { cachedFolder, writeFileAtomic } from './fsutil.js'
-export { cacheRoot, cachedSession, listCache, cleanCache, type CacheEntry, type CacheSettings } from './cache.js'
+export { cacheRoot, listCache, cleanCache, type CacheEntry } from './cache.js'
+export { cachedSession, type CacheSettings } from './derived.js'
 export { runtimeInfo } from './runtime-info.js'
 export { SETTINGS, GUIDE_NAMES, parseLossSpec, defaultOf, type Setting, type SettingKey, type WorldKind, type GuideName } from './cli/settings.js'
 

@@ -1,7 +1,7 @@
 // SDXL sampling on an optimum export, as diffusers' StableDiffusionXLPipeline with DDIMScheduler does it, in
 // parts the guidance engine reuses: an ε-model callback over the UNet (with CFG), a DDIM loop with per-step
 // hooks, the conditioning (conditioning.ts), the schedulers (schedulers.ts) and the decoders (decoders.ts).
-import { cachedSession, foldedTag, type CacheSettings } from '../cache.js'
+import { cachedSession, foldedTag, type CacheSettings } from '../derived.js'
 import { check } from '../errors.js'
 import { foldGraph } from '../onnx/fold.js'
 import { seededNormal } from '../onnx/layers.js'

@@ -1,7 +1,7 @@
 // The lookahead guidance engine (Gal et al. 2024, §5.1): DDIM to the guide step; there, K times: preview the
 // clean image in one step (LCM UNet, or the naive x0 estimate), decode it, score it with the guide, and move
 // x_t down the loss gradient; then plain DDIM to the end. Guidance wraps the sampler through its hooks.
-import { cachedSession, foldedTag, type CacheSettings } from '../cache.js'
+import { cachedSession, foldedTag, type CacheSettings } from '../derived.js'
 import { check } from '../errors.js'
 import { foldGraph } from '../onnx/fold.js'
 import { readModel, type LoadedModel } from '../onnx/proto.js'
