@@ -2,12 +2,10 @@
 // section by section, before it is laid out to a width. Written at build (`npm run build`), from the
 // compiled commands as oclif loads them, so the help has one source: the commands and the settings table.
 import { writeFileSync } from 'node:fs'
-import { dirname, join } from 'node:path'
 import { CommandHelp, Config, type Command, type Interfaces } from '@oclif/core'
-import { HELP_TABLE, type CommandTable, type Example, type FlagRow, type HelpTable, type Row } from './quick.js'
+import { HELP_TABLE, plain, ROOT, type CommandTable, type Example, type FlagRow, type HelpTable, type Row } from './quick.js'
 
 const LINE_FEED = /\r\n|\n/
-const plain = (text: string) => text.replace(/\u001B\[\d+m/g, '')
 /** oclif's own order (code units, not the locale's) */
 const order = (a: string, b: string) => (a < b ? -1 : a > b ? 1 : 0)
 const byName = <T>(key: (item: T) => string) => (a: T, b: T) => order(key(a), key(b))
@@ -101,5 +99,5 @@ export async function helpTable(root: string): Promise<HelpTable> {
 
 /** Writes the table of this package (run after tsc: it reads the compiled commands). */
 export async function writeHelpTable(): Promise<void> {
-  writeFileSync(HELP_TABLE, `${JSON.stringify(await helpTable(join(dirname(HELP_TABLE), '..')))}\n`)
+  writeFileSync(HELP_TABLE, `${JSON.stringify(await helpTable(ROOT))}\n`)
 }

@@ -49,7 +49,7 @@ export interface HelpTable {
 }
 
 // dist/src/cli/quick.js → the package root
-const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..')
+export const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..')
 export const HELP_TABLE = join(ROOT, 'dist', 'help-table.json')
 
 export interface PackageJson {
@@ -161,13 +161,15 @@ function terminalWidth(): number {
 }
 
 const SGR = /\u001B\[\d+m/g
+/** `text` without its colour codes (SGR) */
+export const plain = (text: string) => text.replace(SGR, '')
 const PRINTABLE_ASCII = /^[\x20-\x7E]*$/
 
 /** Columns on a terminal, as string-width counts them for narrow text (the help's: test/quick-help.test.ts). */
 function textWidth(text: string): number {
   if (PRINTABLE_ASCII.test(text)) return text.length
   let width = 0
-  for (const char of text.replace(SGR, '')) {
+  for (const char of plain(text)) {
     const code = char.codePointAt(0)!
     if (!(code <= 0x1F || (code >= 0x7F && code <= 0x9F) || (code >= 0x300 && code <= 0x36F))) width++
   }
