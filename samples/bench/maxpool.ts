@@ -9,6 +9,11 @@
 // - compared: the pool of y alone (onnxruntime's blocked kernel), the k² offsets taken out of x by one grouped
 //             Conv, compared with y, g split between ties (so it differs from the others at ties) and put back
 //             by a one-hot ConvTranspose; as the MaxPool rule inside the oracle's nets it was slower (GoogLeNet 3.60→5.39×)
+// - separable: max pools along W then along H (the first maximum in row-major order is the first row holding
+//             it, then its first column); each 1-D pass sends g to its window's first offset equal to the output
+//             by strided slices, interleaving the stride's phases back
+// - phases:   x's s² phase planes by SpaceToDepth, so each of the k² offsets is a contiguous slice; g to the first
+//             offset equal to y, planes put back by DepthToSpace
 // Each gradient is checked against the scatter one. Options: --runs N (default 20).
 import { GraphBuilder, tensor } from '../../src/onnx/builder.js'
 import { encodeModel } from '../../src/onnx/proto.js'
@@ -90,7 +95,67 @@ const compared: Variant = (g, x, dy, p) => {
   return g.op('Reshape', [cut, g.ints([1, p.channels, p.size, p.size])])
 }
 
-const VARIANTS: Record<string, { opset: number; build: Variant }> = { scatter: { opset: 16, build: scatter }, 'one-hot': { opset: 13, build: oneHot }, shifted: { opset: 13, build: shifted }, compared: { opset: 13, build: compared } }
+// max is separable: the 2-D pool is a pool along W then one along H, and the first maximum in row-major order is
+// the first row holding the maximum, then its first column, so each 1-D pass sends g to its first maximum.
+// Along one axis, window j reads padded position s·j + t; offset t = q·s + p lands on phase p at index j + q.
+const separable: Variant = (g, x, dy, p) => {
+  const o = outSize(p), k = p.kernel, s = p.stride, C = p.channels
+  const rows = g.op('MaxPool', [x], { kernel_shape: [1, k], strides: [1, s], pads: [0, p.pad, 0, p.pad], ceil_mode: p.ceil ? 1 : 0 })
+  const y = g.op('MaxPool', [x], poolAttrs(p))
+  const Q = Math.ceil(k / s), phaseLength = o + Q - 1
+  // v: the pass's input (n long on axis), u: its output, gu: u's gradient; returns v's gradient
+  const pass = (v: string, u: string, gu: string, axis: number, n: number, otherDims: number[]) => {
+    const end = s * phaseLength - n - p.pad
+    const padded = g.op('Pad', [v, g.ints(axis === 3 ? [0, 0, 0, p.pad, 0, 0, 0, Math.max(end, 0)] : [0, 0, p.pad, 0, 0, 0, Math.max(end, 0), 0]), g.constant(-Infinity, [])])
+    const parts: string[] = []
+    let rest = gu
+    for (let t = 0; t < k; t++) {
+      if (t === k - 1) { parts.push(rest); break }
+      const seen = g.op('Slice', [padded, g.ints([t]), g.ints([t + s * (o - 1) + 1]), g.ints([axis]), g.ints([s])])
+      const part = g.op('Where', [g.op('Equal', [seen, u]), rest, g.constant(0, [])])
+      parts.push(part)
+      rest = g.op('Sub', [rest, part])
+    }
+    const phases = Array.from({ length: s }, (_, ph) => {
+      const shifted = parts.flatMap((part, t) => (t % s !== ph ? [] : [Q === 1 ? part : g.op('Pad', [part, g.ints(axis === 3 ? [0, 0, 0, Math.floor(t / s), 0, 0, 0, Q - 1 - Math.floor(t / s)] : [0, 0, Math.floor(t / s), 0, 0, 0, Q - 1 - Math.floor(t / s), 0])])]))
+      const sum = shifted.length === 0 ? undefined : shifted.length === 1 ? shifted[0] : g.op('Sum', shifted)
+      return g.op('Unsqueeze', [sum!, g.ints([axis + 1])])
+    })
+    const dims = axis === 3 ? [1, C, ...otherDims, s * phaseLength] : [1, C, s * phaseLength, ...otherDims]
+    const whole = g.op('Reshape', [g.op('Concat', phases, { axis: axis + 1 }), g.ints(dims)])
+    return g.op('Slice', [whole, g.ints([p.pad]), g.ints([p.pad + n]), g.ints([axis])])
+  }
+  const dRows = pass(rows, y, dy, 2, p.size, [o])
+  return pass(x, rows, dRows, 3, p.size, [p.size])
+}
+
+// the s² phase planes of x (SpaceToDepth): window (i, j)'s offset (q·s + a, r·s + b) reads plane (a, b) at
+// (i + q, j + r), a contiguous slice; g goes to the first offset (row-major) equal to y, planes interleaved back by DepthToSpace
+const phases: Variant = (g, x, dy, p) => {
+  const o = outSize(p), k = p.kernel, s = p.stride, C = p.channels
+  const y = g.op('MaxPool', [x], poolAttrs(p))
+  const Q = Math.ceil(k / s), L = o + Q - 1, end = s * L - p.size - p.pad
+  const padded = g.op('Pad', [x, g.ints([0, 0, p.pad, p.pad, 0, 0, end, end]), g.constant(-Infinity, [])])
+  const planes = g.op('Reshape', [g.op('SpaceToDepth', [padded], { blocksize: s }), g.ints([1, s * s, C, L, L])])
+  const u = g.op('Unsqueeze', [y, g.ints([1])])
+  let rest = g.op('Unsqueeze', [dy, g.ints([1])])
+  const byPlane: string[][] = Array.from({ length: s * s }, () => [])
+  for (let th = 0; th < k; th++) for (let tw = 0; tw < k; tw++) {
+    const [qh, a, qw, b] = [Math.floor(th / s), th % s, Math.floor(tw / s), tw % s]
+    let part = rest
+    if (th < k - 1 || tw < k - 1) {
+      const seen = g.op('Slice', [planes, g.ints([a * s + b, qh, qw]), g.ints([a * s + b + 1, qh + o, qw + o]), g.ints([1, 3, 4])])
+      part = g.op('Where', [g.op('Equal', [seen, u]), rest, g.constant(0, [])])
+      rest = g.op('Sub', [rest, part])
+    }
+    byPlane[a * s + b].push(g.op('Pad', [part, g.ints([0, 0, 0, qh, qw, 0, 0, 0, Q - 1 - qh, Q - 1 - qw])]))
+  }
+  const summed = byPlane.map(parts => (parts.length === 1 ? parts[0] : g.op('Sum', parts)))
+  const whole = g.op('DepthToSpace', [g.op('Reshape', [g.op('Concat', summed, { axis: 1 }), g.ints([1, s * s * C, L, L])])], { blocksize: s, mode: 'DCR' })
+  return g.op('Slice', [whole, g.ints([p.pad, p.pad]), g.ints([p.pad + p.size, p.pad + p.size]), g.ints([2, 3])])
+}
+
+const VARIANTS: Record<string, { opset: number; build: Variant }> = { scatter: { opset: 16, build: scatter }, 'one-hot': { opset: 13, build: oneHot }, shifted: { opset: 13, build: shifted }, compared: { opset: 13, build: compared }, separable: { opset: 13, build: separable }, phases: { opset: 13, build: phases } }
 
 async function time(model: Uint8Array, feeds: Record<string, ort.Tensor>): Promise<{ ms: number; dx: Float32Array }> {
   const session = await ort.InferenceSession.create(model, sessionOptions('cpu', 1))
