@@ -16,11 +16,8 @@ import { differentiate } from '../../src/onnx/autodiff.js'
 import { foldGraph, opCounts } from '../../src/onnx/fold.js'
 import { decodeModel, encodeModel, graphOf, readModel, writeModel, type LoadedModel } from '../../src/onnx/proto.js'
 import { closeSessions, openSession } from '../../src/onnx/session.js'
+import { option } from '../args.js'
 
-const option = (name: string, fallback?: string) => {
-  const i = process.argv.indexOf(`--${name}`)
-  return i >= 0 ? process.argv[i + 1] : fallback
-}
 const threads = Number(option('threads', '1'))
 const here = dirname(fileURLToPath(import.meta.url))
 const work = await mkdtemp(join(tmpdir(), 'lookahead-fold-bench-'))

@@ -21,11 +21,8 @@ import { pixelGuide } from '../../src/guidance/guide.js'
 import { buildWorldFolder } from '../../src/world/models.js'
 import { drawnFaces } from '../../src/world/world.js'
 import { QUARTER_SDXL_UNET } from './sdxl-shape.js'
+import { option } from '../args.js'
 
-const option = (name: string, fallback: string) => {
-  const i = process.argv.indexOf(`--${name}`)
-  return i >= 0 ? process.argv[i + 1] : fallback
-}
 const runs = Number(option('runs', '3'))
 const threads = Number(option('threads', '1'))
 

@@ -13,11 +13,8 @@ import { latentDims, loadSdxl } from '../../src/diffusion/pipeline.js'
 import { gradientSession, previewModels, previewShape } from '../../src/guidance/engine.js'
 import { pixelGuide } from '../../src/guidance/guide.js'
 import { closeSessions } from '../../src/onnx/session.js'
+import { option } from '../args.js'
 
-const option = (name: string, fallback?: string) => {
-  const i = process.argv.indexOf(`--${name}`)
-  return i >= 0 ? process.argv[i + 1] : fallback
-}
 const models = option('models')
 if (!models) throw new Error('usage: npx tsx samples/bench/guided-start.ts --models DIR [--runs 3] [--threads 1]')
 const runs = Number(option('runs', '3'))

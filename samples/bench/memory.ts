@@ -20,12 +20,9 @@ import { pixelGuide } from '../../src/guidance/guide.js'
 import { previewGradient } from '../../src/guidance/preview.js'
 import { writeModel } from '../../src/onnx/proto.js'
 import { QUARTER_SDXL_UNET } from './sdxl-shape.js'
+import { option } from '../args.js'
 
 const here = dirname(fileURLToPath(import.meta.url))
-const option = (name: string, fallback: string) => {
-  const i = process.argv.indexOf(`--${name}`)
-  return i >= 0 ? process.argv[i + 1] : fallback
-}
 const side = Number(option('side', '256'))
 const runs = option('runs', '3')
 const threads = option('threads', '1')

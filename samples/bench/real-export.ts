@@ -27,12 +27,9 @@ import { previewGradient } from '../../src/guidance/preview.js'
 import { graphOf, readModel, writeModel, type LoadedModel } from '../../src/onnx/proto.js'
 import { closeSessions } from '../../src/onnx/session.js'
 import { torchMissing, writeTorchFixture } from '../export/torch/fixture.js'
+import { option } from '../args.js'
 
 const here = dirname(fileURLToPath(import.meta.url))
-const option = (name: string, fallback: string) => {
-  const i = process.argv.indexOf(`--${name}`)
-  return i >= 0 ? process.argv[i + 1] : fallback
-}
 const depth = option('depth', 'real') as 'real' | 'tiny'
 const width = Number(option('width', '32'))
 const runs = option('runs', '3')

@@ -15,14 +15,11 @@ import { activationPeak } from '../../src/guidance/estimate.js'
 import { writeGradientModel } from '../../src/onnx/autodiff.js'
 import { graphOf, readModel } from '../../src/onnx/proto.js'
 import { ort } from '../../src/onnx/session.js'
+import { option } from '../args.js'
 
 const run = promisify(execFile)
 const here = dirname(fileURLToPath(import.meta.url))
 const repo = resolve(here, '../..')
-const option = (name: string, fallback: string) => {
-  const i = process.argv.indexOf(`--${name}`)
-  return i >= 0 ? process.argv[i + 1] : fallback
-}
 const threads = option('threads', '1')
 const runs = option('runs', '7')
 const python = option('python', process.env.PYTHON ?? '/usr/bin/python3')

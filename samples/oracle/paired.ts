@@ -18,11 +18,8 @@ import { writeGradientModel } from '../../src/onnx/autodiff.js'
 import { decodeModel, encodeModel, graphOf, readModel } from '../../src/onnx/proto.js'
 import { ort } from '../../src/onnx/session.js'
 import { caseFeeds, median, medianCpuMs, open, readManifest } from './oracle.js'
+import { option } from '../args.js'
 
-const option = (name: string, fallback: string) => {
-  const i = process.argv.indexOf(`--${name}`)
-  return i >= 0 ? process.argv[i + 1] : fallback
-}
 const dir = option('dir', '')
 if (!dir) {
   console.error('--dir DIR is required: a folder of oracle exports (npm run oracle -- --dir DIR)')

@@ -9,11 +9,8 @@ import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { caseFeeds, checkCase, exportCases, manifestExists, median, FLOOR_FACTOR, OPSETS, profileByOp, readManifest, torchPython, TOLERANCE, type Row } from './oracle.js'
+import { option } from '../args.js'
 
-const option = (name: string, fallback: string) => {
-  const i = process.argv.indexOf(`--${name}`)
-  return i >= 0 ? process.argv[i + 1] : fallback
-}
 const cases = option('cases', '').split(',').filter(Boolean)
 const opsets = option('opsets', OPSETS.join(',')).split(',').map(Number)
 const repeats = Number(option('repeats', '7'))
