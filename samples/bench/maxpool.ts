@@ -14,13 +14,20 @@
 //             by strided slices, interleaving the stride's phases back
 // - phases:   x's s² phase planes by SpaceToDepth, so each of the k² offsets is a contiguous slice; g to the first
 //             offset equal to y, planes put back by DepthToSpace
-// Each gradient is checked against the scatter one. Options: --runs N (default 20).
+// Each gradient is checked against the scatter one. Options: --runs N (default 20), --profile (onnxruntime's node
+// times of each form by op type, median over the runs).
 import { GraphBuilder, tensor } from '../../src/onnx/builder.js'
 import { encodeModel } from '../../src/onnx/proto.js'
 import { ort, sessionOptions } from '../../src/onnx/session.js'
 import { seededNormal } from '../../src/onnx/layers.js'
+import { mkdtemp, rm, writeFile } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { option } from '../args.js'
+import { profileByOp } from '../oracle/oracle.js'
 
-const runs = Number(process.argv[process.argv.indexOf('--runs') + 1] || 20)
+const runs = Number(option('runs', '20'))
+const profile = process.argv.includes('--profile')
 
 interface Pool { name: string; channels: number; size: number; kernel: number; stride: number; pad: number; ceil: boolean }
 const POOLS: Pool[] = [
@@ -105,8 +112,9 @@ const separable: Variant = (g, x, dy, p) => {
   const Q = Math.ceil(k / s), phaseLength = o + Q - 1
   // v: the pass's input (n long on axis), u: its output, gu: u's gradient; returns v's gradient
   const pass = (v: string, u: string, gu: string, axis: number, n: number, otherDims: number[]) => {
-    const end = s * phaseLength - n - p.pad
-    const padded = g.op('Pad', [v, g.ints(axis === 3 ? [0, 0, 0, p.pad, 0, 0, 0, Math.max(end, 0)] : [0, 0, p.pad, 0, 0, 0, Math.max(end, 0), 0]), g.constant(-Infinity, [])])
+    // Pad's pads for `before` and `after` elements on `axis` only
+    const padsOn = (before: number, after: number) => g.ints([0, 1, 2, 3].map(i => (i === axis ? before : 0)).concat([0, 1, 2, 3].map(i => (i === axis ? after : 0))))
+    const padded = g.op('Pad', [v, padsOn(p.pad, Math.max(s * phaseLength - n - p.pad, 0)), g.constant(-Infinity, [])])
     const parts: string[] = []
     let rest = gu
     for (let t = 0; t < k; t++) {
@@ -117,9 +125,9 @@ const separable: Variant = (g, x, dy, p) => {
       rest = g.op('Sub', [rest, part])
     }
     const phases = Array.from({ length: s }, (_, ph) => {
-      const shifted = parts.flatMap((part, t) => (t % s !== ph ? [] : [Q === 1 ? part : g.op('Pad', [part, g.ints(axis === 3 ? [0, 0, 0, Math.floor(t / s), 0, 0, 0, Q - 1 - Math.floor(t / s)] : [0, 0, Math.floor(t / s), 0, 0, 0, Q - 1 - Math.floor(t / s), 0])])]))
-      const sum = shifted.length === 0 ? undefined : shifted.length === 1 ? shifted[0] : g.op('Sum', shifted)
-      return g.op('Unsqueeze', [sum!, g.ints([axis + 1])])
+      // k > s here (overlapping windows), so every phase receives at least one offset
+      const shifted = parts.flatMap((part, t) => (t % s !== ph ? [] : [Q === 1 ? part : g.op('Pad', [part, padsOn(Math.floor(t / s), Q - 1 - Math.floor(t / s))])]))
+      return g.op('Unsqueeze', [shifted.length === 1 ? shifted[0] : g.op('Sum', shifted), g.ints([axis + 1])])
     })
     const dims = axis === 3 ? [1, C, ...otherDims, s * phaseLength] : [1, C, s * phaseLength, ...otherDims]
     const whole = g.op('Reshape', [g.op('Concat', phases, { axis: axis + 1 }), g.ints(dims)])
@@ -171,6 +179,16 @@ async function time(model: Uint8Array, feeds: Record<string, ort.Tensor>): Promi
   return { ms: best, dx: dx! }
 }
 
+async function profileOf(model: Uint8Array, feeds: Record<string, ort.Tensor>): Promise<[string, number][]> {
+  const folder = await mkdtemp(join(tmpdir(), 'maxpool-bench-'))
+  try {
+    await writeFile(join(folder, 'model.onnx'), model)
+    return await profileByOp(join(folder, 'model.onnx'), feeds, runs)
+  } finally {
+    await rm(folder, { recursive: true, force: true })
+  }
+}
+
 for (const p of POOLS) {
   const rand = seededNormal(3)
   const o = outSize(p)
@@ -185,9 +203,11 @@ for (const p of POOLS) {
     const g = new GraphBuilder(name, opset)
     const dx = build(g, g.input('x', 'float32', [1, p.channels, p.size, p.size]), g.input('dy', 'float32', [1, p.channels, o, o]), p)
     g.outputAs(dx, 'dx', 'float32', [1, p.channels, p.size, p.size])
-    const { ms, dx: values } = await time(encodeModel(g.build()), feeds)
+    const model = encodeModel(g.build())
+    const { ms, dx: values } = await time(model, feeds)
     reference ??= values
     const difference = values.reduce((worst, v, i) => Math.max(worst, Math.abs(v - reference![i])), 0)
     console.log(`  ${name.padEnd(8)} ${ms.toFixed(2).padStart(7)} ms   max |dx − scatter's| ${difference.toExponential(1)}`)
+    if (profile) console.log(`           ${(await profileOf(model, feeds)).map(([op, opMs]) => `${op} ${opMs.toFixed(2)}`).join(', ')} ms`)
   }
 }
